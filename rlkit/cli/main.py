@@ -1,0 +1,65 @@
+"""The `rlkit` command. User errors print one line and exit with code 2; `--debug` shows the traceback."""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import traceback
+
+import click
+
+from rlkit.errors import RlkitError
+
+USER_ERROR_EXIT_CODE = 2
+
+
+class RlkitGroup(click.Group):
+    """Turns RlkitError (and pydantic/click usage errors) into a clean message and exit code 2."""
+
+    def invoke(self, ctx: click.Context):
+        try:
+            return super().invoke(ctx)
+        except RlkitError as error:
+            if ctx.obj and ctx.obj.get("debug"):
+                traceback.print_exc()
+            click.echo(f"error: {error}", err=True)
+            sys.exit(USER_ERROR_EXIT_CODE)
+
+
+@click.group(cls=RlkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--debug", is_flag=True, help="Show tracebacks for user errors.")
+@click.version_option(package_name="rlkit")
+@click.pass_context
+def cli(ctx: click.Context, debug: bool) -> None:
+    """RL post-training for LLMs: `rlkit train` with no arguments runs a small built-in task on the CPU."""
+    ctx.ensure_object(dict)
+    ctx.obj["debug"] = debug or os.environ.get("RLKIT_DEBUG") == "1"
+    rank = int(os.environ.get("RANK", "0"))
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    for noisy in ("httpx", "urllib3", "torch.distributed", "filelock"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
+
+
+def _register_commands() -> None:
+    from rlkit.cli.configs import config_group, validate_command
+    from rlkit.cli.data import data_group
+    from rlkit.cli.export import export_command
+    from rlkit.cli.listing import list_command
+    from rlkit.cli.plot import plot_command
+    from rlkit.cli.train import train_command
+
+    for command in (train_command, validate_command, config_group, list_command, export_command, data_group,
+                    plot_command):
+        cli.add_command(command)
+
+
+_register_commands()
+
+
+def main() -> None:
+    cli(prog_name="rlkit")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,73 @@
+"""Process-group set-up and the few collectives the trainer needs.
+
+World size 1 runs without torchrun and without a process group; under torchrun the backend is nccl on
+GPU and gloo on CPU.
+"""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+
+import torch
+import torch.distributed as dist
+
+from rlkit.engines.base import DistInfo
+
+
+def init_distributed(device: str = "auto") -> DistInfo:
+    """Join the torchrun process group when there is one. `device`: 'auto', 'cpu' or 'cuda'."""
+    use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    world_size = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    local_rank = int(os.environ.get("LOCAL_RANK", "0"))
+    if use_cuda:
+        torch.cuda.set_device(local_rank)
+    if world_size > 1 and not dist.is_initialized():
+        dist.init_process_group(
+            backend="nccl" if use_cuda else "gloo",
+            timeout=timedelta(minutes=30),
+            device_id=torch.device("cuda", local_rank) if use_cuda else None,
+        )
+    return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank,
+                    device=f"cuda:{local_rank}" if use_cuda else "cpu")
+
+
+def is_distributed() -> bool:
+    return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
+
+
+def all_reduce_sum(value: float | torch.Tensor, device: str = "cpu") -> float:
+    """Sum of a number over ranks (the number itself at world size 1)."""
+    if not is_distributed():
+        return float(value)
+    tensor = torch.as_tensor(value, dtype=torch.float64, device=device).clone()
+    dist.all_reduce(tensor)
+    return float(tensor)
+
+
+def all_gather_objects(obj):
+    """[obj of rank 0, obj of rank 1, ...]; [obj] at world size 1."""
+    if not is_distributed():
+        return [obj]
+    gathered = [None] * dist.get_world_size()
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def broadcast_object(obj, src: int = 0):
+    if not is_distributed():
+        return obj
+    holder = [obj]
+    dist.broadcast_object_list(holder, src=src)
+    return holder[0]
+
+
+def barrier() -> None:
+    if is_distributed():
+        dist.barrier()
+
+
+def destroy() -> None:
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()

@@ -1,0 +1,1 @@
+"""Training engines: FSDP2 and DeepSpeed behind rlkit.engines.base.TrainEngine."""

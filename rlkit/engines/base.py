@@ -1,0 +1,112 @@
+"""The training-engine interface. Engines run forward/backward with a loss the algorithm supplies and know
+nothing of the algorithm; the trainer does not know which engine it runs.
+
+Shape legend: B sequences, T response width (see rlkit.batch).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterator, Literal, NamedTuple, Protocol, runtime_checkable
+
+from torch import Tensor
+
+from rlkit.batch import Batch
+from rlkit.config.schema import LoraConfig, OptimConfig
+
+Role = Literal["actor", "critic", "ref"]
+
+
+class ModelOutput(NamedTuple):
+    """Per-token outputs over the response positions, (B, T) each; None when not asked for."""
+
+    logprobs: Tensor | None = None
+    entropy: Tensor | None = None
+    values: Tensor | None = None
+
+
+# loss_fn(output, micro_batch) -> (loss, metrics). The loss is the micro-batch's share of the *global*
+# mini-batch loss (normalised by global token or sequence counts), so shares add up over micro-batches and
+# ranks; engines sum gradients accordingly.
+LossFn = Callable[[ModelOutput, Batch], tuple[Tensor, dict[str, float]]]
+
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits. Passed to engines; never written into a config."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"  # "cpu" or "cuda:<local_rank>"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+@dataclass(frozen=True)
+class EngineSpec:
+    """What an engine builds, resolved by the trainer from the run config."""
+
+    role: Role
+    model_path: str  # a local Hugging Face folder
+    optim: OptimConfig | None = None  # None: frozen (the reference)
+    lora: LoraConfig | None = None
+    trust_remote_code: bool = False
+    total_optimizer_steps: int = 1  # for the learning-rate schedule
+    temperature: float = 1.0  # logits are divided by it before log-softmax (the rollout's sampling temperature)
+    seed: int = 1
+
+
+@runtime_checkable
+class TrainEngine(Protocol):
+    """One model (actor with optimizer, critic with value head and optimizer, or frozen reference)."""
+
+    role: Role
+
+    def compute_logprobs(
+        self, batch: Batch, *, micro_batch_size: int, with_entropy: bool = False, base_model: bool = False
+    ) -> ModelOutput:
+        """Log-probs (and entropy) of batch's response tokens under the current weights, no grad. (B, T).
+
+        base_model=True disables LoRA adapters: the reference policy of a LoRA run, with no second copy.
+        """
+        ...
+
+    def compute_values(self, batch: Batch, *, micro_batch_size: int) -> Tensor:
+        """Critic values at the response positions, no grad. (B, T)."""
+        ...
+
+    def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
+        """Accumulate gradients of loss_fn over micro-batches of `batch`; returns summed metrics."""
+        ...
+
+    def optimizer_step(self) -> dict[str, float]:
+        """Clip, step, schedule and zero grads. Returns grad_norm and lr. Skips a non-finite step."""
+        ...
+
+    def full_weights(self) -> Iterator[tuple[str, Tensor]]:
+        """Full (unsharded) weights in Hugging Face names, one tensor at a time; collective: every rank calls it."""
+        ...
+
+    def save(self, directory: Path) -> None:
+        """Write this engine's model, optimizer and scheduler state (collective)."""
+        ...
+
+    def load(self, directory: Path) -> None:
+        """Restore what `save` wrote (collective)."""
+        ...
+
+    def export_hf(self, directory: Path) -> None:
+        """Write a Hugging Face folder (safetensors + config) on rank 0 (collective)."""
+        ...
+
+    def offload(self) -> None:
+        """Move weights (and optimizer state) to CPU to make room for the rollout engine."""
+        ...
+
+    def onload(self) -> None:
+        """Bring them back."""
+        ...

@@ -1,0 +1,68 @@
+"""Training curves from metrics.jsonl, drawn with matplotlib (headless)."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+from rlkit.errors import DataError
+
+DEFAULT_KEYS = (
+    "reward/mean",
+    "val/reward/mean",
+    "val/accuracy",
+    "response_length/mean",
+    "pg_loss",
+    "vf_loss",
+    "loss",
+    "val/loss",
+    "kl",
+    "entropy",
+    "grad_norm",
+    "time/step",
+)
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        raise DataError(f"{path} does not exist: point `rlkit plot` at a run's trainer.output_dir")
+    records = []
+    for number, line in enumerate(path.read_text().splitlines(), start=1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError:
+                raise DataError(f"{path}, line {number}: not valid JSON") from None
+    if not records:
+        raise DataError(f"{path} holds no metrics yet")
+    return records
+
+
+def plot_metrics(path: Path, out: Path, keys: list[str] | None = None) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    records = read_metrics(path)
+    present = [key for key in (keys or DEFAULT_KEYS) if any(record.get(key) is not None for record in records)]
+    if not present:
+        raise DataError(f"{path} has none of the metrics {', '.join(keys or DEFAULT_KEYS)}")
+    columns = min(3, len(present))
+    rows = math.ceil(len(present) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
+    for axis, key in zip(axes.flat, present):
+        points = [(record["step"], record[key]) for record in records if record.get(key) is not None]
+        steps, values = zip(*points)
+        axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3)
+        axis.set_title(key)
+        axis.set_xlabel("step")
+        axis.grid(alpha=0.3)
+    for axis in list(axes.flat)[len(present):]:
+        axis.axis("off")
+    figure.tight_layout()
+    out.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(out, dpi=100)
+    plt.close(figure)
+    return out

@@ -1,0 +1,214 @@
+"""Name -> component registries: the only place a name in a config becomes an object.
+
+One generic :class:`Registry` serves every kind of component. A name resolves, in order, to
+  1. a component registered in code (``@ADV_ESTIMATORS.register("grpo")``),
+  2. a built-in registered lazily by dotted path, imported only when selected (vLLM, DeepSpeed),
+  3. a third-party component advertised through an entry point group (``rlkit.rewards``, ...),
+  4. an explicit reference: ``package.module:attr`` or ``path/to/file.py:attr``.
+Registering a name twice is an error; an unknown name is an error that lists the known names.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata
+import importlib.util
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Generic, Iterable, TypeVar
+
+from rlkit.errors import PluginError
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Entry:
+    """One registered component, as `rlkit list` shows it."""
+
+    name: str
+    source: str  # "built-in", "entry point (dist-name)" or "code"
+    target: str  # dotted path of the object
+    requires: tuple[str, ...] = ()  # importable modules it needs
+
+    @property
+    def missing(self) -> list[str]:
+        return [module for module in self.requires if importlib.util.find_spec(module) is None]
+
+
+def is_reference(spec: str) -> bool:
+    """True for ``package.module:attr`` and ``path/to/file.py:attr`` specs."""
+    return ":" in spec
+
+
+def load_object(spec: str) -> Any:
+    """Import ``package.module:attr`` or ``path/to/file.py:attr`` (trusted code: it is executed)."""
+    module_part, _, attr = spec.rpartition(":")
+    if not module_part or not attr:
+        raise PluginError(f"'{spec}' is not a reference: write 'package.module:attr' or 'path/to/file.py:attr'")
+    if module_part.endswith(".py"):
+        path = Path(module_part).expanduser()
+        if not path.is_file():
+            raise PluginError(f"'{spec}': file {path} does not exist")
+        module_name = f"rlkit_user_{path.stem}_{abs(hash(str(path.resolve())))}"
+        module = sys.modules.get(module_name)
+        if module is None:
+            loader_spec = importlib.util.spec_from_file_location(module_name, path)
+            module = importlib.util.module_from_spec(loader_spec)
+            sys.modules[module_name] = module
+            try:
+                loader_spec.loader.exec_module(module)
+            except Exception as error:
+                del sys.modules[module_name]
+                raise PluginError(f"'{spec}': importing {path} failed: {type(error).__name__}: {error}") from error
+    else:
+        try:
+            module = importlib.import_module(module_part)
+        except ImportError as error:
+            raise PluginError(f"'{spec}': cannot import module '{module_part}': {error}") from error
+    try:
+        obj = module
+        for part in attr.split("."):
+            obj = getattr(obj, part)
+    except AttributeError:
+        raise PluginError(f"'{spec}': module '{module_part}' has no attribute '{attr}'") from None
+    return obj
+
+
+class Registry(Generic[T]):
+    """Maps names to components of one kind.
+
+    Args:
+        kind: human name used in messages ("advantage estimator").
+        entry_point_group: the group third-party packages advertise components under.
+        builtin_modules: modules whose import registers the built-ins; imported on first lookup so that
+            `import rlkit` stays light and registration order cannot matter.
+    """
+
+    def __init__(self, kind: str, entry_point_group: str, builtin_modules: Iterable[str] = ()):
+        self.kind = kind
+        self.entry_point_group = entry_point_group
+        self._builtin_modules = tuple(builtin_modules)
+        self._objects: dict[str, T] = {}
+        self._entries: dict[str, Entry] = {}
+        self._loaded = False
+
+    # -- registration ---------------------------------------------------------------------------
+    def register(self, name: str, obj: T | None = None, *, aliases: Iterable[str] = ()) -> Any:
+        """Register ``obj`` under ``name`` (and aliases); usable as a decorator when obj is None."""
+
+        def add(target: T) -> T:
+            source = "built-in" if getattr(target, "__module__", "").startswith("rlkit.") else "code"
+            dotted = f"{getattr(target, '__module__', '?')}:{getattr(target, '__qualname__', repr(target))}"
+            for key in (name, *aliases):
+                self._check_free(key)
+                self._objects[key] = target
+                self._entries[key] = Entry(key, source, dotted)
+            return target
+
+        return add if obj is None else add(obj)
+
+    def register_lazy(self, name: str, target: str, *, requires: Iterable[str] = ()) -> None:
+        """Register a built-in by dotted path; it is imported only when selected."""
+        self._check_free(name)
+        self._entries[name] = Entry(name, "built-in", target, tuple(requires))
+
+    def unregister(self, name: str) -> None:
+        """Remove a name (tests and plugin reloading)."""
+        self._objects.pop(name, None)
+        self._entries.pop(name, None)
+
+    def _check_free(self, name: str) -> None:
+        if name in self._entries:
+            raise PluginError(
+                f"{self.kind} '{name}' is registered twice (first by {self._entries[name].target}); "
+                "choose another name"
+            )
+
+    # -- lookup ---------------------------------------------------------------------------------
+    def get(self, name: str) -> T:
+        """The component for a registered name or a ``module:attr`` / ``file.py:attr`` reference."""
+        self._load()
+        if name in self._objects:
+            return self._objects[name]
+        entry = self._entries.get(name)
+        if entry is not None:
+            if entry.missing:
+                raise PluginError(
+                    f"{self.kind} '{name}' needs {', '.join(entry.missing)}, which is not installed; "
+                    f"install it with: pip install 'rlkit[{name}]'"
+                    if entry.source == "built-in"
+                    else f"{self.kind} '{name}' needs {', '.join(entry.missing)}, which is not installed"
+                )
+            obj = load_object(entry.target)
+            self._objects[name] = obj
+            return obj
+        if is_reference(name):
+            return load_object(name)
+        raise PluginError(self._unknown_message(name))
+
+    def __contains__(self, name: str) -> bool:
+        self._load()
+        return name in self._entries
+
+    def names(self) -> list[str]:
+        self._load()
+        return sorted(self._entries)
+
+    def entries(self) -> list[Entry]:
+        self._load()
+        return [self._entries[name] for name in sorted(self._entries)]
+
+    def _unknown_message(self, name: str) -> str:
+        known = self.names()
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f" Did you mean '{close[0]}'?" if close else ""
+        return (
+            f"unknown {self.kind} '{name}'.{hint} Known: {', '.join(known)}. "
+            "A plugin can also be named as 'package.module:attr' or 'path/to/file.py:attr'."
+        )
+
+    def _load(self) -> None:
+        if self._loaded:
+            return
+        self._loaded = True  # set first: built-in modules call register() while importing
+        for module in self._builtin_modules:
+            importlib.import_module(module)
+        for entry_point in importlib.metadata.entry_points(group=self.entry_point_group):
+            if entry_point.name in self._entries:
+                continue  # a built-in wins; `rlkit list` shows the built-in
+            dist = entry_point.dist.name if entry_point.dist else "?"
+            self._entries[entry_point.name] = Entry(entry_point.name, f"entry point ({dist})", entry_point.value)
+
+    def reload_entry_points(self) -> None:
+        """Look for entry points again (after installing a plugin into a running process)."""
+        self._loaded = False
+        self._load()
+
+
+# The registries. Built-ins register themselves in the modules listed here.
+TRAIN_ENGINES: Registry[Callable[..., Any]] = Registry("training engine", "rlkit.engines")
+ROLLOUT_ENGINES: Registry[Callable[..., Any]] = Registry("rollout engine", "rlkit.rollouts")
+ADV_ESTIMATORS: Registry[Callable[..., Any]] = Registry(
+    "advantage estimator", "rlkit.advantage_estimators", ["rlkit.algorithms.advantages"]
+)
+POLICY_LOSSES: Registry[Callable[..., Any]] = Registry(
+    "policy loss", "rlkit.policy_losses", ["rlkit.algorithms.policy_losses"]
+)
+REWARDS: Registry[Any] = Registry("reward", "rlkit.rewards", ["rlkit.rewards.builtin"])
+
+TRAIN_ENGINES.register_lazy("fsdp2", "rlkit.engines.fsdp2:FSDP2Engine")
+TRAIN_ENGINES.register_lazy("deepspeed", "rlkit.engines.deepspeed:DeepSpeedEngine", requires=["deepspeed"])
+ROLLOUT_ENGINES.register_lazy("hf", "rlkit.rollout.hf:HFRollout")
+ROLLOUT_ENGINES.register_lazy("vllm", "rlkit.rollout.vllm:VLLMRollout", requires=["vllm"])
+ROLLOUT_ENGINES.register_lazy("sglang", "rlkit.rollout.sglang:SGLangRollout", requires=["sglang"])
+
+ALL_REGISTRIES = {
+    "engines": TRAIN_ENGINES,
+    "rollouts": ROLLOUT_ENGINES,
+    "advantage_estimators": ADV_ESTIMATORS,
+    "policy_losses": POLICY_LOSSES,
+    "rewards": REWARDS,
+}

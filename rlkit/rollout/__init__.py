@@ -1,0 +1,1 @@
+"""Rollout engines: hf, vllm and sglang behind rlkit.rollout.base.RolloutEngine."""

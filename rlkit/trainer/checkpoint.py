@@ -1,0 +1,133 @@
+"""Atomic, verifiable checkpoints.
+
+A checkpoint is a directory `checkpoints/step_NNNNNNNN/` written first under a temporary name and renamed
+into place only when complete, with a manifest (every file's size and sha256) written last. Loading
+checks the manifest; `latest()` skips incomplete or corrupted checkpoints so a resumed run falls back to
+the previous good one. Old checkpoints are deleted only after the new one is in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+from pathlib import Path
+from typing import Callable
+
+from rlkit.distributed import barrier, broadcast_object
+from rlkit.errors import CheckpointError
+
+MANIFEST = "manifest.json"
+PREFIX = "step_"
+log = logging.getLogger(__name__)
+
+
+def step_dir_name(step: int) -> str:
+    return f"{PREFIX}{step:08d}"
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_manifest(directory: Path, step: int) -> None:
+    files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    entries = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
+    tmp = directory / (MANIFEST + ".tmp")
+    tmp.write_text(json.dumps({"step": step, "files": entries}, indent=1))
+    os.replace(tmp, directory / MANIFEST)
+
+
+def verify(directory: Path) -> None:
+    """Raise CheckpointError naming the first missing, truncated or corrupted file."""
+    manifest_path = directory / MANIFEST
+    if not manifest_path.is_file():
+        raise CheckpointError(f"checkpoint {directory} is incomplete: it has no {MANIFEST} (was it interrupted?)")
+    try:
+        manifest = json.loads(manifest_path.read_text())
+    except json.JSONDecodeError:
+        raise CheckpointError(f"checkpoint {directory}: {MANIFEST} is corrupted") from None
+    for name, expected in manifest["files"].items():
+        path = directory / name
+        if not path.is_file():
+            raise CheckpointError(f"checkpoint {directory} is missing {name}")
+        if path.stat().st_size != expected["size"]:
+            raise CheckpointError(
+                f"checkpoint {directory}: {name} has {path.stat().st_size} bytes, the manifest says "
+                f"{expected['size']} (truncated)"
+            )
+        if _sha256(path) != expected["sha256"]:
+            raise CheckpointError(f"checkpoint {directory}: {name} does not match its sha256 (corrupted)")
+
+
+class CheckpointManager:
+    """Saves and finds checkpoints under `root` (output_dir/checkpoints). Collective: every rank calls."""
+
+    def __init__(self, root: Path, keep_last: int, is_main: bool):
+        self.root = root
+        self.keep_last = keep_last
+        self.is_main = is_main
+
+    def save(self, step: int, write: Callable[[Path], None]) -> Path:
+        """Call `write(tmp_dir)` on every rank, then publish the directory atomically on rank 0."""
+        final = self.root / step_dir_name(step)
+        tmp = self.root / f".tmp_{step_dir_name(step)}"
+        if self.is_main:
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+        barrier()
+        write(tmp)
+        barrier()
+        if self.is_main:
+            write_manifest(tmp, step)
+            if final.exists():  # re-saving the same step: move the old one aside, then drop it
+                stale = self.root / f".stale_{step_dir_name(step)}"
+                os.replace(final, stale)
+                os.replace(tmp, final)
+                shutil.rmtree(stale)
+            else:
+                os.replace(tmp, final)
+            self._fsync_dir(self.root)
+            self._prune()
+        barrier()
+        return final
+
+    def complete_checkpoints(self) -> list[Path]:
+        if not self.root.is_dir():
+            return []
+        return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
+
+    def latest(self) -> Path | None:
+        """The newest checkpoint that verifies; broken ones are reported and skipped."""
+        found = None
+        if self.is_main:
+            for candidate in reversed(self.complete_checkpoints()):
+                try:
+                    verify(candidate)
+                    found = str(candidate)
+                    break
+                except CheckpointError as error:
+                    log.warning("skipping %s: %s", candidate.name, error)
+        found = broadcast_object(found)
+        return Path(found) if found else None
+
+    def _prune(self) -> None:
+        for old in self.complete_checkpoints()[: -self.keep_last]:
+            shutil.rmtree(old, ignore_errors=True)
+        for leftover in self.root.glob(".tmp_*"):  # a save interrupted by a crash
+            shutil.rmtree(leftover, ignore_errors=True)
+
+    @staticmethod
+    def _fsync_dir(directory: Path) -> None:
+        fd = os.open(directory, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)

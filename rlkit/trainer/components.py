@@ -1,0 +1,127 @@
+"""Turn a RunConfig into the objects a run needs. The registries are the only place a name becomes an object."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rlkit.algorithms.advantages import estimator_for
+from rlkit.config.schema import RunConfig
+from rlkit.data import PromptDataset, load_prompt_dataset
+from rlkit.engines.base import DistInfo, EngineSpec, TrainEngine
+from rlkit.errors import ConfigError
+from rlkit.models.loading import load_tokenizer
+from rlkit.models.tiny import ensure_tiny_model
+from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
+from rlkit.rewards.base import RewardManager
+from rlkit.rewards.loading import build_reward_manager
+from rlkit.rollout.base import RolloutEngine
+
+BUILTIN_TINY = "builtin:tiny"
+
+
+def resolve_model_path(path: str, output_dir: Path) -> str:
+    """A local model folder: 'builtin:tiny' is built once under the output directory."""
+    if path == BUILTIN_TINY:
+        return str(ensure_tiny_model(output_dir / "builtin_tiny"))
+    return path
+
+
+@dataclass
+class Components:
+    tokenizer: Any
+    model_path: str
+    actor: TrainEngine
+    ref: TrainEngine | None  # None when no KL is used, or with LoRA (the actor with adapters off)
+    critic: TrainEngine | None
+    rollout: RolloutEngine
+    reward: RewardManager
+    train_data: PromptDataset
+    val_data: PromptDataset | None
+    total_steps: int
+
+
+def uses_reference(cfg: RunConfig) -> bool:
+    return cfg.algorithm.use_kl_in_reward or cfg.algorithm.use_kl_loss
+
+
+def optimizer_steps_per_training_step(cfg: RunConfig) -> int:
+    return cfg.algorithm.ppo_epochs * (cfg.data.train_batch_size // cfg.algorithm.mini_batch_size)
+
+
+def check_against_world(cfg: RunConfig, dist: DistInfo) -> None:
+    """Batch-size rules that depend on the number of ranks (runtime values, never written into the config)."""
+    world = dist.world_size
+    if cfg.data.train_batch_size % world:
+        raise ConfigError(
+            f"data.train_batch_size={cfg.data.train_batch_size} does not split over {world} ranks; "
+            f"make it a multiple of {world}"
+        )
+    if cfg.algorithm.mini_batch_size % world:
+        raise ConfigError(
+            f"algorithm.mini_batch_size={cfg.algorithm.mini_batch_size} does not split over {world} ranks; "
+            f"make it a multiple of {world}"
+        )
+    tp = getattr(cfg.rollout, "tensor_parallel_size", 1)
+    if tp > 1:
+        raise ConfigError(
+            f"rollout.tensor_parallel_size={tp}: the trainer runs one rollout engine per rank for now; set it to 1"
+        )
+
+
+def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo) -> TrainEngine:
+    engine_cls = TRAIN_ENGINES.get(cfg.engine.name)
+    return engine_cls(cfg.engine, spec, dist)
+
+
+def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
+    output_dir = Path(cfg.trainer.output_dir)
+    model_path = resolve_model_path(cfg.model.path, output_dir)
+    tokenizer = load_tokenizer(cfg.model.tokenizer_path or model_path, trust_remote_code=cfg.model.trust_remote_code)
+
+    train_data = load_prompt_dataset(cfg.data.train_files, cfg.data, tokenizer, max_samples=cfg.data.max_train_samples)
+    val_data = (
+        load_prompt_dataset(cfg.data.val_files, cfg.data, tokenizer, max_samples=cfg.data.max_val_samples)
+        if cfg.data.val_files
+        else None
+    )
+    steps_per_epoch = len(train_data) // cfg.data.train_batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(
+            f"data.train_batch_size={cfg.data.train_batch_size} is larger than the {len(train_data)} training prompts; "
+            "lower it or add data"
+        )
+    total_steps = cfg.trainer.total_steps or steps_per_epoch * cfg.trainer.total_epochs
+
+    temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
+    common = dict(trust_remote_code=cfg.model.trust_remote_code, temperature=temperature, seed=cfg.trainer.seed,
+                  total_optimizer_steps=total_steps * optimizer_steps_per_training_step(cfg))
+    actor = build_engine(cfg, EngineSpec(role="actor", model_path=model_path, optim=cfg.optim, lora=cfg.model.lora,
+                                         **common), dist)
+    ref = None
+    if uses_reference(cfg) and cfg.model.lora is None:
+        ref = build_engine(cfg, EngineSpec(role="ref", model_path=model_path, **common), dist)
+    critic = None
+    if estimator_for(cfg.algorithm.adv_estimator).needs_values:
+        critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir)
+        critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
+                                              **common), dist)
+
+    rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
+    rollout = rollout_cls(cfg.rollout, model_path, tokenizer, dist, seed=cfg.trainer.seed)
+    reward = build_reward_manager(cfg.reward)
+    return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps)
+
+
+def loss_agg_mode(cfg: RunConfig) -> str:
+    return cfg.algorithm.loss_agg_mode or estimator_for(cfg.algorithm.adv_estimator).default_loss_agg_mode
+
+
+def loss_norm_length(cfg: RunConfig) -> int:
+    return cfg.algorithm.loss_agg_norm_length or cfg.rollout.max_new_tokens
+
+
+def local_size(total: int, dist: DistInfo) -> int:
+    return math.ceil(total / dist.world_size)

@@ -1,0 +1,339 @@
+"""The RL training loop: setup -> (validate) -> steps -> save -> cleanup.
+
+One step, each phase timed: generate (after pushing the latest weights), reward, reference and old
+log-probs, critic values, advantages, critic and actor updates over PPO epochs and mini-batches. Algorithm
+differences live in rlkit.algorithms (chosen by name through the registries), backend differences in the
+engines; nothing here asks which engine or estimator it runs.
+
+Every rank runs this loop on its own share of the prompts (SPMD); rank 0 logs and publishes checkpoints.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from pathlib import Path
+
+import torch
+import yaml
+
+from rlkit.algorithms.advantages import estimator_for
+from rlkit.algorithms.kl import AdaptiveKLController, FixedKLController
+from rlkit.batch import Batch
+from rlkit.config.schema import RunConfig
+from rlkit.data.sampler import EpochSampler
+from rlkit.distributed import all_gather_objects, all_reduce_sum
+from rlkit.engines.base import DistInfo
+from rlkit.errors import CheckpointError, ConfigError
+from rlkit.rollout.base import SamplingParams
+from rlkit.trainer import experience
+from rlkit.trainer.checkpoint import CheckpointManager, verify
+from rlkit.trainer.components import (
+    Components,
+    build_components,
+    check_against_world,
+    loss_agg_mode,
+    loss_norm_length,
+)
+from rlkit.trainer.losses import GlobalCounts, actor_loss_fn, critic_loss_fn
+from rlkit.trainer.metrics import MetricsLogger, build_logger
+from rlkit.trainer.prepare import add_overlong_penalty, global_advantages, scores_on_last_token, token_level_rewards
+from rlkit.trainer.timing import PhaseTimer
+
+log = logging.getLogger(__name__)
+
+
+class RLTrainer:
+    def __init__(self, cfg: RunConfig, dist: DistInfo):
+        check_against_world(cfg, dist)
+        self.cfg = cfg
+        self.dist = dist
+        self.output_dir = Path(cfg.trainer.output_dir)
+        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
+        resume_from = self._resume_path()
+        self.parts: Components = build_components(cfg, dist)
+        self.estimator = estimator_for(cfg.algorithm.adv_estimator)
+        self.sampler = EpochSampler(len(self.parts.train_data), cfg.data.train_batch_size, seed=cfg.trainer.seed,
+                                    shuffle=cfg.data.shuffle)
+        self.kl_ctrl = (
+            AdaptiveKLController(cfg.algorithm.kl_ctrl.kl_coef, cfg.algorithm.kl_ctrl.target_kl,
+                                 cfg.algorithm.kl_ctrl.horizon)
+            if cfg.algorithm.kl_ctrl.type == "adaptive"
+            else FixedKLController(cfg.algorithm.kl_ctrl.kl_coef)
+        )
+        self.step = 0
+        if resume_from is not None:
+            self._load(resume_from)
+        self.timer = PhaseTimer(cuda=dist.device.startswith("cuda"))
+        self.logger: MetricsLogger = build_logger(
+            cfg.trainer.loggers, self.output_dir, is_main=dist.is_main, total_steps=self.parts.total_steps,
+            start_step=self.step, progress_bar=cfg.trainer.progress_bar, project=cfg.trainer.project_name,
+            name=cfg.trainer.experiment_name or self.output_dir.name, config=cfg.model_dump(mode="json"),
+        )
+        self.batches = iter(self.sampler)
+
+    # -- the loop ---------------------------------------------------------------------------------
+    def fit(self) -> dict[str, float]:
+        cfg = self.cfg.trainer
+        last: dict[str, float] = {}
+        if cfg.val_before_train and self.step == 0 and self.parts.val_data is not None:
+            self.logger.log(0, self.validate())
+        while self.step < self.parts.total_steps:
+            self.step += 1
+            metrics = self.train_step(next(self.batches))
+            is_last = self.step == self.parts.total_steps
+            if self.parts.val_data is not None and ((cfg.test_freq and self.step % cfg.test_freq == 0) or is_last):
+                metrics.update(self.validate())
+            if (cfg.save_freq and self.step % cfg.save_freq == 0) or (is_last and cfg.save_at_end):
+                self.save()
+            self.logger.log(self.step, metrics)
+            last = metrics
+        self.logger.close()
+        return last
+
+    def train_step(self, prompt_indices: list[int]) -> dict[str, float]:
+        self.timer.reset()
+        start = time.perf_counter()
+        metrics: dict[str, float] = {}
+        with self.timer.phase("weight_sync"):
+            self._sync_weights()
+        batch, scores, reward_metrics = self._rollout(prompt_indices)
+        metrics.update(reward_metrics)
+        batch = self._prepare(batch, scores, metrics)
+        with self.timer.phase("update"):
+            metrics.update(self._update(batch))
+        metrics.update(self.timer.metrics())
+        metrics["time/step"] = time.perf_counter() - start
+        num_tokens = all_reduce_sum(batch["attention_mask"].sum())
+        metrics["throughput/tokens_per_s"] = num_tokens / metrics["time/step"]
+        if self.dist.device.startswith("cuda"):
+            metrics["memory/peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
+            torch.cuda.reset_peak_memory_stats()
+        metrics["lr"] = metrics.pop("lr", 0.0)
+        return metrics
+
+    # -- phases -----------------------------------------------------------------------------------
+    def _sync_weights(self) -> None:
+        self.parts.rollout.wake_up()
+        self.parts.rollout.update_weights(self.parts.actor.full_weights())
+
+    def _rollout(self, prompt_indices: list[int]) -> tuple[Batch, torch.Tensor, dict[str, float]]:
+        params = self._sampling_params(train=True)
+        prompts = self._local_prompts(prompt_indices)
+        with self.timer.phase("generate"):
+            batch = experience.generate(self.parts.rollout, prompts, params, self._pad_id())
+        with self.timer.phase("reward"):
+            scores, _, metrics = experience.score(batch, self.parts.reward)
+        metrics.update(self._gathered_summary(batch, scores, prefix=""))
+        dynamic = self.cfg.algorithm.dynamic_sampling
+        if dynamic is not None:
+            batch, scores = self._refill_with_signal(batch, scores, prompts, params, dynamic.max_generate_batches)
+            metrics["dynamic_sampling/kept_samples"] = all_reduce_sum(len(batch))
+        self.parts.rollout.sleep()
+        return batch, scores, metrics
+
+    def _refill_with_signal(self, batch, scores, prompts, params, max_batches):
+        """Drop groups whose responses all scored the same; generate again for the same prompts to refill."""
+        kept, kept_scores = experience.drop_groups_without_signal(batch, scores)
+        pieces, piece_scores = [kept], [kept_scores]
+        for _ in range(max_batches - 1):
+            if all_reduce_sum(sum(len(piece) for piece in pieces)) >= all_reduce_sum(len(batch)):
+                break
+            with self.timer.phase("generate"):
+                extra = experience.generate(self.parts.rollout, prompts, params, self._pad_id())
+            with self.timer.phase("reward"):
+                extra_scores, _, _ = experience.score(extra, self.parts.reward)
+            extra, extra_scores = experience.drop_groups_without_signal(extra, extra_scores)
+            pieces.append(extra)
+            piece_scores.append(extra_scores)
+        merged = Batch.concat([_pad_prompt(piece, max(p.prompt_width for p in pieces)) for piece in pieces])
+        merged_scores = torch.cat(piece_scores)
+        if len(merged) == 0:  # every group was uniform every time: train on the original batch
+            return batch, scores
+        target = len(batch)
+        return merged.slice(0, target), merged_scores[:target]
+
+    def _prepare(self, batch: Batch, scores: torch.Tensor, metrics: dict[str, float]) -> Batch:
+        cfg = self.cfg.algorithm
+        micro = cfg.micro_batch_size_per_device
+        scores = add_overlong_penalty(scores, batch, cfg, self.cfg.rollout.max_new_tokens)
+        batch["token_level_scores"] = scores_on_last_token(scores, batch["response_mask"])
+        with self.timer.phase("old_logprobs"):
+            output = self.parts.actor.compute_logprobs(batch, micro_batch_size=micro, with_entropy=True)
+            batch["old_logprobs"] = output.logprobs
+            if "rollout_logprobs" in batch:
+                metrics["rollout/logprob_abs_diff"] = self._masked_mean(
+                    (batch["old_logprobs"] - batch["rollout_logprobs"]).abs(), batch["response_mask"])
+        if cfg.use_kl_in_reward or cfg.use_kl_loss:
+            with self.timer.phase("ref_logprobs"):
+                ref_engine = self.parts.ref or self.parts.actor
+                batch["ref_logprobs"] = ref_engine.compute_logprobs(
+                    batch, micro_batch_size=micro, base_model=self.parts.ref is None).logprobs
+            metrics["kl"] = self._masked_mean(batch["old_logprobs"] - batch["ref_logprobs"], batch["response_mask"])
+        if self.parts.critic is not None:
+            with self.timer.phase("values"):
+                batch["values"] = self.parts.critic.compute_values(batch, micro_batch_size=micro)
+        with self.timer.phase("advantages"):
+            rewards, kl_in_reward = token_level_rewards(batch, cfg, self.kl_ctrl.value)
+            batch["token_level_rewards"] = rewards
+            if kl_in_reward is not None:
+                kl_mean = all_reduce_sum(kl_in_reward * len(batch)) / all_reduce_sum(len(batch))
+                metrics["kl_in_reward"], metrics["kl_coef"] = kl_mean, self.kl_ctrl.value
+                self.kl_ctrl.update(kl_mean, n_steps=self.cfg.data.train_batch_size * self.cfg.rollout.n)
+            batch["advantages"], batch["returns"] = global_advantages(batch, cfg)
+        return batch
+
+    def _update(self, batch: Batch) -> dict[str, float]:
+        cfg = self.cfg.algorithm
+        agg_mode, norm_length = loss_agg_mode(self.cfg), loss_norm_length(self.cfg)
+        train_actor = self.step > self.cfg.critic.warmup_steps
+        local_mini = cfg.mini_batch_size * self.cfg.rollout.n // self.dist.world_size
+        sums: dict[str, float] = {}
+        num_updates = 0
+        for _ in range(cfg.ppo_epochs):
+            for mini in batch.split(local_mini):
+                tokens, seqs = GlobalCounts.of_local(mini)
+                counts = GlobalCounts(all_reduce_sum(tokens), all_reduce_sum(seqs))
+                step_metrics: dict[str, float] = {}
+                if self.parts.critic is not None:
+                    step_metrics.update(self.parts.critic.forward_backward(
+                        mini, critic_loss_fn(self.cfg.critic, agg_mode, norm_length, counts),
+                        micro_batch_size=cfg.micro_batch_size_per_device))
+                    critic_step = self.parts.critic.optimizer_step()
+                    step_metrics["critic/grad_norm"] = critic_step["grad_norm"]
+                if train_actor:
+                    step_metrics.update(self.parts.actor.forward_backward(
+                        mini, actor_loss_fn(cfg, agg_mode, norm_length, counts),
+                        micro_batch_size=cfg.micro_batch_size_per_device))
+                    actor_step = self.parts.actor.optimizer_step()
+                    step_metrics.update({"grad_norm": actor_step["grad_norm"], "lr": actor_step["lr"],
+                                         "update/skipped": actor_step.get("skipped", 0.0)})
+                for key, value in step_metrics.items():
+                    # Loss shares and weighted means add up over ranks; norms and lr are the same on every rank.
+                    total = value if key in ("grad_norm", "critic/grad_norm", "lr", "update/skipped") \
+                        else all_reduce_sum(value)
+                    sums[key] = sums.get(key, 0.0) + total
+                num_updates += 1
+        return {key: value / num_updates for key, value in sums.items()}
+
+    # -- validation -------------------------------------------------------------------------------
+    def validate(self) -> dict[str, float]:
+        data = self.parts.val_data
+        params = self._sampling_params(train=False)
+        local = [index for position, index in enumerate(range(len(data)))
+                 if position % self.dist.world_size == self.dist.rank]
+        self._sync_weights()
+        batch_size = self.cfg.data.val_batch_size or len(local) or 1
+        scores, lengths, reasons, accuracy = [], [], [], []
+        for start in range(0, len(local), batch_size):
+            prompts = [self._prompt_item(i, i) for i in local[start:start + batch_size]]
+            batch = experience.generate(self.parts.rollout, prompts, params, self._pad_id())
+            piece_scores, extras, _ = experience.score(batch, self.parts.reward)
+            scores += piece_scores.tolist()
+            lengths += batch["response_mask"].sum(dim=1).long().tolist()
+            reasons += batch["finish_reason"]
+            # A response is correct when its reward reports acc=1, or (without one) when it scores >= 1.
+            accuracy += extras["acc"] if "acc" in extras else [float(s >= 1.0) for s in piece_scores.tolist()]
+        self.parts.rollout.sleep()
+        gathered = all_gather_objects((scores, lengths, reasons, accuracy))
+        scores, lengths, reasons, accuracy = (sum((part[i] for part in gathered), []) for i in range(4))
+        metrics = experience.summarize(scores, lengths, reasons, prefix="val/")
+        metrics["val/accuracy"] = sum(accuracy) / max(len(accuracy), 1)
+        return metrics
+
+    # -- checkpoints ------------------------------------------------------------------------------
+    def save(self) -> Path:
+        with self.timer.phase("save"):
+            return self.checkpoints.save(self.step, self._write_checkpoint)
+
+    def _write_checkpoint(self, directory: Path) -> None:
+        self.parts.actor.save(directory / "actor")
+        if self.parts.critic is not None:
+            self.parts.critic.save(directory / "critic")
+        if self.dist.is_main:
+            state = {
+                "step": self.step,
+                "sampler": self.sampler.state_dict(),
+                "kl_ctrl": self.kl_ctrl.state_dict(),
+                "rollout": self.parts.rollout.state_dict() if hasattr(self.parts.rollout, "state_dict") else {},
+            }
+            (directory / "trainer_state.json").write_text(json.dumps(state, indent=1))
+            (directory / "config.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json", by_alias=True),
+                                                                  sort_keys=False))
+            self.parts.tokenizer.save_pretrained(str(directory / "tokenizer"))
+
+    def _resume_path(self) -> Path | None:
+        resume = self.cfg.trainer.resume
+        if resume == "disable":
+            if self.checkpoints.complete_checkpoints():
+                raise ConfigError(
+                    f"trainer.output_dir={self.output_dir} already holds checkpoints and trainer.resume=disable; "
+                    "set trainer.resume=auto to continue, or choose a new trainer.output_dir"
+                )
+            return None
+        if resume == "auto":
+            return self.checkpoints.latest()
+        path = Path(resume)
+        if not path.is_dir():
+            raise CheckpointError(f"trainer.resume={resume}: no such checkpoint directory")
+        verify(path)
+        return path
+
+    def _load(self, directory: Path) -> None:
+        self.parts.actor.load(directory / "actor")
+        if self.parts.critic is not None:
+            self.parts.critic.load(directory / "critic")
+        state = json.loads((directory / "trainer_state.json").read_text())
+        self.step = state["step"]
+        self.sampler.load_state_dict(state["sampler"])
+        self.kl_ctrl.load_state_dict(state["kl_ctrl"])
+        if state.get("rollout") and hasattr(self.parts.rollout, "load_state_dict"):
+            self.parts.rollout.load_state_dict(state["rollout"])
+        if self.dist.is_main:
+            log.info("resumed from %s at step %d", directory, self.step)
+
+    # -- helpers ----------------------------------------------------------------------------------
+    def _sampling_params(self, *, train: bool) -> SamplingParams:
+        r = self.cfg.rollout
+        return SamplingParams(
+            n=r.n if train else r.val_n,
+            temperature=r.temperature if train else r.val_temperature,
+            top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens,
+            stop_token_ids=tuple(r.stop_token_ids), ignore_eos=r.ignore_eos,
+        )
+
+    def _local_prompts(self, prompt_indices: list[int]) -> list[experience.PromptItem]:
+        per_rank = len(prompt_indices) // self.dist.world_size
+        mine = range(self.dist.rank * per_rank, (self.dist.rank + 1) * per_rank)
+        return [self._prompt_item(position, prompt_indices[position], train=True) for position in mine]
+
+    def _prompt_item(self, group: int, index: int, train: bool = False) -> experience.PromptItem:
+        record = (self.parts.train_data if train else self.parts.val_data)[index]
+        return experience.PromptItem(group, record.prompt_ids, record.prompt_text, record.data_source,
+                                     record.ground_truth, record.extra_info)
+
+    def _pad_id(self) -> int:
+        tokenizer = self.parts.tokenizer
+        return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+
+    def _gathered_summary(self, batch: Batch, scores: torch.Tensor, prefix: str) -> dict[str, float]:
+        lengths = batch["response_mask"].sum(dim=1).long().tolist()
+        gathered = all_gather_objects((scores.tolist(), lengths, batch["finish_reason"]))
+        return experience.summarize(*(sum((part[i] for part in gathered), []) for i in range(3)), prefix=prefix)
+
+    @staticmethod
+    def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
+        return all_reduce_sum((values * mask).sum()) / max(all_reduce_sum(mask.sum()), 1.0)
+
+
+def _pad_prompt(batch: Batch, width: int) -> Batch:
+    """Left-pad a batch's prompt part to `width` so batches from different generate calls concatenate."""
+    extra = width - batch.prompt_width
+    if extra == 0 or len(batch) == 0:
+        return batch
+    padded = Batch(dict(batch.tensors), dict(batch.meta))
+    for name in ("input_ids", "attention_mask", "position_ids"):
+        tensor = batch[name]
+        padded.tensors[name] = torch.cat([tensor.new_zeros((len(batch), extra)), tensor], dim=1)
+    return padded
