@@ -39,6 +39,16 @@ def cli(ctx: click.Context, debug: bool) -> None:
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "torch.distributed", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    # transformers' per-file progress bars ("Loading weights") drown the training line.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # transformers imports DeepSpeed when it is installed; on a CPU machine say so up front instead of a warning.
+    if "DS_ACCELERATOR" not in os.environ:
+        import torch
+
+        if not torch.cuda.is_available():
+            os.environ["DS_ACCELERATOR"] = "cpu"
 
 
 def _register_commands() -> None:

@@ -19,12 +19,15 @@ def train_command(args: tuple[str, ...], engine: str | None, rollout: str | None
     Run under `torchrun --nproc_per_node=N -m rlkit train ...` for several processes.
     """
     from rlkit.config import RunConfig, build_config
-    from rlkit.distributed import destroy, init_distributed
-    from rlkit.trainer.rl import RLTrainer
 
     config_file, overrides = split_config_args(args)
     flags = {"engine.name": engine, "rollout.name": rollout, "algorithm.adv_estimator": adv_estimator}
     cfg = build_config(RunConfig, config_file, overrides, flags)
+
+    # Imported after validation: a bad config should fail in a fraction of a second.
+    from rlkit.distributed import destroy, init_distributed
+    from rlkit.trainer.rl import RLTrainer
+
     dist = init_distributed(cfg.trainer.device)
     try:
         RLTrainer(cfg, dist).fit()

@@ -375,14 +375,14 @@ Logger = Literal["console", "jsonl", "tensorboard", "wandb"]
 
 
 class TrainerConfig(Section):
-    total_steps: Annotated[int | None, Field(ge=1, description="Training steps; default: total_epochs of data.")] = 40
+    total_steps: Annotated[int | None, Field(ge=1, description="Training steps; null: total_epochs of data.")] = 100
     total_epochs: Annotated[int, Field(ge=1, description="Epochs over the prompts when total_steps is null.")] = 1
     output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/default"
     seed: Annotated[int, Field(description="Seed for data order, sampling and initialisation.")] = 1
     save_freq: Annotated[int, Field(ge=0, description="Checkpoint every N steps (0: only at the end).")] = 0
     keep_last: Annotated[int, Field(ge=1, description="Checkpoints to keep.")] = 2
     save_at_end: Annotated[bool, Field(description="Checkpoint after the last step.")] = True
-    test_freq: Annotated[int, Field(ge=0, description="Validate every N steps (0: only at the end).")] = 0
+    test_freq: Annotated[int, Field(ge=0, description="Validate every N steps (0: only at the end).")] = 25
     val_before_train: Annotated[bool, Field(description="Validate before the first step.")] = True
     resume: Annotated[
         str, Field(description="'auto': continue from the latest checkpoint in output_dir; 'disable'; or a path.")
@@ -403,9 +403,10 @@ class RunConfig(Section):
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
     engine: EngineConfig = FSDP2Config()
-    optim: Annotated[OptimConfig, Field(description="Policy optimizer.")] = OptimConfig(lr=1e-3, grad_clip=1.0)
+    # The defaults of the embedded run: a tiny model learns fast with a large learning rate.
+    optim: Annotated[OptimConfig, Field(description="Policy optimizer.")] = OptimConfig(lr=5e-3, grad_clip=1.0)
     rollout: RolloutConfig = HFRolloutConfig()
-    algorithm: AlgorithmConfig = AlgorithmConfig()
+    algorithm: AlgorithmConfig = AlgorithmConfig(mini_batch_size=8)
     critic: CriticConfig = CriticConfig()
     reward: RewardConfig = RewardConfig()
     trainer: TrainerConfig = TrainerConfig()

@@ -56,7 +56,8 @@ def score(batch: Batch, reward: RewardManager) -> tuple[torch.Tensor, dict[str, 
     ]
     output = reward(samples)
     scores = torch.tensor(output.scores, dtype=torch.float32)
-    metrics = {f"reward_extra/{name}": float(torch.tensor(values, dtype=torch.float32).mean())
+    # An extra that only some rewards report is NaN for the other samples: average what is there.
+    metrics = {f"reward_extra/{name}": float(torch.tensor(values, dtype=torch.float32).nanmean())
                for name, values in output.extras.items() if values}
     metrics["reward/failures"] = float(output.num_failures)
     return scores, output.extras, metrics

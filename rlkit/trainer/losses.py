@@ -60,10 +60,10 @@ def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts:
         metrics = {"pg_loss": float(pg_loss.detach())}
         metrics.update({key: float(value) * share for key, value in pg_metrics.items()})
         if output.entropy is not None:
-            entropy = agg_loss(output.entropy, mask, agg_mode, **agg)
-            metrics["entropy"] = float(entropy.detach())
+            # Reported per token whatever the loss mode, so runs with different modes compare.
+            metrics["entropy"] = float(agg_loss(output.entropy.detach(), mask, "token-mean", **agg))
             if cfg.entropy_coeff:
-                loss = loss - cfg.entropy_coeff * entropy
+                loss = loss - cfg.entropy_coeff * agg_loss(output.entropy, mask, agg_mode, **agg)
         if cfg.use_kl_loss:
             kl = agg_loss(kl_penalty(output.logprobs, batch["ref_logprobs"], cfg.kl_loss_type), mask, agg_mode, **agg)
             loss = loss + cfg.kl_loss_coef * kl

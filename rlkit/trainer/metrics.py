@@ -91,7 +91,7 @@ class ConsoleSink:
             from tqdm import tqdm
 
             self._bar = tqdm(total=total_steps, initial=start_step, desc="train", unit="step", file=sys.stderr,
-                             dynamic_ncols=True, leave=False)
+                             dynamic_ncols=True, leave=False, disable=not sys.stderr.isatty())
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         line = format_line(step, metrics)

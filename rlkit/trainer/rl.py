@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import time
 from pathlib import Path
 
@@ -77,8 +78,10 @@ class RLTrainer:
     def fit(self) -> dict[str, float]:
         cfg = self.cfg.trainer
         last: dict[str, float] = {}
+        first_val: dict[str, float] = {}
         if cfg.val_before_train and self.step == 0 and self.parts.val_data is not None:
-            self.logger.log(0, self.validate())
+            first_val = self.validate()
+            self.logger.log(0, first_val)
         while self.step < self.parts.total_steps:
             self.step += 1
             metrics = self.train_step(next(self.batches))
@@ -90,6 +93,10 @@ class RLTrainer:
             self.logger.log(self.step, metrics)
             last = metrics
         self.logger.close()
+        if self.dist.is_main and "val/reward/mean" in last:
+            before = f"{first_val['val/reward/mean']:.3f} -> " if first_val else ""
+            log.info("validation reward %s%.3f (accuracy %.3f); outputs in %s", before, last["val/reward/mean"],
+                     last.get("val/accuracy", float("nan")), self.output_dir)
         return last
 
     def train_step(self, prompt_indices: list[int]) -> dict[str, float]:
@@ -126,12 +133,23 @@ class RLTrainer:
         with self.timer.phase("reward"):
             scores, _, metrics = experience.score(batch, self.parts.reward)
         metrics.update(self._gathered_summary(batch, scores, prefix=""))
+        if self.estimator.needs_baselines:
+            with self.timer.phase("baseline"):
+                batch["reward_baselines"] = self._greedy_baselines(prompts, params)
         dynamic = self.cfg.algorithm.dynamic_sampling
         if dynamic is not None:
             batch, scores = self._refill_with_signal(batch, scores, prompts, params, dynamic.max_generate_batches)
             metrics["dynamic_sampling/kept_samples"] = all_reduce_sum(len(batch))
         self.parts.rollout.sleep()
         return batch, scores, metrics
+
+    def _greedy_baselines(self, prompts, params: SamplingParams) -> torch.Tensor:
+        """ReMax: the reward of one greedy response per prompt, the baseline of its sampled responses."""
+        greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=params.max_new_tokens,
+                                stop_token_ids=params.stop_token_ids, ignore_eos=params.ignore_eos)
+        baseline_batch = experience.generate(self.parts.rollout, prompts, greedy, self._pad_id())
+        baseline_scores, _, _ = experience.score(baseline_batch, self.parts.reward)
+        return baseline_scores.repeat_interleave(params.n)
 
     def _refill_with_signal(self, batch, scores, prompts, params, max_batches):
         """Drop groups whose responses all scored the same; generate again for the same prompts to refill."""
@@ -233,8 +251,7 @@ class RLTrainer:
             scores += piece_scores.tolist()
             lengths += batch["response_mask"].sum(dim=1).long().tolist()
             reasons += batch["finish_reason"]
-            # A response is correct when its reward reports acc=1, or (without one) when it scores >= 1.
-            accuracy += extras["acc"] if "acc" in extras else [float(s >= 1.0) for s in piece_scores.tolist()]
+            accuracy += _accuracy(piece_scores.tolist(), extras.get("acc"))
         self.parts.rollout.sleep()
         gathered = all_gather_objects((scores, lengths, reasons, accuracy))
         scores, lengths, reasons, accuracy = (sum((part[i] for part in gathered), []) for i in range(4))
@@ -325,6 +342,12 @@ class RLTrainer:
     @staticmethod
     def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
         return all_reduce_sum((values * mask).sum()) / max(all_reduce_sum(mask.sum()), 1.0)
+
+
+def _accuracy(scores: list[float], acc: list[float] | None) -> list[float]:
+    """A response is correct when its reward reports acc=1, or (where it reports none) when it scores >= 1."""
+    acc = acc or [math.nan] * len(scores)
+    return [value if not math.isnan(value) else float(score >= 1.0) for score, value in zip(scores, acc)]
 
 
 def _pad_prompt(batch: Batch, width: int) -> Batch:

@@ -1,0 +1,1 @@
+"""The rlkit command line."""

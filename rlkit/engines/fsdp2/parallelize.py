@@ -1,0 +1,83 @@
+"""Applying FSDP2 to a scorer (rlkit.engines.sequences): a short ordered list of steps, torchtitan style.
+
+    mesh = build_mesh(dist)                      # before any fully_shard
+    apply_activation_checkpointing(hf_model)     # independent of sharding: flags on the decoder layers
+    apply_fully_shard(scorer, mesh, ...)         # every decoder layer first, then the root
+
+At world size 1 without torchrun there is no process group; `build_mesh` then starts a 1-rank group over
+an in-memory store, so one code path (fully_shard, mixed precision, DTensor state dicts) serves every
+world size.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+import torch.distributed as dist
+from torch import nn
+from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
+from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
+
+from rlkit.config.schema import FSDP2Config
+from rlkit.engines.base import DistInfo
+
+logger = logging.getLogger(__name__)
+
+
+def build_mesh(dist_info: DistInfo) -> DeviceMesh:
+    """A 1-D mesh over all ranks on this process's device type."""
+    device_type = torch.device(dist_info.device).type
+    if not dist.is_initialized():
+        assert dist_info.world_size == 1, "world size > 1 needs the torchrun process group (rlkit.distributed)"
+        backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
+        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
+    assert dist.get_world_size() == dist_info.world_size, "DistInfo disagrees with the process group"
+    return init_device_mesh(device_type, (dist_info.world_size,))
+
+
+def compute_dtype(config: FSDP2Config, device: str) -> torch.dtype:
+    """'auto' is bf16 on GPU and fp32 on CPU."""
+    if config.precision == "auto":
+        return torch.bfloat16 if device.startswith("cuda") else torch.float32
+    return {"fp32": torch.float32, "bf16": torch.bfloat16}[config.precision]
+
+
+def apply_activation_checkpointing(hf_model: nn.Module) -> None:
+    """Recompute each decoder layer in backward (transformers 5 only does it in train mode)."""
+    # transformers before ~5.20 knows it only by its older name, gradient_checkpointing_enable
+    enable = getattr(hf_model, "activation_checkpointing_enable", None) or hf_model.gradient_checkpointing_enable
+    enable({"use_reentrant": False})
+
+
+def apply_fully_shard(
+    scorer: nn.Module, mesh: DeviceMesh, config: FSDP2Config, *, param_dtype: torch.dtype, device: str
+) -> None:
+    """Shard every decoder layer as its own unit, then the root (embeddings, final norm, heads).
+
+    Master weights keep their dtype; with a bf16 `param_dtype` FSDP casts them when it gathers them and
+    reduces gradients in fp32.
+    """
+    mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
+    offload_policy = CPUOffloadPolicy(pin_memory=device.startswith("cuda")) if config.cpu_offload else OffloadPolicy()
+    layers = decoder_layers(scorer)
+    if not layers:
+        logger.warning("no decoder layers found (model._no_split_modules is empty): sharding the whole model as one unit")
+    for layer in layers:
+        fully_shard(
+            layer,
+            mesh=mesh,
+            reshard_after_forward=config.reshard_after_forward,
+            mp_policy=mp_policy,
+            offload_policy=offload_policy,
+        )
+    # the root last: it takes the parameters no layer claimed; FSDP keeps them gathered between forward and backward
+    fully_shard(scorer, mesh=mesh, mp_policy=mp_policy, offload_policy=offload_policy)
+
+
+def decoder_layers(scorer: nn.Module) -> list[nn.Module]:
+    """The repeated blocks, found by the class names transformers lists in `_no_split_modules`."""
+    layer_classes = set()
+    for module in scorer.modules():
+        layer_classes.update(getattr(module, "_no_split_modules", None) or ())
+    return [module for module in scorer.modules() if type(module).__name__ in layer_classes]

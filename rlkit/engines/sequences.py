@@ -1,0 +1,90 @@
+"""Scoring the response positions of a batch: the modules an engine wraps and shards.
+
+Shape legend: B sequences, P prompt width, T response width, L = P + T, H hidden size.
+
+Response token t sits at position P + t and is predicted from position P - 1 + t, so log-probs read the
+hidden states at positions P - 1 .. L - 2. Values are read at the same positions (as verl does): the value
+of the state before token t is emitted.
+
+Each scorer is a small nn.Module holding the Hugging Face (or peft) model as `self.model`, so an engine can
+make it the FSDP root and call it; calling submodules of a sharded root directly would skip the root's
+unshard. Its state-dict names are the model's with the `model.` prefix (`WRAPPER_PREFIX`).
+"""
+
+from __future__ import annotations
+
+from torch import Tensor, nn
+
+from rlkit.engines.logprobs import logprobs_from_hidden
+from rlkit.errors import ConfigError
+from rlkit.models.lora import hf_model_of
+
+WRAPPER_PREFIX = "model."
+
+
+def response_slice(prompt_width: int, response_width: int) -> slice:
+    """Positions P - 1 .. P + T - 2: those whose outputs score response tokens 0 .. T - 1."""
+    return slice(prompt_width - 1, prompt_width - 1 + response_width)
+
+
+def strip_wrapper_prefix(name: str) -> str:
+    assert name.startswith(WRAPPER_PREFIX), f"'{name}' is not a scorer parameter"
+    return name[len(WRAPPER_PREFIX) :]
+
+
+class PolicyScorer(nn.Module):
+    """A causal LM that returns the log-probs (and entropy) of the response tokens instead of logits.
+
+    It runs the decoder, keeps the hidden states of the T scoring positions and applies the LM head in
+    chunks (see rlkit.engines.logprobs), so the (B, L, V) logits are never built.
+    """
+
+    def __init__(self, model: nn.Module, *, chunk_size: int, temperature: float):
+        super().__init__()
+        self.model = model
+        self.chunk_size = chunk_size
+        self.temperature = temperature
+        config = hf_model_of(model).config
+        for option in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
+            if getattr(config, option, None) not in (None, 1, 1.0):
+                raise ConfigError(
+                    f"model {config.name_or_path} sets {option}: rlkit applies the LM head as a plain linear layer "
+                    "when it computes log-probs, so this model's logits would be wrong; use another model"
+                )
+
+    def forward(
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, response_width: int, with_entropy: bool
+    ) -> tuple[Tensor, Tensor | None]:
+        """(B, L) inputs -> (logprobs (B, T), entropy (B, T) or None), fp32."""
+        hf_model = hf_model_of(self.model)
+        hidden_BLH = hf_model.get_decoder()(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).last_hidden_state
+        prompt_width = input_ids.shape[1] - response_width
+        logprobs_BT, entropy_BT = logprobs_from_hidden(
+            hidden_BLH[:, response_slice(prompt_width, response_width)],
+            hf_model.get_output_embeddings(),
+            input_ids[:, prompt_width:],
+            chunk_size=self.chunk_size,
+            temperature=self.temperature,
+            with_entropy=with_entropy,
+        )
+        # FSDP hooks the root's outputs for backward and warns about views: return (tiny) copies
+        return logprobs_BT.clone(), entropy_BT.clone() if entropy_BT is not None else None
+
+
+class ValueScorer(nn.Module):
+    """A token-classification model with one label whose output at the scoring positions is the value."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, response_width: int) -> Tensor:
+        """(B, L) inputs -> values (B, T), fp32."""
+        values_BL1 = self.model(
+            input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
+        ).logits
+        prompt_width = input_ids.shape[1] - response_width
+        # a copy, not a view: FSDP hooks the root's outputs for backward
+        return values_BL1[:, response_slice(prompt_width, response_width), 0].float().clone()

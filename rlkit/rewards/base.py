@@ -1,0 +1,123 @@
+"""What a reward is: per-sample functions (verl's signature) and batch-level managers.
+
+A reward *function* scores one response, with verl's signature so verl reward files work unchanged::
+
+    def compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict
+
+A dict holds ``"score"`` plus numeric extras (``{"score": 1.0, "acc": 1.0}``) that are logged as metrics.
+A :class:`RewardManager` scores a whole batch at once (a reward model batching its forward passes,
+say); :class:`FunctionRewardManager` adapts a function to that interface.
+"""
+
+from __future__ import annotations
+
+import abc
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class RewardSample:
+    """One response to score. ``index`` is its row in the trainer's batch (named in errors)."""
+
+    index: int
+    data_source: str
+    prompt: str
+    response: str
+    ground_truth: Any
+    extra_info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class RewardOutput:
+    """Scores of a batch in sample order; ``extras[name][i]`` is sample i's extra (NaN where absent)."""
+
+    scores: list[float]
+    extras: dict[str, list[float]] = field(default_factory=dict)
+    num_failures: int = 0
+
+    @staticmethod
+    def from_results(results: list[tuple[float, dict[str, float]]], num_failures: int = 0) -> RewardOutput:
+        """Collect per-sample (score, extras); an extra some samples lack is NaN for them."""
+        names = sorted({name for _, extras in results for name in extras})
+        return RewardOutput(
+            scores=[score for score, _ in results],
+            extras={name: [extras.get(name, math.nan) for _, extras in results] for name in names},
+            num_failures=num_failures,
+        )
+
+
+class RewardManager(abc.ABC):
+    """Scores a batch of samples. Options come as keyword arguments (reward.kwargs), kept in ``self.kwargs``."""
+
+    def __init__(self, **kwargs: Any):
+        self.kwargs = kwargs
+
+    @abc.abstractmethod
+    def __call__(self, samples: list[RewardSample]) -> RewardOutput:
+        """One score per sample, in order."""
+
+
+def split_result(result: Any) -> tuple[float, dict[str, float]]:
+    """A reward function's return value -> (score, numeric extras); TypeError/ValueError say what is wrong.
+
+    Extras that are not numbers (verl rewards often return the parsed answer as text) are dropped:
+    they cannot be averaged into metrics. Boolean extras count as 0.0/1.0.
+    """
+    if not isinstance(result, dict):
+        return finite_score(result, "score"), {}
+    if "score" not in result:
+        raise TypeError(f"returned a dict without 'score' (keys: {', '.join(map(str, result))})")
+    extras = {
+        str(name): float(value) if isinstance(value, bool) else finite_score(value, f"extra '{name}'")
+        for name, value in result.items()
+        if name != "score" and isinstance(value, (bool, numbers.Real))
+    }
+    return finite_score(result["score"], "score"), extras
+
+
+def finite_score(value: Any, what: str) -> float:
+    """``value`` as a float; a non-number or a NaN/inf is an error naming ``what``."""
+    # numbers.Real admits numpy scalars; bool is refused: True as a score is almost always a bug.
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise TypeError(f"returned {type(value).__name__} as its {what}; return a float or a dict with 'score'")
+    if not math.isfinite(value):
+        raise ValueError(f"returned {value} as its {what}; scores must be finite")
+    return float(value)
+
+
+class FunctionRewardManager(RewardManager):
+    """Applies ``fn(data_source, solution_str, ground_truth, extra_info, **kwargs)`` to each sample."""
+
+    def __init__(self, fn: Callable[..., Any], name: str, kwargs: dict[str, Any] | None = None):
+        self.fn = fn
+        self.name = name
+        self.kwargs = dict(kwargs or {})
+
+    def call_one(self, sample: RewardSample) -> Any:
+        """The function's raw return value for one sample."""
+        return self.fn(sample.data_source, sample.response, sample.ground_truth, sample.extra_info, **self.kwargs)
+
+    def __call__(self, samples: list[RewardSample]) -> RewardOutput:
+        return RewardOutput.from_results([split_result(self.call_one(sample)) for sample in samples])
+
+
+def samples_from_batch(batch: Any) -> list[RewardSample]:
+    """RewardSamples of a :class:`rlkit.batch.Batch` from its meta lists (prompt_text, response_text,
+    data_source, ground_truth, extra_info); ``index`` is the row in the batch."""
+    return [
+        RewardSample(index, data_source, prompt, response, ground_truth, extra_info or {})
+        for index, (data_source, prompt, response, ground_truth, extra_info) in enumerate(
+            zip(
+                batch["data_source"],
+                batch["prompt_text"],
+                batch["response_text"],
+                batch["ground_truth"],
+                batch["extra_info"],
+                strict=True,
+            )
+        )
+    ]

@@ -1,0 +1,283 @@
+"""The SGLang rollout's pure logic, kept free of any SGLang import so that it runs (and is tested) on CPU.
+
+- `engine_kwargs`: the rollout config -> keyword arguments of `sglang.Engine`.
+- `check_environment`: refuses environment variables that change what the log-probs mean.
+- `sampling_params` / `repeat_prompts`: rlkit's SamplingParams -> SGLang's sampling-params dict, prompts
+  repeated n times (prompt-major) so that the order of the outputs is the order rlkit wants.
+- `completions_from_outputs`: SGLang's output dicts -> `Completion`s.
+- `weight_shapes` / `check_weight` / `bucket_weights`: the in-place weight update's name and shape checks
+  and its grouping into buckets of bounded size.
+
+What SGLang 0.5.17 returns as `meta_info["output_token_logprobs"]` (read in sglang/srt/layers/sampler.py,
+`Sampler.forward`, with `SGLANG_RETURN_ORIGINAL_LOGPROB` unset):
+- a request with temperature 0 becomes temperature 1, top_k 1 (`SamplingParams.__post_init__`), and an
+  all-greedy batch returns log_softmax(logits): the raw logits, as rlkit scores greedy responses;
+- otherwise the logits are divided by the temperature in place, softmax-ed into `probs`, and the token is
+  drawn from top-k/top-p *filtered copies* of `probs` (the pytorch backend sorts into new tensors; the
+  flashinfer kernel reads `probs` without changing it). The log-prob returned is log(probs) of the drawn
+  token: log_softmax(logits / temperature), untruncated by top-k/top-p, which is what rlkit's trainer
+  recomputes. (vLLM 0.26 differs here: its processed log-probs are renormalised after truncation.)
+`SGLANG_RETURN_ORIGINAL_LOGPROB=1` would return log_softmax(logits) before the temperature instead, so the
+engine refuses to start with it.
+"""
+
+from __future__ import annotations
+
+import difflib
+import json
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+
+import torch
+from torch import Tensor
+
+from rlkit.errors import ConfigError
+from rlkit.rollout.base import Completion, SamplingParams
+
+if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
+    from rlkit.config.schema import SGLangRolloutConfig
+    from rlkit.engines.base import DistInfo
+
+RANK_SEED_STRIDE = 1_000_003  # engines of different ranks sample different streams
+MEMORY_TAGS = ("kv_cache", "weights", "cuda_graph")  # sglang.srt.constants.GPU_MEMORY_ALL_TYPES
+_DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
+_ORIGINAL_LOGPROB_ENV = "SGLANG_RETURN_ORIGINAL_LOGPROB"
+
+
+# ---------------------------------------------------------------------------------------------
+# the engine
+# ---------------------------------------------------------------------------------------------
+def engine_dtype(dtype: Any) -> str:
+    """A torch dtype, a dtype name or None (-> bfloat16, as the HF rollout uses on GPU) as SGLang spells it."""
+    if dtype is None:
+        return "bfloat16"
+    name = str(dtype).removeprefix("torch.")
+    if name not in _DTYPES:
+        raise ConfigError(f"SGLang rollout dtype {dtype!r} is not supported; use one of {', '.join(_DTYPES)}")
+    return name
+
+
+def torch_dtype(name: str) -> torch.dtype:
+    """The torch dtype of an `engine_dtype` name."""
+    return _DTYPES[name]
+
+
+def gpu_index(dist: DistInfo) -> int:
+    """The GPU this process's engine starts on: the index in dist.device, else the local rank."""
+    if not dist.device.startswith("cuda"):
+        raise ConfigError(
+            f"the sglang rollout needs a CUDA GPU, but this process runs on '{dist.device}'; "
+            "use --rollout hf on CPU"
+        )
+    index = torch.device(dist.device).index
+    return dist.local_rank if index is None else index
+
+
+def engine_kwargs(
+    config: SGLangRolloutConfig,
+    model_path: str,
+    *,
+    dist: DistInfo,
+    seed: int,
+    dtype: Any = None,
+    trust_remote_code: bool = False,
+) -> dict[str, Any]:
+    """Keyword arguments of `sglang.Engine` for the engine of this process.
+
+    One engine per rank, on the rank's GPU (`base_gpu_id`). tensor_parallel_size > 1 spans GPUs
+    base_gpu_id .. base_gpu_id + tp - 1 and is only possible in a single process (world size 1).
+    """
+    tp = config.tensor_parallel_size
+    if dist.world_size > 1 and tp > 1:
+        raise ConfigError(
+            f"rollout.tensor_parallel_size={tp} under torchrun (world size {dist.world_size}): the sglang rollout "
+            "runs one engine per rank; set rollout.tensor_parallel_size=1, or run a single process"
+        )
+    return {
+        "model_path": model_path,
+        "dtype": engine_dtype(dtype),
+        "trust_remote_code": trust_remote_code,
+        "tp_size": tp,
+        "base_gpu_id": gpu_index(dist),
+        "random_seed": seed + dist.rank * RANK_SEED_STRIDE,
+        "mem_fraction_static": config.mem_fraction_static,
+        "attention_backend": config.attention_backend,
+        "sampling_backend": config.sampling_backend,
+        "disable_cuda_graph": config.disable_cuda_graph,
+        "enable_memory_saver": config.release_memory,
+        # Prompts arrive as token ids and rlkit decodes the text itself (with the stop token kept).
+        "skip_tokenizer_init": True,
+        # "model" would fill unset options (repetition_penalty, ...) from generation_config.json.
+        "sampling_defaults": "openai",
+        "log_level": "error",
+    }
+
+
+def check_environment(environ: Mapping[str, str]) -> None:
+    """Refuse SGLANG_RETURN_ORIGINAL_LOGPROB: it makes the log-probs ignore the temperature."""
+    value = environ.get(_ORIGINAL_LOGPROB_ENV, "").strip().lower()
+    if value in ("1", "true", "yes", "on"):
+        raise ConfigError(
+            f"{_ORIGINAL_LOGPROB_ENV}={environ[_ORIGINAL_LOGPROB_ENV]} makes SGLang return log-probs before the "
+            "temperature, which are not those the trainer recomputes; unset it"
+        )
+
+
+def eos_token_ids(tokenizer, model_path: str) -> list[int]:
+    """EOS ids in first-seen order: the tokenizer's, then config.json's and generation_config.json's."""
+    ids: list[Any] = [getattr(tokenizer, "eos_token_id", None)]
+    for file_name in ("config.json", "generation_config.json"):
+        path = Path(model_path) / file_name
+        if path.is_file():
+            eos = json.loads(path.read_text()).get("eos_token_id")
+            ids += eos if isinstance(eos, list) else [eos]
+    return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling
+# ---------------------------------------------------------------------------------------------
+def sampling_params(params: SamplingParams, eos_ids: Sequence[int]) -> dict[str, Any]:
+    """SGLang's sampling-params dict for one request (one prompt copy, see `repeat_prompts`).
+
+    EOS ids are passed as stop ids, so a tokenizer EOS missing from the model's config also ends a response
+    (SGLang adds the config's own). ignore_eos disables every stop id in SGLang, as in rlkit.
+    """
+    stop_ids = [] if params.ignore_eos else list(dict.fromkeys([*eos_ids, *params.stop_token_ids]))
+    return {
+        "n": 1,
+        "max_new_tokens": params.max_new_tokens,
+        "temperature": params.temperature,  # 0: greedy
+        "top_p": params.top_p,
+        "top_k": params.top_k if params.top_k > 0 else -1,  # SGLang: -1 off, 0 is invalid
+        "min_p": 0.0,
+        "repetition_penalty": 1.0,
+        "frequency_penalty": 0.0,
+        "presence_penalty": 0.0,
+        "stop_token_ids": stop_ids,
+        "ignore_eos": params.ignore_eos,
+        "no_stop_trim": True,
+        "skip_special_tokens": True,
+    }
+
+
+def repeat_prompts(prompts: Sequence[Sequence[int]], n: int) -> list[list[int]]:
+    """Each prompt n times in a row, [p0, p0, ..., p1, ...]: one request per completion.
+
+    SGLang's own `n` orders a batch's samples sample-major; one request per copy keeps rlkit's prompt-major
+    order by construction, and the radix cache still computes each shared prompt once.
+    """
+    return [[int(token) for token in prompt] for prompt in prompts for _ in range(n)]
+
+
+def finish_reason(meta_info: Mapping[str, Any], where: str) -> str:
+    """'stop' (EOS or a stop id) or 'length' from meta_info['finish_reason']; an abort raises RuntimeError."""
+    reason = meta_info.get("finish_reason")
+    kind = reason.get("type") if isinstance(reason, Mapping) else reason
+    if kind in ("stop", "length"):
+        return kind
+    message = reason.get("message", "") if isinstance(reason, Mapping) else ""
+    raise RuntimeError(
+        f"SGLang {where} ended with finish_reason={reason!r}; only 'stop' and 'length' are expected"
+        + (f" ({message})" if message else "")
+    )
+
+
+def sampled_logprobs(meta_info: Mapping[str, Any], response_ids: Sequence[int], where: str) -> list[float]:
+    """The log-prob of each response token from meta_info['output_token_logprobs'] ((logprob, id, text) each)."""
+    entries = meta_info.get("output_token_logprobs")
+    if entries is None:
+        raise RuntimeError(f"SGLang {where} returned no output_token_logprobs although return_logprob=True")
+    if len(entries) != len(response_ids):
+        raise RuntimeError(f"SGLang {where} returned {len(entries)} log-probs for {len(response_ids)} tokens")
+    token_ids = [int(entry[1]) for entry in entries]
+    if token_ids != list(response_ids):
+        raise RuntimeError(f"SGLang {where}: log-prob token ids {token_ids} differ from output_ids {response_ids}")
+    return [float(entry[0]) for entry in entries]
+
+
+def completions_from_outputs(
+    rows: Sequence[list[int]], outputs: Sequence[Mapping[str, Any]], decode: Callable[[list[int]], str]
+) -> list[Completion]:
+    """One Completion per SGLang output dict ({"output_ids", "meta_info"}), in request order.
+
+    SGLang's output_ids run through the token that stopped the response (EOS or a stop id), which stays in
+    `response_ids`: it is a sampled action with a log-prob. `decode` turns response ids into text.
+    """
+    if len(outputs) != len(rows):
+        raise RuntimeError(f"SGLang returned {len(outputs)} outputs for {len(rows)} requests")
+    completions = []
+    for index, (row, output) in enumerate(zip(rows, outputs)):
+        where = f"request {index}"
+        meta_info = output["meta_info"]
+        reason = finish_reason(meta_info, where)
+        response_ids = [int(token) for token in output["output_ids"]]
+        finish = meta_info["finish_reason"]
+        matched = finish.get("matched") if isinstance(finish, Mapping) else None
+        if reason == "stop" and isinstance(matched, int) and response_ids[-1:] != [matched]:
+            raise RuntimeError(f"SGLang {where} stopped on token {matched}, but its output_ids end {response_ids[-1:]}")
+        completions.append(
+            Completion(
+                prompt_ids=row,
+                response_ids=response_ids,
+                logprobs=sampled_logprobs(meta_info, response_ids, where),
+                finish_reason=reason,
+                text=decode(response_ids),
+            )
+        )
+    return completions
+
+
+# ---------------------------------------------------------------------------------------------
+# weights
+# ---------------------------------------------------------------------------------------------
+def weight_shapes(model_path: str, *, trust_remote_code: bool = False) -> dict[str, tuple[int, ...]]:
+    """Hugging Face parameter names and shapes of model_path's architecture (built on the meta device).
+
+    SGLang's `load_weights` skips names it does not know and asserts on shapes inside the engine's process,
+    so update_weights checks each tensor against this table first. Tied weights appear under both names.
+    """
+    from transformers import AutoConfig, AutoModelForCausalLM
+
+    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    with torch.device("meta"):
+        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
+    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
+
+
+def check_weight(name: str, tensor: Tensor, shapes: Mapping[str, tuple[int, ...]], model_path: str) -> None:
+    """ValueError naming the weight when the rollout model has no such name or another shape."""
+    expected = shapes.get(name)
+    if expected is None:
+        close = difflib.get_close_matches(name, list(shapes), n=1)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        raise ValueError(
+            f"update_weights: unknown weight '{name}': the rollout model from {model_path} has no such parameter"
+            f"{hint} Weights must use Hugging Face names without wrapper prefixes."
+        )
+    if tuple(tensor.shape) != expected:
+        raise ValueError(
+            f"update_weights: weight '{name}' has shape {tuple(tensor.shape)}, but the rollout model's '{name}' has "
+            f"shape {expected}; the trainer and rollout models differ"
+        )
+
+
+def bucket_weights(weights: Iterable[tuple[str, Tensor]], max_bytes: int) -> Iterator[list[tuple[str, Tensor]]]:
+    """Group a stream of (name, tensor) into lists of at most `max_bytes` of tensor data, in order.
+
+    A tensor larger than `max_bytes` travels alone. The stream is consumed lazily: at most one bucket (plus
+    the tensor that opens the next one) is held at a time.
+    """
+    if max_bytes < 1:
+        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
+    bucket: list[tuple[str, Tensor]] = []
+    size = 0
+    for name, tensor in weights:
+        num_bytes = tensor.numel() * tensor.element_size()
+        if bucket and size + num_bytes > max_bytes:
+            yield bucket
+            bucket, size = [], 0
+        bucket.append((name, tensor))
+        size += num_bytes
+    if bucket:
+        yield bucket

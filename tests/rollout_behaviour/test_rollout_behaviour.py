@@ -1,0 +1,85 @@
+"""The behaviour suite (rlkit.rollout.behaviour) over every rollout engine.
+
+hf runs on CPU; hf on cuda, vllm and sglang are marked `gpu` and skip without a GPU or their package.
+Run one GPU engine per pytest process (`-k vllm`): engines do not always hand a GPU back cleanly.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+from transformers import AutoTokenizer
+
+from rlkit.config.schema import HFRolloutConfig, RolloutCommon, SGLangRolloutConfig, VLLMRolloutConfig
+from rlkit.engines.base import DistInfo
+from rlkit.registry import ROLLOUT_ENGINES
+from rlkit.rollout.base import RolloutEngine
+from rlkit.rollout.behaviour import CHECKS, Reference, build_tiny_checkpoint, tiny_prompts
+
+needs_gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")]
+
+
+@dataclass(frozen=True)
+class Case:
+    config: RolloutCommon
+    device: str
+    logprob_atol: float  # fp32 engines match the fp32 reference to 1e-4; bf16 ones to about 0.1
+    requires: str | None = None  # the package the engine needs
+
+
+CASES = [
+    pytest.param(Case(HFRolloutConfig(), "cpu", 1e-4), id="hf"),
+    pytest.param(Case(HFRolloutConfig(), "cuda:0", 0.1), id="hf-cuda", marks=needs_gpu),
+    pytest.param(
+        Case(VLLMRolloutConfig(gpu_memory_utilization=0.3, enforce_eager=True), "cuda:0", 0.1, "vllm"),
+        id="vllm",
+        marks=needs_gpu,
+    ),
+    pytest.param(
+        Case(SGLangRolloutConfig(mem_fraction_static=0.3, disable_cuda_graph=True), "cuda:0", 0.1, "sglang"),
+        id="sglang",
+        marks=needs_gpu,
+    ),
+]
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    # head_dim 64: GPU attention kernels take it, while the model stays tiny
+    build_tiny_checkpoint(path, hidden_size=128, num_heads=2, num_kv_heads=1)
+    return str(path), AutoTokenizer.from_pretrained(path)  # reloaded, as the trainer and the engines load it
+
+
+def test_the_tiny_tokenizer_survives_a_reload(tmp_path):
+    built = build_tiny_checkpoint(tmp_path)
+    reloaded = AutoTokenizer.from_pretrained(tmp_path)
+    text = "what is two plus two? the cat runs"
+    assert reloaded(text).input_ids == built(text).input_ids
+    assert reloaded.decode(range(len(built))) == built.decode(range(len(built)))
+    assert (reloaded.eos_token_id, reloaded.pad_token_id) == (built.eos_token_id, built.pad_token_id) == (1, 0)
+
+
+@pytest.fixture(scope="module", params=CASES)
+def subject(request, checkpoint) -> tuple[RolloutEngine, Reference]:
+    case: Case = request.param
+    if case.requires:
+        pytest.importorskip(case.requires)
+    model_path, tokenizer = checkpoint
+    engine_class = ROLLOUT_ENGINES.get(case.config.name)
+    engine = engine_class(case.config, model_path, tokenizer, DistInfo(device=case.device), seed=1)
+    reference = Reference(model_path, tokenizer, tiny_prompts(tokenizer), case.device, case.logprob_atol)
+    yield engine, reference
+    if hasattr(engine, "close"):  # GPU engines shut down their workers and free the GPU
+        engine.close()
+    del engine
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()
+
+
+@pytest.mark.parametrize("check", CHECKS, ids=[check.__name__.removeprefix("check_") for check in CHECKS])
+def test_behaviour(subject, check):
+    engine, reference = subject
+    check(engine, reference)

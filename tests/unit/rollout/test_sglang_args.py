@@ -1,0 +1,379 @@
+"""The SGLang rollout on CPU: config -> Engine kwargs, sampling params, output dicts -> Completions, weight
+checks and buckets, and SGLangRollout's call sequence against a fake `sglang` module.
+
+Fake outputs are plain dicts shaped as SGLang 0.5.17's `Engine.generate` returns them with
+skip_tokenizer_init=True and return_logprob=True:
+    {"output_ids": [...], "meta_info": {"finish_reason": {"type": "stop", "matched": 1},
+                                        "output_token_logprobs": [(logprob, token_id, None), ...], ...}}
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from rlkit.config.schema import SGLangRolloutConfig
+from rlkit.engines.base import DistInfo
+from rlkit.errors import ConfigError
+from rlkit.rollout import sglang_args
+from rlkit.rollout.base import RolloutEngine, SamplingParams
+from rlkit.rollout.behaviour import build_tiny_checkpoint
+
+GPU0 = DistInfo(device="cuda:0")
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    path = tmp_path_factory.mktemp("tiny")
+    tokenizer = build_tiny_checkpoint(path)
+    return str(path), tokenizer
+
+
+def output(response, logprobs, reason):
+    """An SGLang output dict; reason is ("stop", matched_token) or ("length", length)."""
+    kind, value = reason
+    finish = {"type": "stop", "matched": value} if kind == "stop" else {"type": "length", "length": value}
+    return {
+        "output_ids": list(response),
+        "meta_info": {
+            "id": "rid",
+            "finish_reason": finish,
+            "prompt_tokens": 3,
+            "completion_tokens": len(response),
+            "output_token_logprobs": [(lp, token, None) for lp, token in zip(logprobs, response)],
+        },
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# engine kwargs
+# ---------------------------------------------------------------------------------------------
+def test_engine_kwargs_defaults():
+    kwargs = sglang_args.engine_kwargs(SGLangRolloutConfig(), "/m", dist=GPU0, seed=7)
+    assert kwargs == {
+        "model_path": "/m",
+        "dtype": "bfloat16",
+        "trust_remote_code": False,
+        "tp_size": 1,
+        "base_gpu_id": 0,
+        "random_seed": 7,
+        "mem_fraction_static": 0.5,
+        "attention_backend": "triton",
+        "sampling_backend": "pytorch",
+        "disable_cuda_graph": False,
+        "enable_memory_saver": True,
+        "skip_tokenizer_init": True,
+        "sampling_defaults": "openai",
+        "log_level": "error",
+    }
+
+
+def test_engine_kwargs_follow_the_config_rank_and_device():
+    config = SGLangRolloutConfig(
+        mem_fraction_static=0.3, attention_backend="fa3", sampling_backend="flashinfer", disable_cuda_graph=True,
+        release_memory=False,
+    )
+    dist = DistInfo(rank=3, world_size=4, local_rank=3, device="cuda:3")
+    kwargs = sglang_args.engine_kwargs(config, "/m", dist=dist, seed=7, dtype=torch.float16, trust_remote_code=True)
+    assert kwargs["base_gpu_id"] == 3
+    assert kwargs["random_seed"] == 7 + 3 * 1_000_003  # ranks sample different streams
+    assert kwargs["dtype"] == "float16" and kwargs["trust_remote_code"] is True
+    assert (kwargs["mem_fraction_static"], kwargs["attention_backend"], kwargs["sampling_backend"]) == (
+        0.3, "fa3", "flashinfer")
+    assert kwargs["disable_cuda_graph"] is True and kwargs["enable_memory_saver"] is False
+    # "cuda" without an index: the local rank's GPU
+    assert sglang_args.gpu_index(DistInfo(rank=5, world_size=8, local_rank=1, device="cuda")) == 1
+
+
+def test_engine_kwargs_tensor_parallel_only_in_a_single_process():
+    config = SGLangRolloutConfig(tensor_parallel_size=2)
+    assert sglang_args.engine_kwargs(config, "/m", dist=GPU0, seed=1)["tp_size"] == 2
+    with pytest.raises(ConfigError, match="tensor_parallel_size=2"):
+        sglang_args.engine_kwargs(config, "/m", dist=DistInfo(world_size=2, device="cuda:0"), seed=1)
+
+
+def test_engine_kwargs_refuse_cpu_and_unknown_dtypes():
+    with pytest.raises(ConfigError, match="needs a CUDA GPU"):
+        sglang_args.engine_kwargs(SGLangRolloutConfig(), "/m", dist=DistInfo(), seed=1)
+    with pytest.raises(ConfigError, match="int8"):
+        sglang_args.engine_kwargs(SGLangRolloutConfig(), "/m", dist=GPU0, seed=1, dtype="int8")
+    assert sglang_args.engine_dtype("bfloat16") == "bfloat16"
+    assert sglang_args.torch_dtype(sglang_args.engine_dtype(torch.float32)) is torch.float32
+
+
+def test_check_environment_refuses_pre_temperature_logprobs():
+    sglang_args.check_environment({})
+    sglang_args.check_environment({"SGLANG_RETURN_ORIGINAL_LOGPROB": "0"})
+    with pytest.raises(ConfigError, match="SGLANG_RETURN_ORIGINAL_LOGPROB"):
+        sglang_args.check_environment({"SGLANG_RETURN_ORIGINAL_LOGPROB": "true"})
+
+
+def test_eos_token_ids_gather_the_tokenizer_config_and_generation_config(tmp_path):
+    (tmp_path / "config.json").write_text(json.dumps({"eos_token_id": 5}))
+    (tmp_path / "generation_config.json").write_text(json.dumps({"eos_token_id": [5, 9]}))
+    tokenizer = SimpleNamespace(eos_token_id=1)
+    assert sglang_args.eos_token_ids(tokenizer, str(tmp_path)) == [1, 5, 9]
+    assert sglang_args.eos_token_ids(SimpleNamespace(eos_token_id=None), str(tmp_path / "none")) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# sampling params
+# ---------------------------------------------------------------------------------------------
+def test_sampling_params():
+    params = SamplingParams(n=4, temperature=0.7, top_p=0.9, top_k=5, max_new_tokens=12, stop_token_ids=(7, 1))
+    sp = sglang_args.sampling_params(params, eos_ids=[1, 2])
+    assert sp["n"] == 1  # n comes from repeated prompts
+    assert (sp["temperature"], sp["top_p"], sp["top_k"], sp["max_new_tokens"]) == (0.7, 0.9, 5, 12)
+    assert sp["stop_token_ids"] == [1, 2, 7]  # EOS ids first, no repeats
+    assert sp["ignore_eos"] is False and sp["no_stop_trim"] is True
+    assert (sp["min_p"], sp["repetition_penalty"], sp["frequency_penalty"], sp["presence_penalty"]) == (0, 1, 0, 0)
+
+
+def test_sampling_params_greedy_top_k_off_and_ignore_eos():
+    for top_k in (0, -1):  # rlkit's two spellings of "off"; SGLang takes only -1
+        assert sglang_args.sampling_params(SamplingParams(top_k=top_k), [1])["top_k"] == -1
+    greedy = sglang_args.sampling_params(SamplingParams(temperature=0.0), [1])
+    assert greedy["temperature"] == 0.0  # SGLang turns it into top_k=1
+    ignoring = sglang_args.sampling_params(SamplingParams(ignore_eos=True, stop_token_ids=(7,)), [1])
+    assert ignoring["ignore_eos"] is True and ignoring["stop_token_ids"] == []
+
+
+def test_repeat_prompts_is_prompt_major():
+    assert sglang_args.repeat_prompts([[1, 2], [3]], 2) == [[1, 2], [1, 2], [3], [3]]
+    assert sglang_args.repeat_prompts([], 3) == []
+
+
+# ---------------------------------------------------------------------------------------------
+# outputs -> completions
+# ---------------------------------------------------------------------------------------------
+def test_completions_keep_the_stop_token_and_map_logprobs():
+    rows = [[5, 6], [5, 6], [8]]
+    outputs = [
+        output([10, 11, 1], [-0.5, -1.0, -0.25], ("stop", 1)),  # EOS ends it and stays
+        output([12, 13, 14], [-0.1, -0.2, -0.3], ("length", 3)),
+        output([7], [-2.0], ("stop", 7)),  # a stop id
+    ]
+    decoded = []
+
+    def decode(ids):
+        decoded.append(ids)
+        return " ".join(map(str, ids))
+
+    completions = sglang_args.completions_from_outputs(rows, outputs, decode)
+    assert [c.prompt_ids for c in completions] == rows
+    assert [c.response_ids for c in completions] == [[10, 11, 1], [12, 13, 14], [7]]
+    assert [c.logprobs for c in completions] == [[-0.5, -1.0, -0.25], [-0.1, -0.2, -0.3], [-2.0]]
+    assert [c.finish_reason for c in completions] == ["stop", "length", "stop"]
+    assert [c.text for c in completions] == ["10 11 1", "12 13 14", "7"]
+    assert decoded == [[10, 11, 1], [12, 13, 14], [7]]
+
+
+def test_completions_refuse_aborts_and_inconsistent_outputs():
+    abort = output([3], [-1.0], ("length", 1))
+    abort["meta_info"]["finish_reason"] = {"type": "abort", "message": "input is longer than the context"}
+    with pytest.raises(RuntimeError, match="abort.*longer than the context"):
+        sglang_args.completions_from_outputs([[1]], [abort], str)
+
+    short = output([3, 4], [-1.0, -2.0], ("length", 2))
+    short["meta_info"]["output_token_logprobs"].pop()
+    with pytest.raises(RuntimeError, match="1 log-probs for 2 tokens"):
+        sglang_args.completions_from_outputs([[1]], [short], str)
+
+    swapped = output([3, 4], [-1.0, -2.0], ("length", 2))
+    swapped["meta_info"]["output_token_logprobs"] = [(-1.0, 4, None), (-2.0, 3, None)]
+    with pytest.raises(RuntimeError, match="differ from output_ids"):
+        sglang_args.completions_from_outputs([[1]], [swapped], str)
+
+    trimmed = output([3, 4], [-1.0, -2.0], ("stop", 1))  # SGLang trimmed the stop token away
+    with pytest.raises(RuntimeError, match="stopped on token 1"):
+        sglang_args.completions_from_outputs([[1]], [trimmed], str)
+
+    no_logprobs = output([3], [-1.0], ("length", 1))
+    del no_logprobs["meta_info"]["output_token_logprobs"]
+    with pytest.raises(RuntimeError, match="no output_token_logprobs"):
+        sglang_args.completions_from_outputs([[1]], [no_logprobs], str)
+
+    with pytest.raises(RuntimeError, match="1 outputs for 2 requests"):
+        sglang_args.completions_from_outputs([[1], [2]], [output([3], [-1.0], ("length", 1))], str)
+
+
+# ---------------------------------------------------------------------------------------------
+# weights
+# ---------------------------------------------------------------------------------------------
+def test_weight_shapes_match_the_hf_model(checkpoint):
+    from transformers import AutoModelForCausalLM
+
+    model_path, _ = checkpoint
+    shapes = sglang_args.weight_shapes(model_path)
+    model = AutoModelForCausalLM.from_pretrained(model_path)
+    assert shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}
+    assert shapes["model.layers.0.self_attn.q_proj.weight"] == (64, 64)  # hidden 64
+
+
+def test_check_weight_names_the_bad_weight(checkpoint):
+    model_path, _ = checkpoint
+    shapes = sglang_args.weight_shapes(model_path)
+    sglang_args.check_weight("lm_head.weight", torch.empty(shapes["lm_head.weight"]), shapes, model_path)
+    with pytest.raises(ValueError, match="unknown weight 'model.layers.0.self_attn.q_proj.weigth'.*q_proj.weight"):
+        sglang_args.check_weight("model.layers.0.self_attn.q_proj.weigth", torch.empty(64, 64), shapes, model_path)
+    with pytest.raises(ValueError, match=r"'lm_head.weight' has shape \(3, 64\)"):
+        sglang_args.check_weight("lm_head.weight", torch.empty(3, 64), shapes, model_path)
+
+
+def test_bucket_weights_bounds_bytes_keeps_order_and_streams():
+    # fp32: 4 bytes a number. Sizes 40, 40, 80, 400, 4 bytes with a 100-byte limit.
+    tensors = [("a", torch.zeros(10)), ("b", torch.zeros(10)), ("c", torch.zeros(20)), ("d", torch.zeros(100)),
+               ("e", torch.zeros(1))]
+    buckets = list(sglang_args.bucket_weights(iter(tensors), max_bytes=100))
+    # a+b = 80, +c would be 160 > 100 -> new bucket; c alone 80, +d > 100; d (400) travels alone; then e
+    assert [[name for name, _ in bucket] for bucket in buckets] == [["a", "b"], ["c"], ["d"], ["e"]]
+
+    consumed = []
+
+    def stream():
+        for name, tensor in tensors:
+            consumed.append(name)
+            yield name, tensor
+
+    first = next(sglang_args.bucket_weights(stream(), max_bytes=100))
+    assert [name for name, _ in first] == ["a", "b"] and consumed == ["a", "b", "c"]  # lazy: c opens the next
+    with pytest.raises(ValueError, match="positive"):
+        list(sglang_args.bucket_weights(iter(tensors), max_bytes=0))
+
+
+# ---------------------------------------------------------------------------------------------
+# SGLangRollout's call sequence against a fake sglang (CPU tensors; no engine is started)
+# ---------------------------------------------------------------------------------------------
+class FakeEngine:
+    """Records calls; generate answers [last prompt token + 1, EOS] with fixed log-probs."""
+
+    eos = 1
+
+    def __init__(self, **kwargs):
+        self.kwargs = kwargs
+        self.calls: list[tuple] = []
+        self.loaded: dict[str, torch.Tensor] = {}
+
+    def generate(self, input_ids, sampling_params, return_logprob):
+        self.calls.append(("generate", len(input_ids)))
+        assert return_logprob is True
+        return [output([row[-1] + 1, self.eos], [-0.5, -0.25], ("stop", self.eos)) for row in input_ids]
+
+    def update_weights_from_tensor(self, named_tensors, flush_cache):
+        self.calls.append(("update", [name for name, _ in named_tensors], flush_cache))
+        self.loaded.update(named_tensors)
+        return True, "Success"
+
+    def flush_cache(self):
+        self.calls.append(("flush",))
+        return SimpleNamespace(success=True)
+
+    def release_memory_occupation(self, tags):
+        self.calls.append(("release", tuple(tags)))
+
+    def resume_memory_occupation(self, tags):
+        self.calls.append(("resume", tuple(tags)))
+
+    def shutdown(self):
+        self.calls.append(("shutdown",))
+
+
+@pytest.fixture
+def fake_sglang(monkeypatch):
+    patched = []
+    modules = {name: types.ModuleType(name) for name in ("sglang", "sglang.srt", "sglang.srt.utils",
+                                                         "sglang.srt.utils.patch_torch")}
+    modules["sglang"].Engine = FakeEngine
+    modules["sglang.srt.utils.patch_torch"].monkey_patch_torch_reductions = lambda: patched.append(True)
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    return patched
+
+
+def make_rollout(checkpoint, **config):
+    from rlkit.rollout.sglang import SGLangRollout
+
+    model_path, tokenizer = checkpoint
+    rollout = SGLangRollout(SGLangRolloutConfig(**config), model_path, tokenizer, GPU0, seed=3)
+    rollout.device = torch.device("cpu")  # the fake engine takes CPU tensors
+    return rollout
+
+
+def test_rollout_generates_prompt_major_with_eos_as_stop_id(checkpoint, fake_sglang):
+    rollout = make_rollout(checkpoint)
+    assert isinstance(rollout, RolloutEngine) and fake_sglang == [True]
+    assert rollout.engine.kwargs["random_seed"] == 3 and rollout.engine.kwargs["skip_tokenizer_init"] is True
+    completions = rollout.generate([[5, 6], [9]], SamplingParams(n=2, max_new_tokens=4))
+    assert [c.prompt_ids for c in completions] == [[5, 6], [5, 6], [9], [9]]
+    assert [c.response_ids for c in completions] == [[7, 1], [7, 1], [10, 1], [10, 1]]
+    assert all(c.finish_reason == "stop" and c.logprobs == [-0.5, -0.25] for c in completions)
+    tokenizer = checkpoint[1]
+    assert completions[0].text == tokenizer.decode([7, 1], skip_special_tokens=True)
+    assert tokenizer.eos_token_id in rollout.eos_token_ids
+    assert rollout.generate([], SamplingParams()) == [] and rollout.engine.calls == [("generate", 4)]
+    with pytest.raises(ValueError, match="prompt 1 is empty"):
+        rollout.generate([[5], []], SamplingParams())
+
+
+def test_rollout_update_weights_checks_casts_buckets_and_flushes(checkpoint, fake_sglang, monkeypatch):
+    from rlkit.rollout import sglang as sglang_rollout
+
+    rollout = make_rollout(checkpoint)
+    weights = [(name, torch.ones(shape)) for name, shape in list(rollout._weight_shapes.items())[:3]]
+    monkeypatch.setattr(sglang_rollout, "WEIGHT_BUCKET_BYTES", 1)  # one tensor a bucket
+    rollout.update_weights(iter(weights))
+    names = [name for name, _ in weights]
+    assert rollout.engine.calls == [("update", [n], False) for n in names] + [("flush",)]
+    assert all(rollout.engine.loaded[n].dtype is torch.bfloat16 for n in names)  # the engine's dtype
+    assert rollout.last_sync_seconds > 0
+
+    rollout.engine.calls.clear()
+    with pytest.raises(ValueError, match="unknown weight 'model.nope'"):
+        rollout.update_weights([weights[0], weights[1], ("model.nope", torch.ones(2))])
+    # the bucket of weights[0] was sent when weights[1] opened the next one; that one was pending; no flush
+    assert rollout.engine.calls == [("update", [names[0]], False)]
+
+
+def test_rollout_sleep_wake_resumes_weights_then_kv_cache_at_generate(checkpoint, fake_sglang):
+    rollout = make_rollout(checkpoint)
+    engine = rollout.engine
+    rollout.sleep()
+    rollout.sleep()  # twice is once
+    assert engine.calls == [("release", ("kv_cache", "weights", "cuda_graph"))]
+    with pytest.raises(RuntimeError, match="asleep"):
+        rollout.generate([[5]], SamplingParams())
+    with pytest.raises(RuntimeError, match="asleep"):
+        rollout.update_weights([])
+    rollout.wake_up()
+    assert engine.calls[-1] == ("resume", ("weights",))
+    with pytest.raises(RuntimeError, match="before update_weights"):
+        rollout.generate([[5]], SamplingParams())
+    name, shape = next(iter(rollout._weight_shapes.items()))
+    rollout.update_weights([(name, torch.zeros(shape))])
+    assert engine.calls[-1] == ("update", [name], False)  # no flush: the released KV cache was flushed then
+    rollout.generate([[5]], SamplingParams())
+    assert engine.calls[-2:] == [("resume", ("kv_cache", "cuda_graph")), ("generate", 1)]
+
+    # sleeping straight after a wake_up releases only what is resident
+    rollout.sleep()
+    rollout.wake_up()
+    rollout.sleep()
+    assert engine.calls[-3:] == [("release", ("kv_cache", "weights", "cuda_graph")), ("resume", ("weights",)),
+                                 ("release", ("weights",))]
+    rollout.close()
+    rollout.close()
+    assert engine.calls[-1] == ("shutdown",) and rollout.engine is None
+
+
+def test_rollout_without_release_memory_never_releases(checkpoint, fake_sglang):
+    rollout = make_rollout(checkpoint, release_memory=False)
+    rollout.sleep()
+    rollout.wake_up()
+    rollout.generate([[5]], SamplingParams())  # the weights were never dropped: no update needed
+    assert rollout.engine.calls == [("generate", 1)]
+    assert rollout.engine.kwargs["enable_memory_saver"] is False
