@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 
@@ -23,14 +23,14 @@ import click
 
 @dataclass
 class Policy:
-    """Where generation takes its weights from: a HF folder, plus full weights to load over it (checkpoints)."""
+    """Where generation takes its weights from: a HF folder, plus full weights to load over it (checkpoints:
+    a generator over the rebuilt training engine, which it keeps alive until it is dropped)."""
 
     model_path: str
     tokenizer_path: str
     trust_remote_code: bool = False
     weights: Iterator[Any] | None = None
     description: str = ""
-    engine: Any = field(default=None, repr=False)  # keeps the checkpoint's engine alive while weights stream
 
 
 @click.command("generate")
@@ -87,7 +87,7 @@ def generate_command(
                             trust_remote_code=policy.trust_remote_code)
         if policy.weights is not None:
             rollout.update_weights(policy.weights)
-            policy.engine = policy.weights = None  # free the training engine before generating
+            policy.weights = None  # frees the training engine before generating
         params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
         completions = rollout.generate([record.prompt_ids for record in records], params)
         owners = [record for record in records for _ in range(num_samples)]
@@ -150,7 +150,6 @@ def checkpoint_policy(checkpoint: Path, dist: Any) -> Policy:
         cfg.model.trust_remote_code,
         weights=engine.full_weights(),
         description=f"checkpoint {checkpoint} (base {model_path}{', LoRA merged' if cfg.model.lora else ''})",
-        engine=engine,
     )
 
 
@@ -174,15 +173,17 @@ def read_prompts(
     resolved = resolve_prompt_format(prompt_format, tokenizer)
     texts = [render_prompt(prompt, tokenizer, resolved, system_prompt) for prompt in prompts]
     return [PromptRecord(ids, text, "prompt", ground_truth, {}, index)
-            for index, (text, ids) in enumerate(zip(texts, encode_prompts(texts, tokenizer, resolved)))]
+            for index, (text, ids) in enumerate(zip(texts, encode_prompts(texts, tokenizer, resolved), strict=True))]
 
 
 def score(manager: Any, records: list[Any], responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:
     """Scores (and extras such as acc) of each response under a RewardManager."""
     from rlkit.rewards.base import RewardSample
 
-    samples = [RewardSample(index, record.data_source, record.prompt_text, response, record.ground_truth,
-                            record.extra_info) for index, (record, response) in enumerate(zip(records, responses))]
+    samples = [
+        RewardSample(index, record.data_source, record.prompt_text, response, record.ground_truth, record.extra_info)
+        for index, (record, response) in enumerate(zip(records, responses, strict=True))
+    ]
     output = manager(samples)
     return output.scores, output.extras
 
@@ -213,7 +214,7 @@ def write_jsonl(path: Path, records: list[Any], completions: list[Any], scores: 
                 extras: dict[str, list[float]]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w") as handle:
-        for position, (record, completion) in enumerate(zip(records, completions)):
+        for position, (record, completion) in enumerate(zip(records, completions, strict=True)):
             row = {"prompt_index": record.index, "prompt": record.prompt_text, "response": completion.text,
                    "finish_reason": completion.finish_reason, "ground_truth": record.ground_truth}
             if scores is not None:

@@ -1,7 +1,8 @@
 """The typed configuration of a supervised fine-tuning run (`rlkit sft`).
 
 It shares the model, engine, optimizer and trainer sections with the RL run (rlkit.config.schema), so a
-model, an engine setup or a trainer setting reads the same in both; only the data section is SFT's own.
+model, an engine setup or a trainer setting reads the same in both (the optimizer and trainer sections with
+SFT's own defaults); only the data section is SFT's own.
 `kind: sft` tells `rlkit validate` and `rlkit config show` that a file is an SFT recipe. The defaults are
 the embedded default run: the tiny model learns the built-in letters task from demonstrations on the CPU.
 """
@@ -81,6 +82,25 @@ class SFTDataConfig(Section):
     max_val_samples: Annotated[int | None, Field(ge=1, description="Use only the first N validation samples.")] = None
 
 
+class SFTOptimConfig(OptimConfig):
+    """`rlkit train`'s optimizer section with SFT's default learning rate (the one the tiny built-in run needs)."""
+
+    lr: Annotated[
+        float, Field(gt=0, description="Peak learning rate (a 0.5B model: about 1e-5 for all weights, 1e-4 for LoRA).")
+    ] = 1e-2
+
+
+class SFTTrainerConfig(TrainerConfig):
+    """`rlkit train`'s trainer section with SFT's defaults: steps of the built-in run, its own output folder."""
+
+    total_steps: Annotated[
+        int | None,
+        Field(ge=1, description="Optimizer steps, each over data.train_batch_size samples; null: total_epochs of "
+              "the training data."),
+    ] = 60
+    output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/sft"
+
+
 class SFTConfig(Section):
     """A supervised fine-tuning run: `rlkit sft`."""
 
@@ -90,14 +110,12 @@ class SFTConfig(Section):
     model: ModelConfig = ModelConfig()
     data: SFTDataConfig = SFTDataConfig()
     engine: EngineConfig = FSDP2Config()
-    optim: Annotated[OptimConfig, Field(description="Optimizer and learning-rate schedule.")] = OptimConfig(
-        lr=1e-2, grad_clip=1.0
-    )
+    optim: Annotated[SFTOptimConfig, Field(description="Optimizer and learning-rate schedule.")] = SFTOptimConfig()
     trainer: Annotated[
-        TrainerConfig,
+        SFTTrainerConfig,
         Field(description="Steps, checkpoints, validation and logging; one step is one optimizer step over "
               "data.train_batch_size samples, and validation computes val/loss."),
-    ] = TrainerConfig(output_dir="outputs/sft")
+    ] = SFTTrainerConfig()
 
     @model_validator(mode="after")
     def _micro_batch_fits(self) -> SFTConfig:

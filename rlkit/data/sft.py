@@ -107,7 +107,7 @@ def load_sft_dataset(
     tokenized = tokenize_segments(segments, tokenizer, prompt_format)
 
     samples, num_truncated = [], 0
-    for demo, (ids, trained) in zip(demonstrations, tokenized):
+    for demo, (ids, trained) in zip(demonstrations, tokenized, strict=True):
         if len(ids) > cfg.max_length:
             num_truncated += 1
             ids, trained = truncate(ids, trained, cfg.max_length, cfg.truncation, demo.location)
@@ -297,7 +297,7 @@ def tokenize_segments(
     first_ids = tokenizer(firsts, add_special_tokens=prompt_format == "raw")["input_ids"] if firsts else []
     rest_ids = iter(tokenizer(rest, add_special_tokens=False)["input_ids"] if rest else [])
     tokenized = []
-    for segments, ids in zip(samples, first_ids):
+    for segments, ids in zip(samples, first_ids, strict=True):
         all_ids, trained = list(ids), [int(segments[0][1])] * len(ids)
         for _, is_trained in segments[1:]:
             piece = list(next(rest_ids))

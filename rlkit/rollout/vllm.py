@@ -196,20 +196,25 @@ class VLLMRollout:
         self.num_generate_calls = int(state["num_generate_calls"])
 
     def close(self) -> None:
-        """Shut the engine down and free its GPU memory and its process groups.
+        """Shut the engine down and free its GPU memory and its model-parallel groups.
 
-        The trainer's process group (external_launcher) stays; one vLLM created itself is destroyed.
+        At world size 1 vLLM's own process group goes too. Under torchrun the default process group is the
+        trainer's and stays: vLLM's EngineCore.shutdown would destroy it, so only the executor, the
+        scheduler and the model-parallel groups are shut here.
         """
         if getattr(self, "llm", None) is None:
             return
-        from vllm.distributed.parallel_state import cleanup_dist_env_and_memory, destroy_model_parallel
+        from vllm.distributed.parallel_state import destroy_model_parallel
 
-        self.llm.llm_engine.engine_core.shutdown()
-        self.llm = None
+        client = self.llm.llm_engine.engine_core  # the in-process client; .engine_core is vLLM's EngineCore
         if self._owns_process_group:
-            cleanup_dist_env_and_memory()
+            client.shutdown()
         else:
+            client.engine_core.model_executor.shutdown()  # weights, KV cache, sleep-mode memory pools
+            client.engine_core.scheduler.shutdown()
             destroy_model_parallel()
+            gc.unfreeze()  # vLLM froze the objects alive at start-up; let the collector see them again
+        self.llm = None
         gc.collect()
         torch.cuda.empty_cache()
 

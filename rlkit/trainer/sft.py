@@ -187,15 +187,21 @@ class SFTTrainer:
         (directory / RNG_DIR).mkdir(exist_ok=True)
         torch.save(rng_state(), directory / RNG_DIR / f"rank_{self.dist.rank}.pt")
         if self.dist.is_main:
-            state = {"step": self.step, "sampler": self.sampler.state_dict(), "world_size": self.dist.world_size}
+            state = {"kind": "sft", "step": self.step, "sampler": self.sampler.state_dict(),
+                     "world_size": self.dist.world_size}
             (directory / TRAINER_STATE).write_text(json.dumps(state, indent=1))
             (directory / "config.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json", by_alias=True),
                                                                   sort_keys=False))
             self.tokenizer.save_pretrained(str(directory / "tokenizer"))
 
     def _load(self, directory: Path) -> None:
-        self.engine.load(directory / "actor")
         state = json.loads((directory / TRAINER_STATE).read_text())
+        if state.get("kind") != "sft":
+            raise CheckpointError(
+                f"{directory} is not an SFT checkpoint (an `rlkit train` run's?); give `rlkit sft` its own "
+                "trainer.output_dir, or start from an exported model with model.path"
+            )
+        self.engine.load(directory / "actor")
         self.step = state["step"]
         self.sampler.load_state_dict(state["sampler"])
         rng_file = directory / RNG_DIR / f"rank_{self.dist.rank}.pt"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# scripts/gpu/vllm_tests.sh PIECEDIR -- runs ON THE GPU machine, from the repository root.
+# scripts/gpu/vllm_tests.sh PIECEDIR [PYTEST_ARGS...] -- runs ON THE GPU machine, from the repository root.
 #
 # Hands the vLLM bundle pieces carried in PIECEDIR to device_install.sh (copied there from
 # shared/gpu/), and once every piece has arrived and unpacked into /tmp/site_vllm, runs
@@ -7,7 +7,8 @@
 # warm); the command carrying the last piece and SHA256SUMS runs the tests. See docs/vllm.md.
 # Writes vllm_tests.log and vllm_numbers.json under $OUT (default /tmp/vllm_out).
 set -uo pipefail
-PIECEDIR=${1:?usage: scripts/gpu/vllm_tests.sh PIECEDIR}
+PIECEDIR=${1:?usage: scripts/gpu/vllm_tests.sh PIECEDIR [PYTEST_ARGS...]}
+shift
 OUT=${OUT:-/tmp/vllm_out}
 mkdir -p "$OUT"
 
@@ -24,7 +25,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
 
 start=$(date +%s)
 # no -x: one device call should report every failing test, not only the first
-timeout 500 python3 -m pytest tests/gpu/test_vllm.py -m gpu -q -s -p no:cacheprovider 2>&1 | tee "$OUT/vllm_tests.log"
+timeout 500 python3 -m pytest tests/gpu/test_vllm.py -m gpu -q -s -p no:cacheprovider "$@" 2>&1 | tee "$OUT/vllm_tests.log"
 rc=${PIPESTATUS[0]}
 echo "pytest exit $rc after $(( $(date +%s) - start ))s"
 grep -h "^\[vllm-gpu\]" "$OUT/vllm_tests.log"

@@ -450,6 +450,7 @@ record = {
 with open(os.path.join(out, f"rank{rank}.json"), "w") as file:
     json.dump(record, file)
 rollout.close()
+dist.barrier()  # the trainer's group survives close()
 dist.destroy_process_group()
 """
 

@@ -17,6 +17,7 @@ from typing import Iterator
 
 import torch
 from torch import Tensor
+from torch.distributed.tensor import DTensor
 
 from rlkit.batch import Batch
 from rlkit.config.schema import FSDP2Config
@@ -45,11 +46,11 @@ class FSDP2Engine:
         self.param_dtype = parallelize.compute_dtype(config, dist.device)
         self.trainable = spec.role != "ref"
 
-        mesh = parallelize.build_mesh(dist)  # before any fully_shard
+        self.mesh = parallelize.build_mesh(dist)  # before any fully_shard
         self.scorer = self._build_scorer()
         if config.gradient_checkpointing and self.trainable:
             parallelize.apply_activation_checkpointing(hf_model_of(self.scorer.model))
-        parallelize.apply_fully_shard(self.scorer, mesh, config, param_dtype=self.param_dtype, device=dist.device)
+        parallelize.apply_fully_shard(self.scorer, self.mesh, config, param_dtype=self.param_dtype, device=dist.device)
 
         self.optimizer = self.scheduler = None
         if self.trainable:
@@ -144,21 +145,32 @@ class FSDP2Engine:
     # -- optimizer ---------------------------------------------------------------------------------
     def optimizer_step(self) -> dict[str, float]:
         assert self.optimizer is not None, "the reference model has no optimizer"
-        params = [param for group in self.optimizer.param_groups for param in group["params"]]
-        grads = [param.grad for param in params if param.grad is not None]
-        grad_norm = torch.nn.utils.get_total_norm(grads)
-        if isinstance(grad_norm, torch.distributed.tensor.DTensor):
-            grad_norm = grad_norm.full_tensor()  # the partial norms of the shards, reduced over ranks
-        if not math.isfinite(float(grad_norm)):
+        grads = [param.grad for group in self.optimizer.param_groups for param in group["params"]
+                 if param.grad is not None]
+        grad_norm = self._global_grad_norm(grads)
+        if not math.isfinite(grad_norm):
             self.optimizer.zero_grad(set_to_none=True)
             return {"grad_norm": float("nan"), "skipped": 1.0}
         if self.spec.optim.grad_clip is not None:
-            torch.nn.utils.clip_grads_with_norm_(params, self.spec.optim.grad_clip, grad_norm)
+            clip_coef = min(1.0, self.spec.optim.grad_clip / (grad_norm + 1e-6))  # torch's clip_grad_norm_ rule
+            for grad in grads:
+                _local(grad).mul_(clip_coef)
         lr = self.optimizer.param_groups[0]["lr"]
         self.optimizer.step()
         self.scheduler.step()
         self.optimizer.zero_grad(set_to_none=True)
-        return {"grad_norm": float(grad_norm), "lr": lr, "skipped": 0.0}
+        return {"grad_norm": grad_norm, "lr": lr, "skipped": 0.0}
+
+    def _global_grad_norm(self, grads: list[Tensor]) -> float:
+        """L2 norm of the full gradient: each rank's shards' squared norms, summed over ranks on the device.
+        Reducing plain tensors rather than DTensors also serves cpu_offload, whose shards live on CPU where
+        an NCCL-only group cannot reduce them."""
+        squares = [torch.linalg.vector_norm(_local(grad), dtype=torch.float32) ** 2 for grad in grads]
+        total = torch.zeros((), device=self.device)
+        for device in {square.device for square in squares}:
+            total += torch.stack([s for s in squares if s.device == device]).sum().to(self.device)
+        torch.distributed.all_reduce(total, group=self.mesh.get_group())
+        return float(total.sqrt())
 
     # -- weights -----------------------------------------------------------------------------------
     def full_weights(self) -> Iterator[tuple[str, Tensor]]:
@@ -211,3 +223,8 @@ class FSDP2Engine:
         finally:
             if self._ref_offloaded:
                 self.offload()
+
+
+def _local(tensor: Tensor) -> Tensor:
+    """This rank's shard of a DTensor (a view: in-place ops change the DTensor), or the tensor itself."""
+    return tensor.to_local() if isinstance(tensor, DTensor) else tensor

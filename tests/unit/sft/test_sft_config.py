@@ -40,7 +40,8 @@ def test_an_rl_section_is_not_an_sft_key():
 
 
 def test_micro_batch_larger_than_the_global_batch_is_refused():
-    with pytest.raises(ConfigError, match="data.micro_batch_size_per_device=32 is larger than data.train_batch_size=16"):
+    message = "data.micro_batch_size_per_device=32 is larger than data.train_batch_size=16"
+    with pytest.raises(ConfigError, match=message):
         build_config(SFTConfig, None, ["data.micro_batch_size_per_device=32"])
 
 

@@ -150,7 +150,8 @@ def test_template_that_rewrites_earlier_turns_is_reported(tmp_path, make_word_to
                  "{% if loop.last %} q{% endif %}<|im_end|>{% endfor %}"
                  "{% if add_generation_prompt %}<|im_start|>assistant{% endif %}")
     path = write_jsonl(tmp_path / "d.jsonl", [{"prompt": "hi", "response": "fine"}])
-    with pytest.raises(DataError, match="line 1: the chat template changes the text of earlier messages when message 1 is added"):
+    message = "line 1: the chat template changes the text of earlier messages when message 1 is added"
+    with pytest.raises(DataError, match=message):
         load_sft_dataset([path], SFTDataConfig(), make_word_tokenizer(rewriting))
 
 

@@ -35,7 +35,7 @@ def world2(request, tiny_model_dir, tmp_path_factory):
 def assert_same_run(world2_metrics, world1_metrics):
     """Step by step: the same keys, values within fp32 rounding (Adam amplifies it a little per step)."""
     assert [m.keys() for m in world2_metrics] == [m.keys() for m in world1_metrics]
-    for two, one in zip(world2_metrics, world1_metrics):
+    for two, one in zip(world2_metrics, world1_metrics, strict=True):
         for key, value in one.items():
             assert two[key] == pytest.approx(value, rel=1e-4, abs=1e-6), (two["step"], key)
 

@@ -91,7 +91,7 @@ def test_micro_batch_size_does_not_change_the_update(tiny_model_dir, tmp_path):
         run(sft_config(tiny_model_dir, out, f"data.micro_batch_size_per_device={micro}", "trainer.total_steps=2",
                        "trainer.val_before_train=false"), DIST)
         runs[micro] = (read_metrics(out), checkpoint_weights(out, 2))
-    for one, eight in zip(runs[1][0], runs[8][0]):
+    for one, eight in zip(runs[1][0], runs[8][0], strict=True):
         assert one["loss"] == pytest.approx(eight["loss"], rel=1e-5)
         assert one["grad_norm"] == pytest.approx(eight["grad_norm"], rel=1e-4)
     for name, weight in runs[1][1].items():
@@ -124,3 +124,15 @@ def test_adapter_file_loads_into_peft_names(tiny_model_dir, tmp_path):
                                 LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     expected = {name for name in peft_model.state_dict() if ".lora_" in name}
     assert {f"base_model.model.{name}" if not name.startswith("base_model") else name for name in adapters} == expected
+
+
+def test_an_rl_checkpoint_is_not_resumed(tiny_model_dir, tmp_path):
+    from rlkit.errors import CheckpointError
+    from rlkit.trainer.checkpoint import write_manifest
+
+    checkpoint = tmp_path / "checkpoints" / "step_00000005"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"step": 5, "sampler": {}, "kl_ctrl": {}}))
+    write_manifest(checkpoint, 5)
+    with pytest.raises(CheckpointError, match="step_00000005 is not an SFT checkpoint"):
+        run(sft_config(tiny_model_dir, tmp_path), DIST)

@@ -84,14 +84,14 @@ def policy_step(engine: FSDP2Engine, batch: Batch, dist: DistInfo) -> dict[str, 
     local = batch.shard(dist.rank, dist.world_size)
     local["old_logprobs"] = engine.compute_logprobs(local, micro_batch_size=MICRO_BATCH).logprobs
     metrics = engine.forward_backward(local, policy_loss(num_tokens), micro_batch_size=MICRO_BATCH)
-    return {"loss": _sum_over_ranks(metrics["loss"]), **engine.optimizer_step()}
+    return {"loss": all_reduce_sum(metrics["loss"], device=dist.device), **engine.optimizer_step()}
 
 
 def critic_step(engine: FSDP2Engine, batch: Batch, dist: DistInfo) -> dict[str, float]:
     num_tokens = batch["response_mask"].sum().item()
     local = batch.shard(dist.rank, dist.world_size)
     metrics = engine.forward_backward(local, value_loss(num_tokens), micro_batch_size=MICRO_BATCH)
-    return {"vf_loss": _sum_over_ranks(metrics["vf_loss"]), **engine.optimizer_step()}
+    return {"vf_loss": all_reduce_sum(metrics["vf_loss"], device=dist.device), **engine.optimizer_step()}
 
 
 def weights(engine: FSDP2Engine) -> dict[str, torch.Tensor]:
@@ -101,10 +101,6 @@ def weights(engine: FSDP2Engine) -> dict[str, torch.Tensor]:
 def max_difference(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:
     assert list(a) == list(b), f"names differ: {sorted(set(a) ^ set(b))}"
     return max((a[name].float() - b[name].float()).abs().max().item() for name in a)
-
-
-def _sum_over_ranks(value: float) -> float:
-    return all_reduce_sum(value)
 
 
 # -- the world-size-2 run ------------------------------------------------------------------------------
