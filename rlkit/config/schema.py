@@ -336,6 +336,11 @@ class AlgorithmConfig(Section):
     overlong_penalty: Annotated[
         OverlongPenaltyConfig | None, Field(description="DAPO soft overlong punishment added to the reward.")
     ] = None
+    reuse_rollout_logprobs: Annotated[
+        bool,
+        Field(description="Use the rollout engine's log-probs as the old log-probs and skip that pass; only for "
+              "on-policy updates (ppo_epochs 1, mini_batch_size == data.train_batch_size)."),
+    ] = False
     rollout_is_cap: Annotated[
         float | None,
         Field(gt=0, description="Truncated importance sampling: weight the loss by min(p_train/p_rollout, cap)."),
@@ -389,6 +394,11 @@ class TrainerConfig(Section):
     ] = "auto"
     loggers: Annotated[list[Logger], Field(description="Where metrics go.")] = ["console", "jsonl", "tensorboard"]
     progress_bar: Annotated[bool, Field(description="Show a progress bar on the console.")] = True
+    on_nonfinite: Annotated[
+        Literal["skip", "stop"],
+        Field(description="A non-finite loss or gradient norm: 'skip' the update with a warning (counted in "
+              "update/skipped), or 'stop' the run."),
+    ] = "skip"
     device: Annotated[Literal["auto", "cpu", "cuda"], Field(description="'auto': cuda when available.")] = "auto"
     project_name: Annotated[str, Field(description="wandb project.")] = "rlkit"
     experiment_name: Annotated[str | None, Field(description="wandb run name; default: output_dir's name.")] = None
@@ -438,6 +448,18 @@ class RunConfig(Section):
             raise ValueError(
                 "algorithm.use_kl_in_reward and algorithm.use_kl_loss are both true: apply KL either in the reward "
                 "or as a loss, not both; set one of them to false"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _reuse_logprobs_only_on_policy(self) -> RunConfig:
+        algorithm = self.algorithm
+        if algorithm.reuse_rollout_logprobs and (
+            algorithm.ppo_epochs != 1 or algorithm.mini_batch_size != self.data.train_batch_size
+        ):
+            raise ValueError(
+                "algorithm.reuse_rollout_logprobs needs an on-policy update: set algorithm.ppo_epochs=1 and "
+                f"algorithm.mini_batch_size={self.data.train_batch_size} (= data.train_batch_size), or turn it off"
             )
         return self
 

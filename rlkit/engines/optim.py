@@ -30,12 +30,16 @@ def build_optimizer(params: Iterable[torch.nn.Parameter], config: OptimConfig) -
 def build_scheduler(optimizer: torch.optim.Optimizer, config: OptimConfig, total_steps: int) -> LambdaLR:
     """The warm-up + decay schedule over `total_steps` optimizer steps; call `.step()` after each step."""
     warmup = num_warmup_steps(config, total_steps)
-    return LambdaLR(
-        optimizer,
-        lambda step: lr_multiplier(
-            step, num_warmup=warmup, total_steps=total_steps, scheduler=config.scheduler, min_lr_ratio=config.min_lr_ratio
-        ),
-    )
+    def multiplier(step: int) -> float:
+        return lr_multiplier(
+            step,
+            num_warmup=warmup,
+            total_steps=total_steps,
+            scheduler=config.scheduler,
+            min_lr_ratio=config.min_lr_ratio,
+        )
+
+    return LambdaLR(optimizer, multiplier)
 
 
 def num_warmup_steps(config: OptimConfig, total_steps: int) -> int:

@@ -25,7 +25,8 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
 
 start=$(date +%s)
 # no -x: one device call should report every failing test, not only the first
-timeout 500 python3 -m pytest tests/gpu/test_vllm.py -m gpu -q -s -p no:cacheprovider "$@" 2>&1 | tee "$OUT/vllm_tests.log"
+timeout 500 python3 -m pytest tests/gpu/test_vllm.py -m gpu -q -s -p no:cacheprovider "$@" 2>&1 \
+  | tee "$OUT/vllm_tests.log"
 rc=${PIPESTATUS[0]}
 echo "pytest exit $rc after $(( $(date +%s) - start ))s"
 grep -h "^\[vllm-gpu\]" "$OUT/vllm_tests.log"

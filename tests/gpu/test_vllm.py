@@ -42,12 +42,13 @@ NUMBERS: dict[str, float] = {}
 def _build_tiny(directory: str) -> dict[str, int]:
     """A random Qwen2 and a byte-level BPE tokenizer whose vocabulary is exactly the model's."""
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2Config, Qwen2ForCausalLM
+    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2ForCausalLM
 
     rng = random.Random(0)
     words = "the a cat dog runs over red blue fast model token reward policy value one two three plus is".split()
     texts = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(1000)]
-    texts += ["".join(rng.choice("abcdefghijklmnopqrstuvwxyz0123456789 .,!?+-=") for _ in range(60)) for _ in range(500)]
+    characters = "abcdefghijklmnopqrstuvwxyz0123456789 .,!?+-="
+    texts += ["".join(rng.choice(characters) for _ in range(60)) for _ in range(500)]
     specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
     tokenizer = Tokenizer(models.BPE(unk_token=None))
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -129,8 +130,14 @@ def engines(tiny):
     yield get
     for rollout in current.values():
         rollout.close()
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _write_numbers():
+    """Write what the tests measured to $RLKIT_GPU_NUMBERS (JSON) once the module is done."""
+    yield
     path = os.environ.get("RLKIT_GPU_NUMBERS")
-    if path:
+    if path and NUMBERS:
         with open(path, "w") as file:
             json.dump(NUMBERS, file, indent=1, sort_keys=True)
 
@@ -373,7 +380,8 @@ def test_sleep_level_2_drops_weights_until_they_are_pushed(engines, tiny):
         rollout.generate(prompts, SamplingParams())
     rollout.update_weights(tiny["model_b"].state_dict().items())
     _record("sleep2_sync_seconds_after_wake", rollout.last_sync_seconds)
-    completions = rollout.generate(prompts, SamplingParams(n=2, max_new_tokens=8, ignore_eos=True))  # wakes the KV cache
+    # generate wakes the KV cache
+    completions = rollout.generate(prompts, SamplingParams(n=2, max_new_tokens=8, ignore_eos=True))
     woken = _free_gib()
     _record("sleep2_freed_gib", asleep - awake)
     _record("sleep2_kv_still_free_after_weight_wake_gib", weights_only - awake)

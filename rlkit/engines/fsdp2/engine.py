@@ -30,6 +30,7 @@ from rlkit.models.loading import load_causal_lm, load_critic
 from rlkit.models.lora import apply_lora, hf_model_of, is_peft_model
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+VALUE_HEAD = "score"  # the head of transformers' *ForTokenClassification decoders
 
 
 class FSDP2Engine:
@@ -78,10 +79,10 @@ class FSDP2Engine:
                 for param in model.parameters():
                     param.data = param.data.to(self.param_dtype)
             elif spec.lora is not None:
-                critic = spec.role == "critic"  # its new value head trains in full, next to the adapters
-                model = apply_lora(
-                    model, spec.lora, task_type=None if critic else "CAUSAL_LM", fully_trained=("score",) if critic else ()
-                )
+                if spec.role == "critic":  # its new value head trains in full, next to the adapters
+                    model = apply_lora(model, spec.lora, task_type=None, fully_trained=(VALUE_HEAD,))
+                else:
+                    model = apply_lora(model, spec.lora, task_type="CAUSAL_LM")
         if spec.role == "critic":
             return ValueScorer(model)
         return PolicyScorer(model, chunk_size=self.config.logprob_chunk_size, temperature=spec.temperature)

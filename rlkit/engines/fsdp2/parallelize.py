@@ -62,7 +62,7 @@ def apply_fully_shard(
     offload_policy = CPUOffloadPolicy(pin_memory=device.startswith("cuda")) if config.cpu_offload else OffloadPolicy()
     layers = decoder_layers(scorer)
     if not layers:
-        logger.warning("no decoder layers found (model._no_split_modules is empty): sharding the whole model as one unit")
+        logger.warning("no decoder layers found (model._no_split_modules is empty): the model is one FSDP unit")
     for layer in layers:
         fully_shard(
             layer,

@@ -91,7 +91,9 @@ def load_checkpoint(
     needed = [MODEL_FILE] + ([OPTIMIZER_FILE, SCHEDULER_FILE] if optimizer else [])
     missing = [name for name in needed if not (directory / name).is_file()]
     if missing:
-        raise CheckpointError(f"checkpoint {directory} lacks {', '.join(missing)}: it is incomplete or not an engine checkpoint")
+        raise CheckpointError(
+            f"checkpoint {directory} lacks {', '.join(missing)}: it is incomplete or not an engine checkpoint"
+        )
 
     lora = is_peft_model(scorer.model)
     model_state = {}

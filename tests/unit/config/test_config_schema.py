@@ -43,7 +43,7 @@ def test_engine_union_selects_options_by_name():
         (["algorithm.adv_estimator=grpoo"], "Did you mean 'grpo'"),
         (["rollout.n=1"], "rollout.n must be at least 2"),
         (["algorithm.use_kl_loss=true", "algorithm.use_kl_in_reward=true"], "not both"),
-        (["data.train_batch_size=10"], "not a multiple of algorithm.mini_batch_size=16"),
+        (["data.train_batch_size=10"], "not a multiple of algorithm.mini_batch_size=8"),
         (["engine.name=fsdp"], "Did you mean 'fsdp2'"),
         (["rollout.temperature=-1"], "rollout.temperature"),
         (["trainer.total_steps"], "not of the form key.path=value"),

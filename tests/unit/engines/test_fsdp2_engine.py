@@ -239,3 +239,18 @@ def test_lora_critic_trains_adapters_and_the_value_head(tiny_model_dir, batch):
     after = weights(critic)
     assert list(after) == list(before) and "score.weight" in after
     assert not torch.equal(after["score.weight"], before["score.weight"])
+
+
+def test_gradients_are_clipped_to_grad_clip_before_the_step(tiny_model_dir, batch):
+    engine = build_engine(tiny_model_dir)  # grad_clip=1.0
+    norms_at_step = []
+    step = engine.optimizer.step
+
+    def recording_step():
+        grads = [param.grad for param in engine.scorer.parameters() if param.grad is not None]
+        norms_at_step.append(engine._global_grad_norm(grads))
+        step()
+
+    engine.optimizer.step = recording_step
+    assert policy_step(engine, batch, DistInfo())["grad_norm"] > 1.0
+    assert norms_at_step == [pytest.approx(1.0, rel=1e-5)]

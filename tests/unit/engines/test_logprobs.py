@@ -34,7 +34,8 @@ def test_chunked_equals_full_log_softmax(chunk_size, temperature):
 
     # gradients through the checkpointed chunks match those of the full computation
     grads = torch.autograd.grad(((logprobs + 0.1 * entropy) * weights).sum(), [hidden, head.weight])
-    expected = torch.autograd.grad(((expected_logprobs + 0.1 * expected_entropy) * weights).sum(), [hidden, head.weight])
+    expected_loss = ((expected_logprobs + 0.1 * expected_entropy) * weights).sum()
+    expected = torch.autograd.grad(expected_loss, [hidden, head.weight])
     for grad, expected_grad in zip(grads, expected):
         torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
 

@@ -8,7 +8,14 @@ import torch
 from safetensors.torch import load_file
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
-from rlkit.models.tiny import EOS_TOKEN, PAD_TOKEN, TINY_MODEL_NAME, build_tiny_model, ensure_tiny_model, train_tokenizer
+from rlkit.models.tiny import (
+    EOS_TOKEN,
+    PAD_TOKEN,
+    TINY_MODEL_NAME,
+    build_tiny_model,
+    ensure_tiny_model,
+    train_tokenizer,
+)
 
 TEXTS = [
     "repeat the letter a 4 times",
@@ -48,7 +55,8 @@ def test_letters_stay_several_tokens_and_specials_are_set(tiny_dir):
     assert len(tokenizer("aaaa")["input_ids"]) >= 2
     assert tokenizer.eos_token == EOS_TOKEN and tokenizer.pad_token == PAD_TOKEN
     assert tokenizer.convert_tokens_to_ids("<|im_start|>") not in (None, tokenizer.unk_token_id)
-    chat = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    messages = [{"role": "user", "content": "hi"}]
+    chat = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
     assert chat == "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
 
 

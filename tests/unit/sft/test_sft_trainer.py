@@ -123,7 +123,7 @@ def test_adapter_file_loads_into_peft_names(tiny_model_dir, tmp_path):
     peft_model = get_peft_model(AutoModelForCausalLM.from_pretrained(tiny_model_dir),
                                 LoraConfig(r=4, lora_alpha=8, target_modules="all-linear"))
     expected = {name for name in peft_model.state_dict() if ".lora_" in name}
-    assert {f"base_model.model.{name}" if not name.startswith("base_model") else name for name in adapters} == expected
+    assert set(adapters) == expected  # base_model.model.model.layers.0.mlp.down_proj.lora_A.default.weight, ...
 
 
 def test_an_rl_checkpoint_is_not_resumed(tiny_model_dir, tmp_path):

@@ -66,12 +66,17 @@ def main(out_file: str) -> None:
     results["cpu_offload_step"] = policy_step(offloaded, batch, dist)
     results["cpu_offload_weights_device"] = next(offloaded.full_weights())[1].device.type
     offloaded.save(scratch / "offloaded")
-    del offloaded
+    reloaded = build_engine(model_dir, dist=dist, cpu_offload=True)
+    reloaded.load(scratch / "offloaded")
+    policy_step(offloaded, batch, dist)
+    policy_step(reloaded, batch, dist)
+    results["cpu_offload_resume_difference"] = max_difference(weights(offloaded), weights(reloaded))
+    del offloaded, reloaded
 
     # gradient checkpointing and LoRA in bf16
     checkpointed = build_engine(model_dir, dist=dist, gradient_checkpointing=True)
     plain = build_engine(model_dir, dist=dist)
-    results["checkpointing_loss"] = [policy_step(checkpointed, batch, dist)["loss"], policy_step(plain, batch, dist)["loss"]]
+    results["checkpointing_loss"] = [policy_step(engine, batch, dist)["loss"] for engine in (checkpointed, plain)]
     results["checkpointing_difference"] = max_difference(weights(checkpointed), weights(plain))
     del checkpointed, plain
     lora = build_engine(model_dir, dist=dist, lora=LORA)
@@ -79,7 +84,8 @@ def main(out_file: str) -> None:
     base = lora.compute_logprobs(local, micro_batch_size=MICRO_BATCH, base_model=True).logprobs
     results["lora_base_equals_actor_init"] = bool(torch.equal(base, actor_logprobs))
     lora.export_hf(scratch / "lora_export")
-    results["lora_adapter_files"] = sorted(p.name for p in (scratch / "lora_export" / "adapter").iterdir()) if dist.is_main else []
+    if dist.is_main:
+        results["lora_adapter_files"] = sorted(p.name for p in (scratch / "lora_export" / "adapter").iterdir())
 
     if dist.is_main:
         Path(out_file).write_text(json.dumps(results, indent=1))
