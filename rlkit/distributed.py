@@ -24,8 +24,9 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if world_size > 1 and not dist.is_initialized():
+        # gloo beside nccl: the trainer's small bookkeeping collectives (counts, metrics) run on CPU tensors.
         dist.init_process_group(
-            backend="nccl" if use_cuda else "gloo",
+            backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo",
             timeout=timedelta(minutes=30),
             device_id=torch.device("cuda", local_rank) if use_cuda else None,
         )

@@ -222,7 +222,7 @@ class VLLMRolloutConfig(RolloutCommon):
     )
     enforce_eager: Annotated[bool, Field(description="Disable CUDA graphs (faster start, slower decode).")] = False
     enable_prefix_caching: Annotated[bool, Field(description="Reuse KV cache across shared prompt prefixes.")] = True
-    max_model_len: Annotated[int | None, Field(ge=1, description="Context length; default: prompt + response.")] = None
+    max_model_len: Annotated[int | None, Field(ge=1, description="Context length; default: the model's.")] = None
     sleep_level: Annotated[
         Literal[0, 1, 2],
         Field(description="0: stay awake; 1: free the KV cache while training; 2: free weights too."),

@@ -75,16 +75,20 @@ class PromptDataset(Sequence[PromptRecord]):
 
 
 def load_prompt_dataset(
-    files: list[str], cfg: DataConfig, tokenizer: Any, *, max_samples: int | None = None
+    files: list[str], cfg: DataConfig, tokenizer: Any, *, max_samples: int | None = None, key: str | None = None
 ) -> PromptDataset:
     """Read, render and tokenize the prompts of ``files`` (paths or ``builtin:<task>``) in order.
 
-    ``max_samples`` keeps the first N prompts across all files (before length filtering).
+    ``max_samples`` keeps the first N prompts across all files (before length filtering). ``key`` is the
+    config field that lists the files (data.train_files), named when one of them does not exist.
     """
     if not files:
         raise DataError(
             "no data files given; list prompt files (or builtin:<task>) in data.train_files or data.val_files"
         )
+    for name in files:
+        if key and not is_builtin(name) and not Path(name).exists():
+            raise DataError(f"data file {name} (in {key}) does not exist; fix the path or remove it from {key}")
     examples = [example for name in files for example in read_examples(name, cfg)]
     if max_samples is not None:
         examples = examples[:max_samples]
@@ -95,6 +99,11 @@ def load_prompt_dataset(
 
     records: list[PromptRecord] = []
     for example, text, ids in zip(examples, texts, all_ids):
+        if not ids:
+            raise DataError(
+                f"{example.location}: the prompt encodes to no tokens; give it some text (or check the tokenizer, "
+                "model.tokenizer_path)"
+            )
         if len(ids) > cfg.max_prompt_length:
             if cfg.filter_overlong_prompts:
                 continue

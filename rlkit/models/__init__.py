@@ -1,6 +1,6 @@
 """Loading Hugging Face models and tokenizers from local folders, LoRA wrapping, and the embedded tiny model."""
 
-from rlkit.models.loading import load_causal_lm, load_critic, load_tokenizer, resolve_model_path
+from rlkit.models.loading import load_causal_lm, load_critic, load_tokenizer
 from rlkit.models.tiny import build_tiny_model, ensure_tiny_model
 
 __all__ = [
@@ -9,5 +9,4 @@ __all__ = [
     "load_causal_lm",
     "load_critic",
     "load_tokenizer",
-    "resolve_model_path",
 ]

@@ -17,21 +17,12 @@ from torch import nn
 
 from rlkit.errors import RlkitError
 
-BUILTIN_TINY = "builtin:tiny"
+# A folder holding none of these has no tokenizer (AutoTokenizer would build an empty one from config.json).
+TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "vocab.json", "vocab.txt", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model")
 
 
-def resolve_model_path(path: str, cache_dir: Path) -> str:
-    """`builtin:tiny` -> the tiny model under `cache_dir` (built on first use); anything else unchanged."""
-    if path == BUILTIN_TINY:
-        from rlkit.models.tiny import ensure_tiny_model
-
-        return str(ensure_tiny_model(cache_dir))
-    return path
-
-
-def load_causal_lm(
-    path: str, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False
-) -> nn.Module:
+def load_causal_lm(path: str, *, dtype: torch.dtype = torch.float32, trust_remote_code: bool = False) -> nn.Module:
     """A causal LM (`AutoModelForCausalLM`) on CPU, in `dtype`, in eval mode."""
     from transformers import AutoModelForCausalLM
 
@@ -55,15 +46,30 @@ def load_critic(path: str, *, dtype: torch.dtype = torch.float32, trust_remote_c
     )
 
 
-def load_tokenizer(path: str, *, trust_remote_code: bool = False):
-    """The tokenizer of a local folder (or cached hub id), with a pad token (EOS when it has none)."""
+def load_tokenizer(path: str, *, trust_remote_code: bool = False, key: str = "tokenizer path"):
+    """The tokenizer of a local folder (or cached hub id), with a pad token (EOS when it has none).
+
+    `key` is the config field the path came from (model.tokenizer_path, say), named in errors.
+    """
     from transformers import AutoTokenizer
 
-    _check_path(path, "tokenizer")
+    check_model_path(path, key, what="tokenizer")
+    folder = Path(path).expanduser()
+    if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+        raise RlkitError(
+            f"{key} '{path}' holds no tokenizer (none of {', '.join(TOKENIZER_FILES[:4])}, ...); "
+            "set model.tokenizer_path to the folder that has the tokenizer files"
+        )
     try:
         tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
-    except (OSError, ValueError) as error:
-        raise RlkitError(f"cannot load a tokenizer from '{path}': {error}{_offline_hint(path)}") from error
+    except (MemoryError, RecursionError):
+        raise
+    except Exception as error:  # tokenizer files and custom code fail in many ways: each is a bad input
+        raise RlkitError(
+            f"cannot load a tokenizer from {key} '{path}': {type(error).__name__}: {error}{_offline_hint(path)}"
+        ) from error
+    if len(tokenizer) < 2:
+        raise RlkitError(f"the tokenizer in {key} '{path}' has an empty vocabulary; point it at a complete tokenizer")
     if tokenizer.pad_token_id is None:
         tokenizer.pad_token = tokenizer.eos_token
     return tokenizer
@@ -74,7 +80,7 @@ def _from_pretrained(
 ) -> nn.Module:
     from transformers import AutoConfig
 
-    _check_path(path, "model")
+    check_model_path(path, "model path")
     kind = auto_class.__name__.removeprefix("AutoModelFor")
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
@@ -83,20 +89,27 @@ def _from_pretrained(
         model = auto_class.from_pretrained(
             path, config=config, dtype=dtype, local_files_only=True, trust_remote_code=trust_remote_code
         )
-    except (OSError, ValueError, KeyError) as error:
-        raise RlkitError(f"cannot load a {kind} model from '{path}': {error}{_offline_hint(path)}") from error
+    except (MemoryError, RecursionError, torch.OutOfMemoryError):
+        raise
+    except Exception as error:  # a damaged weights file raises safetensors' own error type, custom code anything
+        raise RlkitError(
+            f"cannot load a {kind} model from '{path}': {type(error).__name__}: {error}{_offline_hint(path)}"
+        ) from error
     return model.eval()
 
 
-def _check_path(path: str, what: str) -> None:
-    """A local folder must exist (and hold config.json for a model); anything else must look like a hub id."""
+def check_model_path(path: str, key: str, *, what: str = "model") -> None:
+    """A local folder must exist (and hold config.json for a model); anything else must look like a hub id.
+    Errors name `key`, the config field the path came from (model.path, critic.model_path, ...)."""
     folder = Path(path).expanduser()
     if folder.is_dir():
         if what == "model" and not (folder / "config.json").is_file():
-            raise RlkitError(f"model folder '{path}' has no config.json: point it at a Hugging Face model folder")
+            raise RlkitError(f"{key} '{path}' has no config.json: point it at a Hugging Face model folder")
         return
+    if folder.exists():
+        raise RlkitError(f"{key} '{path}' is a file: give a Hugging Face {what} folder")
     if not _looks_like_hub_id(path):
-        raise RlkitError(f"{what} path '{path}' does not exist: give a local Hugging Face folder or 'builtin:tiny'")
+        raise RlkitError(f"{key} '{path}' does not exist: give a local Hugging Face folder or 'builtin:tiny'")
 
 
 def _looks_like_hub_id(path: str) -> bool:

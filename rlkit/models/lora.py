@@ -108,8 +108,3 @@ def merge_lora(weight: Tensor, layer: nn.Module, materialize: Callable[[Tensor],
         delta = delta.T
     delta = delta * layer.scaling[ADAPTER_NAME]
     return weight + delta.to(lora_B.dtype if upcast else delta.dtype)
-
-
-def lora_state_dict_names(names: list[str]) -> list[str]:
-    """The adapter entries among state-dict names (what a LoRA checkpoint keeps)."""
-    return [name for name in names if ".lora_" in f".{name}"]

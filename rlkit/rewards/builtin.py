@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from rlkit.errors import PluginError
 from rlkit.registry import REWARDS
+from rlkit.rewards import bench as _bench  # noqa: F401  (registers 'bench' on import)
 from rlkit.rewards import gsm8k, letters, shaping
 from rlkit.rewards import math as math_reward
 

@@ -133,15 +133,18 @@ def tiny_prompts(tokenizer) -> list[list[int]]:
 class Reference:
     """What an engine is judged against: its checkpoint in plain transformers, fp32, on `device`.
 
-    logprob_atol: largest allowed |engine log-prob - reference log-prob| of a sampled token
-    (1e-4 for fp32 engines; bf16 engines need about 0.1).
+    Engine log-probs may differ from the reference's by at most `logprob_max_error` at any token and by
+    `logprob_mean_error` on average. fp32 engines: 1e-4 and 1e-4. bf16 engines: 0.5 and 0.1 (hf in bf16
+    on an H200 measured 0.29 and 0.048 on the suite's checkpoint, whose log-probs under other weights
+    differ by 5 on average).
     """
 
     model_path: str
     tokenizer: Any
     prompts: list[list[int]]
     device: str = "cpu"
-    logprob_atol: float = 1e-4
+    logprob_max_error: float = 1e-4
+    logprob_mean_error: float = 1e-4
     _extra_models: dict[int, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
@@ -188,14 +191,22 @@ def reference_logprobs(model, completions: list[Completion], temperature: float)
     return result
 
 
-def max_logprob_error(completions: list[Completion], reference: list[Tensor]) -> float:
-    """Largest |returned log-prob - reference log-prob| over every response token."""
-    errors = [
-        (torch.tensor(completion.logprobs, dtype=torch.float32) - expected).abs().max().item()
+def logprob_errors(completions: list[Completion], reference: list[Tensor]) -> tuple[float, float]:
+    """Largest and mean |returned log-prob - reference log-prob| over every response token."""
+    errors = torch.cat([torch.zeros(0)] + [
+        (torch.tensor(completion.logprobs, dtype=torch.float32) - expected).abs()
         for completion, expected in zip(completions, reference)
-        if completion.response_ids
-    ]
-    return max(errors, default=0.0)
+    ])
+    return (errors.max().item(), errors.mean().item()) if errors.numel() else (0.0, 0.0)
+
+
+def assert_logprobs_match(completions: list[Completion], model, temperature: float, ref: Reference, what: str) -> None:
+    """The completions' log-probs are `model`'s within the reference's tolerances."""
+    largest, mean = logprob_errors(completions, reference_logprobs(model, completions, temperature))
+    assert largest <= ref.logprob_max_error and mean <= ref.logprob_mean_error, (
+        f"{what}: log-probs off by {largest:.2e} at most and {mean:.2e} on average; "
+        f"allowed {ref.logprob_max_error:.0e} and {ref.logprob_mean_error:.0e}"
+    )
 
 
 # ---------------------------------------------------------------------------------------------
@@ -226,9 +237,7 @@ def check_logprobs(engine: RolloutEngine, ref: Reference) -> None:
         SamplingParams(n=2, temperature=0.7, top_k=5, top_p=0.9, max_new_tokens=10),
         SamplingParams(n=1, temperature=0.0, max_new_tokens=10),
     ):
-        completions = engine.generate(ref.prompts, params)
-        error = max_logprob_error(completions, reference_logprobs(ref.model, completions, params.temperature))
-        assert error <= ref.logprob_atol, f"{params}: log-probs off by {error:.2e} > {ref.logprob_atol:.0e}"
+        assert_logprobs_match(engine.generate(ref.prompts, params), ref.model, params.temperature, ref, str(params))
 
 
 def check_ignore_eos(engine: RolloutEngine, ref: Reference) -> None:
@@ -239,8 +248,7 @@ def check_ignore_eos(engine: RolloutEngine, ref: Reference) -> None:
         assert len(completion.response_ids) == params.max_new_tokens, f"completion {index}: {completion}"
         assert completion.finish_reason == "length", f"completion {index}: {completion.finish_reason}"
     assert any(ref.eos_token_ids & set(c.response_ids) for c in completions), "EOS was never sampled"
-    error = max_logprob_error(completions, reference_logprobs(ref.model, completions, params.temperature))
-    assert error <= ref.logprob_atol, f"ignore_eos: log-probs off by {error:.2e} (is EOS masked?)"
+    assert_logprobs_match(completions, ref.model, params.temperature, ref, "ignore_eos (is EOS masked?)")
 
 
 def check_stop_tokens(engine: RolloutEngine, ref: Reference) -> None:
@@ -263,15 +271,13 @@ def check_weight_sync(engine: RolloutEngine, ref: Reference) -> None:
     other = ref.other_model()
     engine.update_weights((name, tensor.detach()) for name, tensor in other.state_dict().items())
     completions = engine.generate(ref.prompts, params)
-    error = max_logprob_error(completions, reference_logprobs(other, completions, params.temperature))
-    assert error <= ref.logprob_atol, f"after update_weights, log-probs are off the new model's by {error:.2e}"
-    old_distance = max_logprob_error(completions, reference_logprobs(ref.model, completions, params.temperature))
-    assert old_distance > max(0.5, 10 * ref.logprob_atol), f"the old weights explain these log-probs ({old_distance})"
+    assert_logprobs_match(completions, other, params.temperature, ref, "after update_weights, against the new weights")
+    _, old_distance = logprob_errors(completions, reference_logprobs(ref.model, completions, params.temperature))
+    assert old_distance > max(0.5, 10 * ref.logprob_mean_error), f"the old weights explain these ({old_distance})"
 
     engine.update_weights(ref.original_weights())
     completions = engine.generate(ref.prompts, params)
-    error = max_logprob_error(completions, reference_logprobs(ref.model, completions, params.temperature))
-    assert error <= ref.logprob_atol, f"after restoring the weights, log-probs are off by {error:.2e}"
+    assert_logprobs_match(completions, ref.model, params.temperature, ref, "after restoring the weights")
 
 
 def check_weight_errors(engine: RolloutEngine, ref: Reference) -> None:
@@ -298,8 +304,7 @@ def check_sleep_wake(engine: RolloutEngine, ref: Reference) -> None:
         after = engine.generate(ref.prompts, greedy)
         # First tokens come from the prefill alone, so even engines with run-to-run noise agree on them.
         assert [c.response_ids[:1] for c in after] == [c.response_ids[:1] for c in before]
-        error = max_logprob_error(after, reference_logprobs(ref.model, after, 0.0))
-        assert error <= ref.logprob_atol, f"after sleep and wake_up, log-probs are off by {error:.2e}"
+        assert_logprobs_match(after, ref.model, 0.0, ref, "after sleep and wake_up")
 
 
 CHECKS: tuple[Callable[[RolloutEngine, Reference], None], ...] = (

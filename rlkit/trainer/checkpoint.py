@@ -4,6 +4,9 @@ A checkpoint is a directory `checkpoints/step_NNNNNNNN/` written first under a t
 into place only when complete, with a manifest (every file's size and sha256) written last. Loading
 checks the manifest; `latest()` skips incomplete or corrupted checkpoints so a resumed run falls back to
 the previous good one. Old checkpoints are deleted only after the new one is in place.
+
+A process killed at any moment (even during a save) leaves the previous checkpoints whole: an interrupted
+save is only a `.tmp_step_*` directory, which `latest()` never considers and the next save removes.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from pathlib import Path
 from typing import Callable
 
 from rlkit.distributed import barrier, broadcast_object
-from rlkit.errors import CheckpointError
+from rlkit.errors import CheckpointError, ConfigError
 
 MANIFEST = "manifest.json"
 PREFIX = "step_"
@@ -37,11 +40,24 @@ def _sha256(path: Path) -> str:
 
 
 def write_manifest(directory: Path, step: int) -> None:
+    """List every file's size and sha256 in `directory`/manifest.json, after flushing the files to disk:
+    the manifest is written last, so its presence means the rest is complete."""
     files = sorted(p for p in directory.rglob("*") if p.is_file() and p.name != MANIFEST)
+    for path in files:
+        _fsync_file(path)
     entries = {str(p.relative_to(directory)): {"size": p.stat().st_size, "sha256": _sha256(p)} for p in files}
     tmp = directory / (MANIFEST + ".tmp")
     tmp.write_text(json.dumps({"step": step, "files": entries}, indent=1))
+    _fsync_file(tmp)
     os.replace(tmp, directory / MANIFEST)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
 
 
 def verify(directory: Path) -> None:
@@ -51,9 +67,10 @@ def verify(directory: Path) -> None:
         raise CheckpointError(f"checkpoint {directory} is incomplete: it has no {MANIFEST} (was it interrupted?)")
     try:
         manifest = json.loads(manifest_path.read_text())
-    except json.JSONDecodeError:
+        files = dict(manifest["files"])
+    except (json.JSONDecodeError, UnicodeDecodeError, KeyError, TypeError, ValueError):
         raise CheckpointError(f"checkpoint {directory}: {MANIFEST} is corrupted") from None
-    for name, expected in manifest["files"].items():
+    for name, expected in files.items():
         path = directory / name
         if not path.is_file():
             raise CheckpointError(f"checkpoint {directory} is missing {name}")
@@ -105,8 +122,10 @@ class CheckpointManager:
         return sorted(p for p in self.root.iterdir() if p.is_dir() and p.name.startswith(PREFIX))
 
     def latest(self) -> Path | None:
-        """The newest checkpoint that verifies; broken ones are reported and skipped."""
-        found = None
+        """The newest checkpoint that verifies; broken ones are reported and skipped. None when there are no
+        checkpoints; a CheckpointError (naming the newest one's bad file) when there are some but none verifies,
+        since starting afresh would silently throw the run's progress away."""
+        found, problem = None, None
         if self.is_main:
             for candidate in reversed(self.complete_checkpoints()):
                 try:
@@ -115,14 +134,21 @@ class CheckpointManager:
                     break
                 except CheckpointError as error:
                     log.warning("skipping %s: %s", candidate.name, error)
-        found = broadcast_object(found)
+                    problem = problem or str(error)
+        found, problem = broadcast_object((found, problem))
+        if found is None and problem is not None:
+            raise CheckpointError(
+                f"no checkpoint in {self.root} is complete: {problem}; move the broken checkpoints away to start "
+                "over, or give a good one with trainer.resume=PATH"
+            )
         return Path(found) if found else None
 
     def _prune(self) -> None:
         for old in self.complete_checkpoints()[: -self.keep_last]:
             shutil.rmtree(old, ignore_errors=True)
-        for leftover in self.root.glob(".tmp_*"):  # a save interrupted by a crash
-            shutil.rmtree(leftover, ignore_errors=True)
+        for pattern in (".tmp_*", ".stale_*"):  # what a save interrupted by a crash left behind
+            for leftover in self.root.glob(pattern):
+                shutil.rmtree(leftover, ignore_errors=True)
 
     @staticmethod
     def _fsync_dir(directory: Path) -> None:
@@ -131,3 +157,38 @@ class CheckpointManager:
             os.fsync(fd)
         finally:
             os.close(fd)
+
+
+def resume_point(resume: str, checkpoints: CheckpointManager, output_dir: Path) -> Path | None:
+    """The checkpoint `trainer.resume` asks for: 'auto' the newest good one in output_dir (None: start fresh),
+    'disable' none, or a path: a checkpoint directory, or a run's output directory (its newest good one)."""
+    if resume == "disable":
+        if checkpoints.complete_checkpoints():
+            raise ConfigError(
+                f"trainer.output_dir={output_dir} already holds checkpoints and trainer.resume=disable; "
+                "set trainer.resume=auto to continue, or choose a new trainer.output_dir"
+            )
+        return None
+    if resume == "auto":
+        return checkpoints.latest()
+    path = Path(resume).expanduser()
+    if not path.exists():
+        raise CheckpointError(
+            f"trainer.resume={resume}: no such checkpoint directory; give a checkpoint "
+            "(OUTPUT_DIR/checkpoints/step_N), 'auto' or 'disable'"
+        )
+    if not path.is_dir():
+        raise CheckpointError(f"trainer.resume={resume} is a file; give a checkpoint directory (OUTPUT_DIR/checkpoints/step_N)")
+    if (path / "checkpoints").is_dir() and not (path / MANIFEST).exists():
+        found = CheckpointManager(path / "checkpoints", checkpoints.keep_last, checkpoints.is_main).latest()
+        if found is None:
+            raise CheckpointError(f"trainer.resume={resume}: {path / 'checkpoints'} holds no checkpoint")
+        return found
+    try:
+        verify(path)
+    except CheckpointError as error:
+        raise CheckpointError(
+            f"trainer.resume={resume}: {error}; give another checkpoint, or trainer.resume=auto to use the newest "
+            "good one in trainer.output_dir"
+        ) from None
+    return path

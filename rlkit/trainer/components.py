@@ -12,7 +12,7 @@ from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.engines.base import DistInfo, EngineSpec, TrainEngine
 from rlkit.errors import ConfigError
-from rlkit.models.loading import load_tokenizer
+from rlkit.models.loading import check_model_path, load_tokenizer
 from rlkit.models.tiny import ensure_tiny_model
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
@@ -77,13 +77,18 @@ def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo) -> TrainEngin
 
 
 def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
+    """Cheap checks first (paths, data, plugins), so a mistake fails before any model is loaded."""
     output_dir = Path(cfg.trainer.output_dir)
     model_path = resolve_model_path(cfg.model.path, output_dir)
-    tokenizer = load_tokenizer(cfg.model.tokenizer_path or model_path, trust_remote_code=cfg.model.trust_remote_code)
+    check_model_path(model_path, "model.path")
+    tokenizer = load_tokenizer(cfg.model.tokenizer_path or model_path, trust_remote_code=cfg.model.trust_remote_code,
+                               key="model.tokenizer_path" if cfg.model.tokenizer_path else "model.path")
 
-    train_data = load_prompt_dataset(cfg.data.train_files, cfg.data, tokenizer, max_samples=cfg.data.max_train_samples)
+    train_data = load_prompt_dataset(cfg.data.train_files, cfg.data, tokenizer, max_samples=cfg.data.max_train_samples,
+                                     key="data.train_files")
     val_data = (
-        load_prompt_dataset(cfg.data.val_files, cfg.data, tokenizer, max_samples=cfg.data.max_val_samples)
+        load_prompt_dataset(cfg.data.val_files, cfg.data, tokenizer, max_samples=cfg.data.max_val_samples,
+                            key="data.val_files")
         if cfg.data.val_files
         else None
     )
@@ -94,6 +99,12 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
             "lower it or add data"
         )
     total_steps = cfg.trainer.total_steps or steps_per_epoch * cfg.trainer.total_epochs
+    reward = build_reward_manager(cfg.reward)
+    rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
+    critic_path = None
+    if estimator_for(cfg.algorithm.adv_estimator).needs_values:
+        critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir)
+        check_model_path(critic_path, "critic.model_path" if cfg.critic.model_path else "model.path")
 
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
     common = dict(trust_remote_code=cfg.model.trust_remote_code, temperature=temperature, seed=cfg.trainer.seed,
@@ -104,14 +115,11 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
     if uses_reference(cfg) and cfg.model.lora is None:
         ref = build_engine(cfg, EngineSpec(role="ref", model_path=model_path, **common), dist)
     critic = None
-    if estimator_for(cfg.algorithm.adv_estimator).needs_values:
-        critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir)
+    if critic_path is not None:
         critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
                                               **common), dist)
 
-    rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
     rollout = rollout_cls(cfg.rollout, model_path, tokenizer, dist, seed=cfg.trainer.seed)
-    reward = build_reward_manager(cfg.reward)
     return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps)
 
 

@@ -26,10 +26,9 @@ from rlkit.config.schema import RunConfig
 from rlkit.data.sampler import EpochSampler
 from rlkit.distributed import all_gather_objects, all_reduce_sum
 from rlkit.engines.base import DistInfo
-from rlkit.errors import CheckpointError, ConfigError
 from rlkit.rollout.base import SamplingParams
 from rlkit.trainer import experience
-from rlkit.trainer.checkpoint import CheckpointManager, verify
+from rlkit.trainer.checkpoint import CheckpointManager, resume_point
 from rlkit.trainer.components import (
     Components,
     build_components,
@@ -37,12 +36,14 @@ from rlkit.trainer.components import (
     loss_agg_mode,
     loss_norm_length,
 )
+from rlkit.trainer.guards import check_output_dir, check_update, explain_out_of_memory, removed_on_error
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn, critic_loss_fn
 from rlkit.trainer.metrics import MetricsLogger, build_logger
 from rlkit.trainer.prepare import add_overlong_penalty, global_advantages, scores_on_last_token, token_level_rewards
 from rlkit.trainer.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
+_COUNTS = ("update/skipped", "critic/update_skipped")  # metrics summed over a step's optimizer steps
 
 
 class RLTrainer:
@@ -51,27 +52,30 @@ class RLTrainer:
         self.cfg = cfg
         self.dist = dist
         self.output_dir = Path(cfg.trainer.output_dir)
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
-        resume_from = self._resume_path()
-        self.parts: Components = build_components(cfg, dist)
-        self.estimator = estimator_for(cfg.algorithm.adv_estimator)
-        self.sampler = EpochSampler(len(self.parts.train_data), cfg.data.train_batch_size, seed=cfg.trainer.seed,
-                                    shuffle=cfg.data.shuffle)
-        self.kl_ctrl = (
-            AdaptiveKLController(cfg.algorithm.kl_ctrl.kl_coef, cfg.algorithm.kl_ctrl.target_kl,
-                                 cfg.algorithm.kl_ctrl.horizon)
-            if cfg.algorithm.kl_ctrl.type == "adaptive"
-            else FixedKLController(cfg.algorithm.kl_ctrl.kl_coef)
-        )
         self.step = 0
-        if resume_from is not None:
-            self._load(resume_from)
-        self.timer = PhaseTimer(cuda=dist.device.startswith("cuda"))
-        self.logger: MetricsLogger = build_logger(
-            cfg.trainer.loggers, self.output_dir, is_main=dist.is_main, total_steps=self.parts.total_steps,
-            start_step=self.step, progress_bar=cfg.trainer.progress_bar, project=cfg.trainer.project_name,
-            name=cfg.trainer.experiment_name or self.output_dir.name, config=cfg.model_dump(mode="json"),
-        )
+        check_output_dir(self.output_dir)
+        # A setup that fails (bad model path, data file, plugin, checkpoint) leaves no trace in output_dir.
+        with removed_on_error(self.output_dir, is_main=dist.is_main):
+            self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
+            resume_from = resume_point(cfg.trainer.resume, self.checkpoints, self.output_dir)
+            self.parts: Components = build_components(cfg, dist)
+            self.estimator = estimator_for(cfg.algorithm.adv_estimator)
+            self.sampler = EpochSampler(len(self.parts.train_data), cfg.data.train_batch_size, seed=cfg.trainer.seed,
+                                        shuffle=cfg.data.shuffle)
+            self.kl_ctrl = (
+                AdaptiveKLController(cfg.algorithm.kl_ctrl.kl_coef, cfg.algorithm.kl_ctrl.target_kl,
+                                     cfg.algorithm.kl_ctrl.horizon)
+                if cfg.algorithm.kl_ctrl.type == "adaptive"
+                else FixedKLController(cfg.algorithm.kl_ctrl.kl_coef)
+            )
+            if resume_from is not None:
+                self._load(resume_from)
+            self.timer = PhaseTimer(cuda=dist.device.startswith("cuda"))
+            self.logger: MetricsLogger = build_logger(
+                cfg.trainer.loggers, self.output_dir, is_main=dist.is_main, total_steps=self.parts.total_steps,
+                start_step=self.step, progress_bar=cfg.trainer.progress_bar, project=cfg.trainer.project_name,
+                name=cfg.trainer.experiment_name or self.output_dir.name, config=cfg.model_dump(mode="json"),
+            )
         self.batches = iter(self.sampler)
 
     # -- the loop ---------------------------------------------------------------------------------
@@ -88,9 +92,11 @@ class RLTrainer:
             is_last = self.step == self.parts.total_steps
             if self.parts.val_data is not None and ((cfg.test_freq and self.step % cfg.test_freq == 0) or is_last):
                 metrics.update(self.validate())
+            # Logged before the save: a crash in between leaves a line past the last checkpoint, which the
+            # resumed run truncates and writes again, never a checkpoint whose step has no line.
+            self.logger.log(self.step, metrics)
             if (cfg.save_freq and self.step % cfg.save_freq == 0) or (is_last and cfg.save_at_end):
                 self.save()
-            self.logger.log(self.step, metrics)
             last = metrics
         self.logger.close()
         if self.dist.is_main and "val/reward/mean" in last:
@@ -99,6 +105,7 @@ class RLTrainer:
                      last.get("val/accuracy", float("nan")), self.output_dir)
         return last
 
+    @explain_out_of_memory
     def train_step(self, prompt_indices: list[int]) -> dict[str, float]:
         self.timer.reset()
         start = time.perf_counter()
@@ -177,12 +184,17 @@ class RLTrainer:
         micro = cfg.micro_batch_size_per_device
         scores = add_overlong_penalty(scores, batch, cfg, self.cfg.rollout.max_new_tokens)
         batch["token_level_scores"] = scores_on_last_token(scores, batch["response_mask"])
-        with self.timer.phase("old_logprobs"):
-            output = self.parts.actor.compute_logprobs(batch, micro_batch_size=micro, with_entropy=True)
-            batch["old_logprobs"] = output.logprobs
-            if "rollout_logprobs" in batch:
-                metrics["rollout/logprob_abs_diff"] = self._masked_mean(
-                    (batch["old_logprobs"] - batch["rollout_logprobs"]).abs(), batch["response_mask"])
+        if cfg.reuse_rollout_logprobs and "rollout_logprobs" in batch:
+            # On-policy (the config validator checks it): the rollout sampled with the weights about to be
+            # updated, so its log-probs are the old log-probs up to kernel noise and that pass is skipped.
+            batch["old_logprobs"] = batch["rollout_logprobs"]
+        else:
+            with self.timer.phase("old_logprobs"):
+                output = self.parts.actor.compute_logprobs(batch, micro_batch_size=micro, with_entropy=True)
+                batch["old_logprobs"] = output.logprobs
+                if "rollout_logprobs" in batch:
+                    metrics["rollout/logprob_abs_diff"] = self._masked_mean(
+                        (batch["old_logprobs"] - batch["rollout_logprobs"]).abs(), batch["response_mask"])
         if cfg.use_kl_in_reward or cfg.use_kl_loss:
             with self.timer.phase("ref_logprobs"):
                 ref_engine = self.parts.ref or self.parts.actor
@@ -208,7 +220,7 @@ class RLTrainer:
         train_actor = self.step > self.cfg.critic.warmup_steps
         local_mini = cfg.mini_batch_size * self.cfg.rollout.n // self.dist.world_size
         sums: dict[str, float] = {}
-        num_updates = 0
+        num_reports: dict[str, int] = {}
         for _ in range(cfg.ppo_epochs):
             for mini in batch.split(local_mini):
                 tokens, seqs = GlobalCounts.of_local(mini)
@@ -219,23 +231,29 @@ class RLTrainer:
                         mini, critic_loss_fn(self.cfg.critic, agg_mode, norm_length, counts),
                         micro_batch_size=cfg.micro_batch_size_per_device))
                     critic_step = self.parts.critic.optimizer_step()
+                    check_update(critic_step, role="critic", step=self.step, policy=self.cfg.trainer.on_nonfinite)
                     step_metrics["critic/grad_norm"] = critic_step["grad_norm"]
+                    step_metrics["critic/update_skipped"] = critic_step.get("skipped", 0.0)
                 if train_actor:
                     step_metrics.update(self.parts.actor.forward_backward(
                         mini, actor_loss_fn(cfg, agg_mode, norm_length, counts),
                         micro_batch_size=cfg.micro_batch_size_per_device))
                     actor_step = self.parts.actor.optimizer_step()
-                    step_metrics.update({"grad_norm": actor_step["grad_norm"], "lr": actor_step["lr"],
+                    check_update(actor_step, role="actor", step=self.step, policy=self.cfg.trainer.on_nonfinite)
+                    step_metrics.update({"grad_norm": actor_step["grad_norm"],
                                          "update/skipped": actor_step.get("skipped", 0.0)})
+                    if "lr" in actor_step:  # a skipped step may not report one
+                        step_metrics["lr"] = actor_step["lr"]
                 for key, value in step_metrics.items():
-                    # Loss shares and weighted means add up over ranks; norms and lr are the same on every rank.
-                    total = value if key in ("grad_norm", "critic/grad_norm", "lr", "update/skipped") \
-                        else all_reduce_sum(value)
+                    # Loss shares and weighted means add up over ranks; norms, lr and skips are the same on every rank.
+                    total = value if key in ("grad_norm", "critic/grad_norm", "lr") + _COUNTS else all_reduce_sum(value)
                     sums[key] = sums.get(key, 0.0) + total
-                num_updates += 1
-        return {key: value / num_updates for key, value in sums.items()}
+                    num_reports[key] = num_reports.get(key, 0) + 1
+        # Means over the optimizer steps that reported each key; skipped updates are counted, not averaged.
+        return {key: value if key in _COUNTS else value / num_reports[key] for key, value in sums.items()}
 
     # -- validation -------------------------------------------------------------------------------
+    @explain_out_of_memory
     def validate(self) -> dict[str, float]:
         data = self.parts.val_data
         params = self._sampling_params(train=False)
@@ -279,23 +297,6 @@ class RLTrainer:
             (directory / "config.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json", by_alias=True),
                                                                   sort_keys=False))
             self.parts.tokenizer.save_pretrained(str(directory / "tokenizer"))
-
-    def _resume_path(self) -> Path | None:
-        resume = self.cfg.trainer.resume
-        if resume == "disable":
-            if self.checkpoints.complete_checkpoints():
-                raise ConfigError(
-                    f"trainer.output_dir={self.output_dir} already holds checkpoints and trainer.resume=disable; "
-                    "set trainer.resume=auto to continue, or choose a new trainer.output_dir"
-                )
-            return None
-        if resume == "auto":
-            return self.checkpoints.latest()
-        path = Path(resume)
-        if not path.is_dir():
-            raise CheckpointError(f"trainer.resume={resume}: no such checkpoint directory")
-        verify(path)
-        return path
 
     def _load(self, directory: Path) -> None:
         self.parts.actor.load(directory / "actor")

@@ -27,7 +27,7 @@ from rlkit.engines.optim import build_optimizer, build_scheduler
 from rlkit.engines.sequences import PolicyScorer, ValueScorer
 from rlkit.errors import ConfigError
 from rlkit.models.loading import load_causal_lm, load_critic
-from rlkit.models.lora import apply_lora, hf_model_of, is_peft_model
+from rlkit.models.lora import apply_lora, is_peft_model
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
 VALUE_HEAD = "score"  # the head of transformers' *ForTokenClassification decoders
@@ -49,9 +49,9 @@ class FSDP2Engine:
 
         self.mesh = parallelize.build_mesh(dist)  # before any fully_shard
         self.scorer = self._build_scorer()
-        if config.gradient_checkpointing and self.trainable:
-            parallelize.apply_activation_checkpointing(hf_model_of(self.scorer.model))
-        parallelize.apply_fully_shard(self.scorer, self.mesh, config, param_dtype=self.param_dtype, device=dist.device)
+        parallelize.parallelize(
+            self.scorer, self.mesh, config, param_dtype=self.param_dtype, device=dist.device, trainable=self.trainable
+        )
 
         self.optimizer = self.scheduler = None
         if self.trainable:

@@ -1,8 +1,7 @@
 """Applying FSDP2 to a scorer (rlkit.engines.sequences): a short ordered list of steps, torchtitan style.
 
-    mesh = build_mesh(dist)                      # before any fully_shard
-    apply_activation_checkpointing(hf_model)     # independent of sharding: flags on the decoder layers
-    apply_fully_shard(scorer, mesh, ...)         # every decoder layer first, then the root
+`build_mesh` runs first (fully_shard needs the mesh), then `parallelize`: activation checkpointing, then
+`fully_shard` on every decoder layer, then on the root.
 
 At world size 1 without torchrun there is no process group; `build_mesh` then starts a 1-rank group over
 an in-memory store, so one code path (fully_shard, mixed precision, DTensor state dicts) serves every
@@ -21,6 +20,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, Offlo
 
 from rlkit.config.schema import FSDP2Config
 from rlkit.engines.base import DistInfo
+from rlkit.models.lora import hf_model_of
 
 logger = logging.getLogger(__name__)
 
@@ -41,6 +41,17 @@ def compute_dtype(config: FSDP2Config, device: str) -> torch.dtype:
     if config.precision == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[config.precision]
+
+
+def parallelize(
+    scorer: nn.Module, mesh: DeviceMesh, config: FSDP2Config, *, param_dtype: torch.dtype, device: str, trainable: bool
+) -> None:
+    """Shard `scorer` in place over `mesh`."""
+    if config.gradient_checkpointing and trainable:
+        # on the unwrapped transformers model: flags its decoder layers read in train mode
+        apply_activation_checkpointing(hf_model_of(scorer.model))
+    # the layers before the root: the root then takes only the parameters no layer claimed
+    apply_fully_shard(scorer, mesh, config, param_dtype=param_dtype, device=device)
 
 
 def apply_activation_checkpointing(hf_model: nn.Module) -> None:

@@ -148,12 +148,11 @@ def _save_adapter(peft_model: nn.Module, adapter: dict[str, Tensor], directory: 
     """peft's save_pretrained on an unsharded copy (it fails on the sharded model). The copy is built on the
     meta device: an adapter file holds only the adapters, so the base weights are never materialised."""
     from peft import get_peft_model
-    from transformers import AutoModelForCausalLM
 
     hf_model = hf_model_of(peft_model)
     peft_config = copy.deepcopy(peft_model.peft_config["default"])
     with torch.device("meta"):
-        base = AutoModelForCausalLM.from_config(copy.deepcopy(hf_model.config))
+        base = type(hf_model)(copy.deepcopy(hf_model.config))  # the loaded class: no auto mapping, no remote code
     copy_model = get_peft_model(base, peft_config)
     copy_model.load_state_dict(adapter, strict=False, assign=True)
     copy_model.save_pretrained(directory)

@@ -1,5 +1,6 @@
 """FSDP2Engine at world size 1, in the pytest process (the engine starts a 1-rank group by itself)."""
 
+import copy
 import math
 
 import pytest
@@ -244,13 +245,33 @@ def test_lora_critic_trains_adapters_and_the_value_head(tiny_model_dir, batch):
 def test_gradients_are_clipped_to_grad_clip_before_the_step(tiny_model_dir, batch):
     engine = build_engine(tiny_model_dir)  # grad_clip=1.0
     norms_at_step = []
-    step = engine.optimizer.step
 
-    def recording_step():
+    def record_norm(optimizer, args, kwargs):
         grads = [param.grad for param in engine.scorer.parameters() if param.grad is not None]
         norms_at_step.append(engine._global_grad_norm(grads))
-        step()
 
-    engine.optimizer.step = recording_step
+    engine.optimizer.register_step_pre_hook(record_norm)
     assert policy_step(engine, batch, DistInfo())["grad_norm"] > 1.0
     assert norms_at_step == [pytest.approx(1.0, rel=1e-5)]
+
+
+def test_tied_embeddings_stream_under_both_names_and_save_export_and_load(plain_model, batch, tmp_path):
+    config = copy.deepcopy(plain_model.config)
+    config.tie_word_embeddings = True
+    tied = type(plain_model)(config)
+    tied.load_state_dict(plain_model.state_dict(), strict=False)
+    tied.tie_weights()
+    tied.save_pretrained(tmp_path / "tied")
+    assert tied.lm_head.weight is tied.model.embed_tokens.weight
+
+    engine = build_engine(str(tmp_path / "tied"))
+    assert max_difference(weights(engine), dict(tied.state_dict())) == 0.0  # lm_head.weight included
+    policy_step(engine, batch, DistInfo())
+    engine.save(tmp_path / "checkpoint")
+    resumed = build_engine(str(tmp_path / "tied"))
+    resumed.load(tmp_path / "checkpoint")
+    assert max_difference(weights(resumed), weights(engine)) == 0.0
+    engine.export_hf(tmp_path / "export")
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    assert exported.lm_head.weight is exported.model.embed_tokens.weight
+    assert max_difference(weights(engine), dict(exported.state_dict())) == 0.0

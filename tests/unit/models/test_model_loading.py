@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from rlkit.errors import RlkitError
-from rlkit.models.loading import load_causal_lm, load_critic, load_tokenizer, resolve_model_path
-from rlkit.models.tiny import TINY_MODEL_NAME, build_tiny_model
+from rlkit.models.loading import load_causal_lm, load_critic, load_tokenizer
+from rlkit.models.tiny import build_tiny_model
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +46,3 @@ def test_uncached_hub_id_is_an_error_and_nothing_is_downloaded(monkeypatch, tmp_
     monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path))
     with pytest.raises(RlkitError, match="never downloads"):
         load_causal_lm("rlkit-test/no-such-model")
-
-
-def test_builtin_tiny_resolves_to_the_cached_model(tmp_path):
-    assert resolve_model_path("builtin:tiny", tmp_path) == str(tmp_path / TINY_MODEL_NAME)
-    assert resolve_model_path("/some/folder", tmp_path) == "/some/folder"

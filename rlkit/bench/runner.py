@@ -1,0 +1,297 @@
+"""Run every (training engine, rollout engine) pairing of `rlkit bench` and summarise what it measured.
+
+Each pairing is a plain `rlkit train CONFIG` in its own process (under torchrun with --nproc > 1), so one
+engine's memory never leaks into the next measurement and the code measured is the code users run. The
+run writes metrics.jsonl; the summary takes medians over the steps after the warm-up:
+
+  phases             time/<phase> of the trainer (weight_sync, generate, reward, old/ref log-probs, update, ...)
+  rollout tokens/s   generated tokens / generate time
+  train tokens/s     prompt + response tokens / update time
+  MFU                6 * parameters * tokens * ppo_epochs / update time / peak bf16 FLOP/s of the GPUs used
+  peak memory        the largest memory/peak_gb of the measured steps (torch's allocator, CUDA only)
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import logging
+import os
+import platform
+import statistics
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from rlkit.bench.shapes import count_parameters
+from rlkit.bench.workload import Workload, ensure_model, run_settings, write_prompts
+from rlkit.config import RunConfig, build_config
+from rlkit.errors import ConfigError
+from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES, Entry, Registry, is_reference
+
+log = logging.getLogger(__name__)
+
+PHASES = ("weight_sync", "generate", "reward", "old_logprobs", "ref_logprobs", "values", "advantages", "update")
+# Their kernels have no CPU path: on a machine without CUDA these pairings are skipped, not failed.
+GPU_ONLY_ROLLOUTS = ("vllm", "sglang")
+# Dense bf16 peak FLOP/s of one GPU, by a substring of its name; the first match wins (PCIe before SXM).
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
+_CHILD_PROBE = ("import json, torch; print(json.dumps([torch.cuda.get_device_name(0), torch.cuda.device_count()]))")
+
+
+@dataclass(frozen=True)
+class Machine:
+    """Where the bench runs. `gpu` is the name of GPU 0, None without CUDA."""
+
+    gpu: str | None
+    num_gpus: int
+    cpu: str
+    num_cpu_cores: int
+
+    @property
+    def cuda(self) -> bool:
+        return self.gpu is not None
+
+    def peak_flops(self, nproc: int) -> float | None:
+        """Dense bf16 peak of `nproc` GPUs; None on CPU or for a GPU missing from PEAK_BF16_FLOPS."""
+        if self.gpu is None:
+            return None
+        per_gpu = next((flops for name, flops in PEAK_BF16_FLOPS if name in self.gpu), None)
+        return None if per_gpu is None else per_gpu * nproc
+
+
+def probe_machine() -> Machine:
+    """The machine, without touching a GPU from this process: CUDA details come from a short child process,
+    so that no CUDA context of the bench itself holds memory while the pairings run."""
+    import torch
+
+    cpu = _cpu_name()
+    if not torch.cuda.is_available():
+        return Machine(None, 0, cpu, os.cpu_count() or 1)
+    output = subprocess.run([sys.executable, "-c", _CHILD_PROBE], capture_output=True, text=True, check=True).stdout
+    name, count = json.loads(output.strip().splitlines()[-1])
+    return Machine(name, count, cpu, os.cpu_count() or 1)
+
+
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+@dataclass(frozen=True)
+class BenchRequest:
+    """One `rlkit bench` invocation. Exactly one of `shape` and `model` is set."""
+
+    engines: tuple[str, ...]
+    rollouts: tuple[str, ...]
+    workload: Workload
+    out: Path
+    shape: str | None = None
+    model: Path | None = None
+    nproc: int = 1
+    overrides: tuple[str, ...] = ()
+
+    def command(self) -> str:
+        """The command line that repeats this benchmark."""
+        w = self.workload
+        source = f"--model {self.model}" if self.model is not None else f"--shape {self.shape}"
+        parts = [
+            "rlkit bench", f"--engine {','.join(self.engines)}", f"--rollout {','.join(self.rollouts)}", source,
+            f"--prompts {w.num_prompts} --n {w.n} --prompt-len {w.prompt_len} --response-len {w.response_len}",
+            f"--steps {w.steps} --warmup {w.warmup}", *([f"--nproc {self.nproc}"] if self.nproc > 1 else []),
+            f"--out {self.out}", *self.overrides,
+        ]
+        return " ".join(parts)
+
+
+@dataclass
+class PairingResult:
+    """What one pairing measured (medians over the measured steps), or why it did not run."""
+
+    engine: str
+    rollout: str
+    status: Literal["ok", "skipped", "failed"]
+    reason: str | None = None
+    phases: dict[str, float] = field(default_factory=dict)  # seconds per step
+    step_s: float | None = None
+    rollout_tokens_per_s: float | None = None
+    train_tokens_per_s: float | None = None
+    mfu: float | None = None
+    peak_memory_gb: float | None = None
+    num_steps: int = 0
+    output_dir: str | None = None
+
+    @property
+    def name(self) -> str:
+        return f"{self.engine} x {self.rollout}"
+
+
+@dataclass
+class BenchResult:
+    request: BenchRequest
+    machine: Machine
+    model_path: str | None
+    num_params: int | None
+    pairings: list[PairingResult]
+
+
+# -- the bench ----------------------------------------------------------------------------------------
+def run_bench(request: BenchRequest) -> BenchResult:
+    """Skip what cannot run here, validate every config, then run the pairings one after another."""
+    machine = probe_machine()
+    pairings = [(engine, rollout) for engine in request.engines for rollout in request.rollouts]
+    results: dict[tuple[str, str], PairingResult] = {}
+    for engine, rollout in pairings:
+        reason = skip_reason(engine, rollout, machine)
+        if reason is not None:
+            results[engine, rollout] = PairingResult(engine, rollout, "skipped", reason)
+    runnable = [pairing for pairing in pairings if pairing not in results]
+    if not runnable:
+        return BenchResult(request, machine, None, None, [results[pairing] for pairing in pairings])
+
+    model_path = request.model if request.model is not None else ensure_model(request.shape, request.out / "cache")
+    prompts_path = request.out / "prompts.jsonl"
+    # Every config is validated before the first run: a typo in an override fails in a second, not after a run.
+    configs = {(engine, rollout): pairing_config(request, engine, rollout, model_path, prompts_path)
+               for engine, rollout in runnable}
+    first = next(iter(configs.values()))
+    write_prompts(_tokenizer(first), request.workload, prompts_path)
+    num_params = _num_params(first)
+
+    for (engine, rollout), cfg in configs.items():
+        log.info("bench: %s x %s, %d steps (%d warm-up)", engine, rollout, request.workload.total_steps,
+                 request.workload.warmup)
+        results[engine, rollout] = run_pairing(cfg, request, machine, num_params)
+        log.info("bench: %s x %s %s", engine, rollout, results[engine, rollout].status)
+    return BenchResult(request, machine, str(model_path), num_params, [results[pairing] for pairing in pairings])
+
+
+def skip_reason(engine: str, rollout: str, machine: Machine) -> str | None:
+    """Why a pairing cannot run on this machine (missing packages, no CUDA), or None when it can."""
+    reasons = _missing(TRAIN_ENGINES, engine) + _missing(ROLLOUT_ENGINES, rollout)
+    if rollout in GPU_ONLY_ROLLOUTS and not machine.cuda:
+        reasons.append(f"rollout {rollout} needs a CUDA GPU")
+    return "; ".join(reasons) or None
+
+
+def _missing(registry: Registry, name: str) -> list[str]:
+    if is_reference(name):
+        return []  # a plugin named as 'module:attr': importing it is the only check, and the run does that
+    if name not in registry:
+        raise ConfigError(registry._unknown_message(name))
+    entry: Entry = next(entry for entry in registry.entries() if entry.name == name)
+    if entry.missing:
+        return [f"{registry.kind} {name} needs {', '.join(entry.missing)} (pip install 'rlkit[{name}]')"]
+    module = entry.target.partition(":")[0]
+    if ":" in entry.target and importlib.util.find_spec(module) is None:
+        return [f"{registry.kind} {name}: module {module} is not installed"]
+    return []
+
+
+def pairing_config(request: BenchRequest, engine: str, rollout: str, model_path: Path, prompts_path: Path) -> RunConfig:
+    """The validated run config of one pairing: the fixed workload, then the user's overrides."""
+    output_dir = request.out / "runs" / f"{engine}-{rollout}"
+    settings = run_settings(request.workload, engine=engine, rollout=rollout, model_path=model_path,
+                            prompts_path=prompts_path, output_dir=output_dir)
+    try:
+        return build_config(RunConfig, None, request.overrides, settings)
+    except ConfigError as error:
+        raise ConfigError(f"pairing {engine} x {rollout}: {error}") from None
+
+
+def run_pairing(cfg: RunConfig, request: BenchRequest, machine: Machine, num_params: int) -> PairingResult:
+    """`rlkit train` the pairing's config in a child process and summarise its metrics.jsonl."""
+    engine, rollout = cfg.engine.name, cfg.rollout.name
+    output_dir = Path(cfg.trainer.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    config_path = output_dir / "bench_config.yaml"
+    config_path.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False))
+    metrics_path = output_dir / "metrics.jsonl"
+    metrics_path.unlink(missing_ok=True)  # a failed run must not be summarised from an older run's metrics
+    log_path = output_dir / "bench.log"
+    with log_path.open("w") as log_file:
+        returncode = subprocess.run(train_command(config_path, request.nproc), stdout=log_file,
+                                    stderr=subprocess.STDOUT).returncode
+    if returncode != 0:
+        return PairingResult(engine, rollout, "failed", f"exit code {returncode}: {_last_line(log_path)} "
+                             f"(log: {log_path})", output_dir=str(output_dir))
+    records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
+    summary = summarize(records, warmup=request.workload.warmup,
+                        num_samples=cfg.data.train_batch_size * cfg.rollout.n, num_params=num_params,
+                        ppo_epochs=cfg.algorithm.ppo_epochs, peak_flops=machine.peak_flops(request.nproc))
+    if summary["num_steps"] < request.workload.steps:
+        return PairingResult(engine, rollout, "failed", f"{summary['num_steps']} of {request.workload.steps} "
+                             f"measured steps in {metrics_path}", output_dir=str(output_dir))
+    return PairingResult(engine, rollout, "ok", output_dir=str(output_dir), **summary)
+
+
+def train_command(config_path: Path, nproc: int) -> list[str]:
+    if nproc == 1:
+        return [sys.executable, "-m", "rlkit", "train", str(config_path)]
+    return [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+            "-m", "rlkit", "train", str(config_path)]
+
+
+def summarize(records: list[dict[str, Any]], *, warmup: int, num_samples: int, num_params: int, ppo_epochs: int,
+              peak_flops: float | None) -> dict[str, Any]:
+    """Medians over the steps after `warmup` of a run's metrics.jsonl records (see the module docstring).
+
+    Args:
+        num_samples: responses per step (prompts x n), to turn response_length/mean into generated tokens.
+        num_params: the model's parameters, for MFU; ppo_epochs: passes the update makes over the tokens.
+        peak_flops: peak FLOP/s of all the GPUs used; None gives MFU None.
+    """
+    measured = [record for record in records if record.get("step", 0) > warmup and "time/step" in record]
+    timed = sorted({key.removeprefix("time/") for record in measured for key in record
+                    if key.startswith("time/") and key != "time/step"})
+    phases = {phase: _median(record.get(f"time/{phase}") for record in measured)
+              for phase in [*[p for p in PHASES if p in timed], *[p for p in timed if p not in PHASES]]}
+    # The trainer logs tokens/s over the whole step; times the step it gives the step's tokens exactly.
+    tokens = [record["throughput/tokens_per_s"] * record["time/step"] for record in measured]
+    update = [record.get("time/update") for record in measured]
+    generated = [record["response_length/mean"] * num_samples for record in measured]
+    memory = [record["memory/peak_gb"] for record in measured if "memory/peak_gb" in record]
+    return {
+        "phases": phases,
+        "step_s": _median(record["time/step"] for record in measured),
+        "rollout_tokens_per_s": _median(g / r.get("time/generate", 0.0) for g, r in zip(generated, measured)
+                                        if r.get("time/generate")),
+        "train_tokens_per_s": _median(t / u for t, u in zip(tokens, update) if u),
+        "mfu": None if peak_flops is None else _median(
+            6 * num_params * t * ppo_epochs / u / peak_flops for t, u in zip(tokens, update) if u),
+        "peak_memory_gb": max(memory) if memory else None,
+        "num_steps": len(measured),
+    }
+
+
+def _median(values) -> float | None:
+    present = [value for value in values if value is not None]
+    return statistics.median(present) if present else None
+
+
+def _last_line(path: Path) -> str:
+    lines = [line.strip() for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    return lines[-1][:300] if lines else "no output"
+
+
+def _tokenizer(cfg: RunConfig):
+    from rlkit.models.loading import load_tokenizer
+
+    return load_tokenizer(cfg.model.tokenizer_path or cfg.model.path, trust_remote_code=cfg.model.trust_remote_code)
+
+
+def _num_params(cfg: RunConfig) -> int:
+    from transformers import AutoConfig
+
+    config = AutoConfig.from_pretrained(cfg.model.path, local_files_only=True,
+                                        trust_remote_code=cfg.model.trust_remote_code)
+    return count_parameters(config, trust_remote_code=cfg.model.trust_remote_code)

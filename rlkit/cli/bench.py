@@ -1,0 +1,81 @@
+"""`rlkit bench --engine fsdp2,deepspeed --rollout hf,vllm,sglang [--shape 0.5b | --model PATH] [key=value ...]`."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from rlkit.bench.shapes import SHAPE_NAMES
+
+
+def _names(value: str) -> tuple[str, ...]:
+    names = tuple(dict.fromkeys(name.strip() for name in value.split(",") if name.strip()))
+    if not names:
+        raise click.BadParameter("give at least one name, comma-separated")
+    return names
+
+
+@click.command("bench", context_settings={"ignore_unknown_options": True})
+@click.argument("overrides", nargs=-1)
+@click.option("--engine", "engines", default="fsdp2", show_default=True,
+              help="Training engines, comma-separated (fsdp2, deepspeed, or plugins).")
+@click.option("--rollout", "rollouts", default="hf", show_default=True,
+              help="Rollout engines, comma-separated (hf, vllm, sglang, or plugins).")
+@click.option("--shape", type=click.Choice(SHAPE_NAMES), default=None,
+              help="Random weights in a Qwen2.5 shape, or the built-in tiny model (default: tiny).")
+@click.option("--model", type=click.Path(path_type=Path), default=None,
+              help="A Hugging Face model folder to benchmark instead of a --shape.")
+@click.option("--prompts", type=click.IntRange(min=1), default=32, show_default=True, help="Prompts per step.")
+@click.option("--n", type=click.IntRange(min=2), default=8, show_default=True, help="Responses per prompt.")
+@click.option("--prompt-len", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Tokens in every prompt.")
+@click.option("--response-len", type=click.IntRange(min=1), default=256, show_default=True,
+              help="Tokens in every response (rollout.ignore_eos).")
+@click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Measured steps (medians are over these).")
+@click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
+              help="Steps run first and left out of the medians.")
+@click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Processes (GPUs) per pairing; more than 1 runs each pairing under torchrun.")
+@click.option("--out", type=click.Path(path_type=Path), default=Path("bench_out"), show_default=True,
+              help="Folder for bench.json, bench.png, the runs and the cached model.")
+def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape: str | None, model: Path | None,
+                  prompts: int, n: int, prompt_len: int, response_len: int, steps: int, warmup: int, nproc: int,
+                  out: Path) -> None:
+    """Time a fixed GRPO workload for every engine x rollout pairing.
+
+    Each pairing runs `rlkit train` in its own process for WARMUP + STEPS steps and reports median seconds per
+    phase, rollout and training tokens/s, MFU and peak GPU memory. Pairings that cannot run here (a missing
+    package, no CUDA for vllm/sglang) are listed as skipped. Overrides such as
+    algorithm.micro_batch_size_per_device=4 apply to every pairing. Writes OUT/bench.json and OUT/bench.png.
+    """
+    from rlkit.bench.report import plot_phases, print_table, write_json
+    from rlkit.bench.runner import BenchRequest, run_bench
+    from rlkit.bench.workload import Workload
+    from rlkit.cli.args import split_config_args
+
+    if shape is not None and model is not None:
+        raise click.UsageError("give --shape or --model, not both")
+    config_file, overrides_list = split_config_args(overrides)
+    if config_file is not None:
+        raise click.UsageError(f"'{config_file}' is not an override key.path=value; rlkit bench takes no config file")
+    if prompts % nproc:
+        raise click.BadParameter(f"{prompts} prompts do not split over {nproc} processes", param_hint="--prompts")
+    request = BenchRequest(
+        engines=_names(engines), rollouts=_names(rollouts),
+        workload=Workload(num_prompts=prompts, n=n, prompt_len=prompt_len, response_len=response_len, steps=steps,
+                          warmup=warmup),
+        out=out, shape=None if model is not None else shape or "tiny", model=model, nproc=nproc,
+        overrides=tuple(overrides_list),
+    )
+    result = run_bench(request)
+    print_table(result)
+    json_path = write_json(result, out / "bench.json")
+    png_path = plot_phases(result, out / "bench.png")
+    click.echo(f"wrote {json_path} and {png_path}")
+    failed = [p.name for p in result.pairings if p.status == "failed"]
+    if failed:
+        click.echo(f"failed: {', '.join(failed)} (see their bench.log)", err=True)
+        sys.exit(1)

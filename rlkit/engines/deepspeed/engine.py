@@ -1,0 +1,233 @@
+"""The DeepSpeed training engine: one actor, critic or reference model under ZeRO stage 1, 2 or 3.
+
+Shape legend: B sequences, T response width (see rlkit.batch).
+
+Same contract as the FSDP2 engine (rlkit/engines/base.py, docs/engines.md): batches arrive on CPU, each
+micro-batch moves to the device for its pass, `compute_logprobs` / `compute_values` return fp32 (B, T) on
+CPU, and the loss function returns each micro-batch's share of the global mini-batch loss.
+
+Gradient accumulation is rlkit's, not DeepSpeed's: `forward_backward` calls `engine.backward` once per
+micro-batch and only `optimizer_step` calls `engine.step()`. With `managed_gradient_accumulation: false`
+DeepSpeed treats each `step()` as the accumulation boundary whatever the number of backward passes before
+it (ZeRO-1 reduces the summed gradients there; ZeRO-2/3 reduce each backward into their partitions and
+finalise there), and with `gradient_accumulation_steps: 1` it never divides the loss (ds_config.py).
+"""
+
+from __future__ import annotations
+
+import os
+from contextlib import contextmanager, nullcontext
+from pathlib import Path
+from typing import Iterator
+
+import torch
+import torch.distributed as torch_dist
+from torch import Tensor
+
+from rlkit.batch import Batch
+from rlkit.config.schema import DeepSpeedConfig
+from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
+from rlkit.engines.deepspeed import state
+from rlkit.engines.deepspeed.ds_config import build_ds_config, check_config
+from rlkit.engines.fsdp2.parallelize import apply_activation_checkpointing, compute_dtype
+from rlkit.engines.optim import build_optimizer, build_scheduler
+from rlkit.engines.sequences import PolicyScorer, ValueScorer
+from rlkit.errors import ConfigError
+from rlkit.models.loading import load_causal_lm, load_critic
+from rlkit.models.lora import apply_lora, hf_model_of, is_peft_model
+
+_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+
+class DeepSpeedEngine:
+    """TrainEngine over DeepSpeed ZeRO (see rlkit.engines.base.TrainEngine for the contract of each method)."""
+
+    def __init__(self, config: DeepSpeedConfig, spec: EngineSpec, dist: DistInfo):
+        import deepspeed
+
+        if spec.role in ("actor", "critic") and spec.optim is None:
+            raise ConfigError(f"the {spec.role} engine needs an optimizer config (EngineSpec.optim is None)")
+        check_config(config)
+        self.role = spec.role
+        self.config = config
+        self.spec = spec
+        self.dist = dist
+        self.device = torch.device(dist.device)
+        self.compute_dtype = compute_dtype(config, dist.device)
+        self.trainable = spec.role != "ref"
+        self.zero_stage = 3 if spec.role == "ref" else config.zero_stage
+
+        ensure_process_group(dist)  # before deepspeed.initialize, which would look for MPI otherwise
+        self.scorer = self._build_scorer()
+        if config.gradient_checkpointing and self.trainable:
+            apply_activation_checkpointing(hf_model_of(self.scorer.model))
+        self.optimizer = self.scheduler = None
+        if self.trainable:
+            self.optimizer = self._build_optimizer()
+            # the schedule drives the optimizer's own param groups, which ZeRO keeps (it swaps their params)
+            self.scheduler = build_scheduler(self.optimizer, spec.optim, spec.total_optimizer_steps)
+        ds_config = build_ds_config(
+            config, role=spec.role, optim=spec.optim, world_size=dist.world_size,
+            compute_dtype=self.compute_dtype, on_cuda=self.device.type == "cuda",
+        )
+        self.ds_engine, *_ = deepspeed.initialize(
+            model=self.scorer, optimizer=self.optimizer, config=ds_config, dist_init_required=False
+        )
+        if self.trainable:
+            state.init_optimizer_state(self.optimizer, self.ds_engine.optimizer)
+
+    def _build_scorer(self) -> torch.nn.Module:
+        """Load the model in fp32 (DeepSpeed casts it to bf16 itself), add LoRA, wrap it in its scorer.
+        Seeded, so every rank builds identical new weights (value head, lora_A)."""
+        spec = self.spec
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(spec.seed)
+            if spec.role == "critic":
+                model = load_critic(spec.model_path, trust_remote_code=spec.trust_remote_code)
+            else:
+                model = load_causal_lm(spec.model_path, trust_remote_code=spec.trust_remote_code)
+            if spec.role == "ref":
+                model.requires_grad_(False)
+            elif spec.lora is not None:
+                critic = spec.role == "critic"  # its new value head trains in full, next to the adapters
+                model = apply_lora(
+                    model, spec.lora, task_type=None if critic else "CAUSAL_LM", fully_trained=("score",) if critic else ()
+                )
+        if spec.role == "critic":
+            return ValueScorer(model)
+        return PolicyScorer(model, chunk_size=self.config.logprob_chunk_size, temperature=spec.temperature)
+
+    def _build_optimizer(self) -> torch.optim.Optimizer:
+        """torch's AdamW (rlkit/engines/optim.py), or DeepSpeed's compiled Adam in AdamW mode: FusedAdam where
+        the optimizer state lives on the GPU, DeepSpeedCPUAdam where it lives on CPU."""
+        params = [param for param in self.scorer.parameters() if param.requires_grad]
+        optim = self.spec.optim
+        if self.config.optimizer_impl == "torch":
+            return build_optimizer(params, optim)
+        from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
+
+        hyper = dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
+        if self.device.type == "cpu" or self.config.offload_optimizer:
+            return DeepSpeedCPUAdam(params, adamw_mode=True, **hyper)
+        return FusedAdam(params, adam_w_mode=True, **hyper)
+
+    # -- forward passes ---------------------------------------------------------------------------
+    def compute_logprobs(
+        self, batch: Batch, *, micro_batch_size: int, with_entropy: bool = False, base_model: bool = False
+    ) -> ModelOutput:
+        assert self.role != "critic", "the critic has no log-probs"
+        if base_model and not is_peft_model(self.scorer.model):
+            raise ConfigError("base_model=True needs a LoRA model (model.lora); use a reference engine instead")
+        logprobs, entropies = [], []
+        with self._eval_pass(), (self.scorer.model.disable_adapter() if base_model else nullcontext()):
+            for micro in batch.split(micro_batch_size):
+                logprobs_BT, entropy_BT = self._score(micro, with_entropy=with_entropy)
+                logprobs.append(logprobs_BT.cpu())
+                entropies.append(entropy_BT.cpu() if with_entropy else None)
+        return ModelOutput(
+            logprobs=torch.cat(logprobs), entropy=torch.cat(entropies) if with_entropy else None
+        )
+
+    def compute_values(self, batch: Batch, *, micro_batch_size: int) -> Tensor:
+        assert self.role == "critic", f"the {self.role} has no values"
+        with self._eval_pass():
+            return torch.cat([self._values(micro).cpu() for micro in batch.split(micro_batch_size)])
+
+    def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
+        """Every rank must run the same number of micro-batches: each backward is a collective."""
+        assert self.trainable, "the reference model is frozen"
+        self.ds_engine.train()
+        metrics: dict[str, float] = {}
+        for micro in batch.split(micro_batch_size):
+            micro = micro.to(self.device)
+            if self.role == "critic":
+                output = ModelOutput(values=self._values(micro))
+            else:
+                logprobs_BT, entropy_BT = self._score(micro, with_entropy=True)
+                output = ModelOutput(logprobs=logprobs_BT, entropy=entropy_BT)
+            loss, micro_metrics = loss_fn(output, micro)
+            # loss is this micro-batch's share of the global loss. Gradients add up over backward passes, and
+            # DeepSpeed averages them over the data-parallel ranks at the boundary: scaling by the world size
+            # makes the update the gradient of the global loss. No 1/accumulation-steps factor: see ds_config.py.
+            self.ds_engine.backward(loss * self.dist.world_size, scale_wrt_gas=False)
+            for key, value in micro_metrics.items():
+                metrics[key] = metrics.get(key, 0.0) + float(value)
+        return metrics
+
+    def _score(self, micro: Batch, *, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+        inputs = {key: micro[key].to(self.device) for key in _MODEL_INPUTS}
+        return self.ds_engine(**inputs, response_width=micro.response_width, with_entropy=with_entropy)
+
+    def _values(self, micro: Batch) -> Tensor:
+        inputs = {key: micro[key].to(self.device) for key in _MODEL_INPUTS}
+        return self.ds_engine(**inputs, response_width=micro.response_width)
+
+    @contextmanager
+    def _eval_pass(self) -> Iterator[None]:
+        with torch.no_grad():
+            self.ds_engine.eval()
+            yield
+
+    # -- optimizer ---------------------------------------------------------------------------------
+    def optimizer_step(self) -> dict[str, float]:
+        """DeepSpeed reduces, measures the global norm, clips (gradient_clipping, torch's rule), steps AdamW
+        and zeroes the gradients; with a non-finite norm it zeroes them and counts a skipped step instead."""
+        assert self.optimizer is not None, "the reference model has no optimizer"
+        skipped_before = self.ds_engine.skipped_steps
+        lr = self.optimizer.param_groups[0]["lr"]
+        self.ds_engine.step()
+        if self.ds_engine.skipped_steps != skipped_before:
+            return {"grad_norm": float("nan"), "skipped": 1.0}
+        self.scheduler.step()
+        return {"grad_norm": float(self.ds_engine.get_global_grad_norm()), "lr": lr, "skipped": 0.0}
+
+    # -- weights -----------------------------------------------------------------------------------
+    def full_weights(self) -> Iterator[tuple[str, Tensor]]:
+        """Full tensors in Hugging Face names on the engine's device, one at a time: fp32 master weights for
+        what trains, the stored dtype for the rest (a bf16 reference or LoRA base: bf16). Collective."""
+        yield from state.full_weights(self.scorer)
+
+    def save(self, directory: Path) -> None:
+        state.save_checkpoint(self.scorer, self.optimizer, self.scheduler, directory, is_main=self.dist.is_main)
+
+    def load(self, directory: Path) -> None:
+        state.load_checkpoint(
+            self.scorer, self.optimizer, self.scheduler, directory, is_main=self.dist.is_main, device=self.device
+        )
+
+    def export_hf(self, directory: Path) -> None:
+        save_adapter = self.role == "actor" and is_peft_model(self.scorer.model)
+        state.export_hf(self.scorer, directory, is_main=self.dist.is_main, save_adapter=save_adapter)
+
+    # -- placement ---------------------------------------------------------------------------------
+    def offload(self) -> None:
+        """Parameters, gradients and optimizer state to CPU with DeepSpeed's `offload_states`. A no-op on CPU,
+        for the reference (offload_ref keeps it on CPU) and where ZeRO-Offload already holds them there."""
+        if self._can_move_states():
+            self.ds_engine.offload_states()
+            torch.cuda.empty_cache()
+
+    def onload(self) -> None:
+        if self._can_move_states():
+            self.ds_engine.reload_states()
+
+    def _can_move_states(self) -> bool:
+        return (
+            self.device.type == "cuda"
+            and self.trainable
+            and not self.config.offload_param
+            and hasattr(self.ds_engine.optimizer, "offload_states")
+        )
+
+
+def ensure_process_group(dist: DistInfo) -> None:
+    """DeepSpeed needs a process group: at world size 1 without torchrun, start a 1-rank one over an
+    in-memory store (gloo on CPU; gloo and NCCL on GPU), as the FSDP2 engine does. DeepSpeed also insists
+    on the LOCAL_RANK variable that torchrun and its own launcher set."""
+    os.environ.setdefault("LOCAL_RANK", str(dist.local_rank))
+    if torch_dist.is_initialized():
+        assert torch_dist.get_world_size() == dist.world_size, "DistInfo disagrees with the process group"
+        return
+    assert dist.world_size == 1, "world size > 1 needs the torchrun process group (rlkit.distributed)"
+    backend = "cpu:gloo,cuda:nccl" if dist.device.startswith("cuda") else "gloo"
+    torch_dist.init_process_group(backend, store=torch_dist.HashStore(), rank=0, world_size=1)

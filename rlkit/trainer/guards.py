@@ -1,0 +1,173 @@
+"""Guards around a training run: a setup that fails leaves nothing behind, non-finite updates follow
+`trainer.on_nonfinite`, and running out of GPU memory names the settings that lower it.
+
+* :func:`check_output_dir` and :func:`removed_on_error`: a run that fails while it sets up (a bad model
+  path, data file, plugin or resume path) removes what it created under its output directory, so a
+  mistake leaves no half-made run behind and never touches the files of an earlier run there.
+* :func:`check_update`: engines skip an optimizer step whose gradient norm is not finite (a NaN or inf
+  loss makes it so) and report ``skipped``; the run warns and goes on (``skip``) or stops (``stop``).
+* :func:`explain_out_of_memory`: ``torch.OutOfMemoryError`` in a trainer phase becomes an RlkitError that
+  names the phase, the step and the knobs to turn for it.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import shutil
+import traceback
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, TypeVar
+
+import torch
+
+from rlkit.errors import ConfigError, RlkitError
+
+log = logging.getLogger(__name__)
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+# -- the output directory -------------------------------------------------------------------------------
+def check_output_dir(directory: Path) -> None:
+    """trainer.output_dir must be a writable directory, or creatable: no file in its place or on its path."""
+    for existing in (directory, *directory.parents):
+        if not existing.exists():
+            continue
+        if not existing.is_dir():
+            where = "is a file" if existing == directory else f"cannot be created: {existing} is a file"
+            raise ConfigError(f"trainer.output_dir={directory} {where}; set trainer.output_dir to a directory path")
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise ConfigError(
+                f"trainer.output_dir={directory}: {existing} is not writable; choose a directory you can write to"
+            )
+        return
+
+
+@contextmanager
+def removed_on_error(directory: Path, *, is_main: bool) -> Iterator[None]:
+    """If the block raises, remove what it created under `directory`: the directory itself (and any parents
+    made for it) when it was new, else only the entries that were not there before. Rank 0 removes."""
+    directory = Path(directory)
+    created_root = _topmost_missing(directory)
+    before = set(os.listdir(directory)) if created_root is None else set()
+    try:
+        yield
+    except BaseException:
+        if is_main:
+            if created_root is not None:
+                shutil.rmtree(created_root, ignore_errors=True)
+            elif directory.is_dir():
+                for name in set(os.listdir(directory)) - before:
+                    _remove(directory / name)
+        raise
+
+
+def _topmost_missing(directory: Path) -> Path | None:
+    """The highest of `directory` and its parents that does not exist (what creating it creates), or None."""
+    missing = None
+    for path in (directory, *directory.parents):
+        if path.exists():
+            break
+        missing = path
+    return missing
+
+
+def _remove(path: Path) -> None:
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path, ignore_errors=True)
+    else:
+        path.unlink(missing_ok=True)
+
+
+# -- non-finite updates ---------------------------------------------------------------------------------
+def check_update(result: dict[str, float], *, role: str, step: int, policy: str) -> None:
+    """React to an optimizer step the engine skipped as non-finite: warn (policy 'skip') or stop ('stop')."""
+    if not result.get("skipped"):
+        return
+    message = (
+        f"step {step}: the {role}'s loss or gradient norm is not finite (grad_norm={result.get('grad_norm')}), "
+        "so this update was skipped"
+    )
+    if policy == "stop":
+        raise RlkitError(
+            f"{message} and trainer.on_nonfinite=stop ends the run. Lower optim.lr or check the rewards and data, "
+            "then continue from the last checkpoint (trainer.resume=auto); or set trainer.on_nonfinite=skip"
+        )
+    log.warning("%s (trainer.on_nonfinite=skip; counted in update/skipped)", message)
+
+
+# -- out of memory --------------------------------------------------------------------------------------
+# The trainer method a failure happened in -> (what to call it, which knobs lower its memory).
+_PHASES = {
+    "_sync_weights": ("the weight sync to the rollout engine", ("rollout", "offload")),
+    "_rollout": ("rollout (generation)", ("rollout", "offload")),
+    "_greedy_baselines": ("rollout (greedy baselines)", ("rollout", "offload")),
+    "_refill_with_signal": ("rollout (dynamic sampling)", ("rollout", "offload")),
+    "validate": ("validation (generation)", ("rollout", "offload")),
+    "_prepare": ("log-prob and value computation", ("micro", "chunk", "offload")),
+    "_update": ("the update (forward and backward)", ("micro", "checkpointing", "offload")),
+}
+
+
+def explain_out_of_memory(method: F) -> F:
+    """Decorate a trainer method so that torch.OutOfMemoryError becomes an RlkitError naming the phase and
+    the settings that lower its memory. The trainer (`self`) gives the config and the step."""
+
+    @functools.wraps(method)
+    def guarded(trainer: Any, *args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(trainer, *args, **kwargs)
+        except torch.OutOfMemoryError as error:
+            raise RlkitError(out_of_memory_message(error, trainer.cfg, trainer.step)) from error
+
+    return guarded  # type: ignore[return-value]
+
+
+def out_of_memory_message(error: BaseException, cfg: Any, step: int) -> str:
+    phase, kinds = _phase_of(error)
+    knobs = [knob for kind in kinds for knob in _knobs(kind, cfg)]
+    first_line = (str(error).strip().splitlines() or ["out of memory"])[0]
+    return (
+        f"ran out of GPU memory in {phase} at step {step} ({first_line}); to use less memory, try: "
+        + "; ".join(knobs)
+    )
+
+
+def _phase_of(error: BaseException) -> tuple[str, tuple[str, ...]]:
+    """The innermost trainer phase on the traceback."""
+    found = ("training", ("rollout", "micro", "checkpointing", "offload"))
+    for frame, _ in traceback.walk_tb(error.__traceback__):
+        if frame.f_globals.get("__name__") == "rlkit.trainer.rl" and frame.f_code.co_name in _PHASES:
+            found = _PHASES[frame.f_code.co_name]
+    return found
+
+
+def _knobs(kind: str, cfg: Any) -> list[str]:
+    rollout, engine, algorithm = cfg.rollout, cfg.engine, cfg.algorithm
+    if kind == "rollout":
+        by_engine = {
+            "hf": f"lower rollout.batch_size (prompts per generate call; now {getattr(rollout, 'batch_size', None) or 'all'})",
+            "vllm": f"lower rollout.gpu_memory_utilization (now {getattr(rollout, 'gpu_memory_utilization', '?')})",
+            "sglang": f"lower rollout.mem_fraction_static (now {getattr(rollout, 'mem_fraction_static', '?')})",
+        }
+        return [
+            by_engine.get(rollout.name, "lower the rollout engine's memory settings (rollout.options)"),
+            f"lower rollout.max_new_tokens (now {rollout.max_new_tokens})",
+        ]
+    if kind == "micro":
+        return [f"lower algorithm.micro_batch_size_per_device (now {algorithm.micro_batch_size_per_device})"]
+    if kind == "chunk":
+        return [f"lower engine.logprob_chunk_size (now {engine.logprob_chunk_size})"]
+    if kind == "checkpointing":
+        return [] if engine.gradient_checkpointing else ["set engine.gradient_checkpointing=true"]
+    if kind == "offload":
+        if engine.name == "fsdp2":
+            return [] if engine.cpu_offload else ["set engine.cpu_offload=true"]
+        if engine.name == "deepspeed":
+            return [knob for knob, on in (("set engine.offload_optimizer=true", engine.offload_optimizer),
+                                          ("set engine.offload_param=true", engine.offload_param)) if not on]
+        return ["offload the training engine to CPU (engine.options)"]
+    raise ValueError(f"unknown knob kind {kind!r}")
