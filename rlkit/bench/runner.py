@@ -28,7 +28,7 @@ from typing import Any, Literal
 import yaml
 
 from rlkit.bench.shapes import count_parameters
-from rlkit.bench.workload import Workload, ensure_model, run_settings, write_prompts
+from rlkit.bench.workload import Workload, ensure_model, model_dir, run_settings, write_prompts
 from rlkit.config import RunConfig, build_config
 from rlkit.errors import ConfigError
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES, Entry, Registry, is_reference
@@ -158,11 +158,14 @@ def run_bench(request: BenchRequest) -> BenchResult:
     if not runnable:
         return BenchResult(request, machine, None, None, [results[pairing] for pairing in pairings])
 
-    model_path = request.model if request.model is not None else ensure_model(request.shape, request.out / "cache")
+    cache_dir = request.out / "cache"
+    model_path = request.model if request.model is not None else model_dir(request.shape, cache_dir)
     prompts_path = request.out / "prompts.jsonl"
-    # Every config is validated before the first run: a typo in an override fails in a second, not after a run.
+    # Every config is validated before anything is built or run: a typo in an override fails in a second.
     configs = {(engine, rollout): pairing_config(request, engine, rollout, model_path, prompts_path)
                for engine, rollout in runnable}
+    if request.model is None:
+        ensure_model(request.shape, cache_dir)
     first = next(iter(configs.values()))
     write_prompts(_tokenizer(first), request.workload, prompts_path)
     num_params = _num_params(first)

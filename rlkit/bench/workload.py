@@ -56,6 +56,14 @@ class Workload:
 
 
 # -- models -----------------------------------------------------------------------------------------
+def model_dir(shape_name: str, cache_dir: Path) -> Path:
+    """Where the model folder of a --shape lives under `cache_dir` (built there by ensure_model)."""
+    from rlkit.models.tiny import TINY_MODEL_NAME
+
+    name = TINY_MODEL_NAME if shape_name == TINY else f"qwen2.5-{shape_name}-random-{RANDOM_MODEL_VERSION}"
+    return Path(cache_dir) / name
+
+
 def ensure_model(shape_name: str, cache_dir: Path) -> Path:
     """The model folder of a --shape under `cache_dir`, built on first use (random weights, bf16).
 
@@ -66,7 +74,7 @@ def ensure_model(shape_name: str, cache_dir: Path) -> Path:
     cache_dir = Path(cache_dir)
     if shape_name == TINY:
         return ensure_tiny_model(cache_dir)
-    target = cache_dir / f"qwen2.5-{shape_name}-random-{RANDOM_MODEL_VERSION}"
+    target = model_dir(shape_name, cache_dir)
     if (target / "config.json").is_file():
         return target
     cache_dir.mkdir(parents=True, exist_ok=True)

@@ -65,6 +65,8 @@ def generate_command(
 ) -> None:
     """Generate completions with MODEL (a Hugging Face folder, an rlkit checkpoint or run directory, or
     builtin:tiny) and print them; with --reward, score them and print the mean."""
+    import torch.distributed
+
     from rlkit.config.schema import HFRolloutConfig, RewardConfig
     from rlkit.distributed import destroy, init_distributed
     from rlkit.errors import ConfigError
@@ -76,6 +78,8 @@ def generate_command(
     if bool(prompts) == bool(data_file):
         raise ConfigError("give either --prompt TEXT (one or more) or --data FILE")
     reward_manager = build_reward_manager(RewardConfig(name=reward)) if reward else None  # fail before loading
+    # a checkpoint's engine starts a 1-rank process group; one that was there before (a caller's) stays
+    group_was_there = torch.distributed.is_initialized()
     dist = init_distributed(device)
     try:
         policy = resolve_policy(model, dist)
@@ -100,7 +104,8 @@ def generate_command(
         if output is not None:
             write_jsonl(output, owners, completions, scores, extras)
     finally:
-        destroy()
+        if not group_was_there:
+            destroy()
 
 
 # ---------------------------------------------------------------------------------------------

@@ -52,6 +52,7 @@ def cli(ctx: click.Context, debug: bool) -> None:
 
 
 def _register_commands() -> None:
+    from rlkit.cli.bench import bench_command
     from rlkit.cli.configs import config_group, validate_command
     from rlkit.cli.data import data_group
     from rlkit.cli.export import export_command
@@ -62,7 +63,7 @@ def _register_commands() -> None:
     from rlkit.cli.train import train_command
 
     for command in (train_command, sft_command, generate_command, validate_command, config_group, list_command,
-                    export_command, data_group, plot_command):
+                    export_command, data_group, plot_command, bench_command):
         cli.add_command(command)
 
 

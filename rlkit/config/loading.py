@@ -69,7 +69,25 @@ def build_config(
     for override in overrides:
         keys, value = parse_override(override)
         set_path(tree, keys, value)
+    tree = merge_onto_defaults(model_cls().model_dump(mode="json", by_alias=True), tree)
     return validate(model_cls, tree, source=str(config_file) if config_file else "the command line")
+
+
+def merge_onto_defaults(defaults: Any, given: Any) -> Any:
+    """`given` laid over the defaults, section by section.
+
+    Without this, setting one key of a section whose default is a customised instance (the embedded run's
+    learning rate, say) would rebuild that section from the class defaults and silently drop the rest. A
+    union section given another `name` (engine, rollout) starts from nothing but what was given.
+    """
+    if not isinstance(defaults, dict) or not isinstance(given, dict):
+        return given
+    if "name" in given and given["name"] != defaults.get("name", given["name"]):
+        return given
+    merged = dict(defaults)
+    for key, value in given.items():
+        merged[key] = merge_onto_defaults(defaults.get(key), value) if key in defaults else value
+    return merged
 
 
 def validate(model_cls: type[ConfigT], tree: dict[str, Any], source: str) -> ConfigT:

@@ -11,6 +11,8 @@ from typing import Iterable, Protocol
 
 # Keys shown on the console line, in order, when present.
 CONSOLE_KEYS = (
+    "loss",
+    "val/loss",
     "reward/mean",
     "val/reward/mean",
     "val/accuracy",

@@ -16,6 +16,7 @@ finalise there), and with `gradient_accumulation_steps: 1` it never divides the 
 from __future__ import annotations
 
 import os
+import warnings
 from contextlib import contextmanager, nullcontext
 from pathlib import Path
 from typing import Iterator
@@ -32,11 +33,18 @@ from rlkit.engines.deepspeed.ds_config import build_ds_config, check_config
 from rlkit.engines.fsdp2.parallelize import apply_activation_checkpointing, compute_dtype
 from rlkit.engines.optim import build_optimizer, build_scheduler
 from rlkit.engines.sequences import PolicyScorer, ValueScorer
-from rlkit.errors import ConfigError
+from rlkit.errors import ConfigError, PluginError
 from rlkit.models.loading import load_causal_lm, load_critic
 from rlkit.models.lora import apply_lora, hf_model_of, is_peft_model
 
 _MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+
+# DeepSpeed 0.19 calls collectives that torch 2.13 deprecates, on every step: nothing for a user to act on
+warnings.filterwarnings(
+    "ignore",
+    message=r"`torch\.distributed\.(all_gather_into_tensor|reduce_scatter_tensor)` is deprecated",
+    category=FutureWarning,
+)
 
 
 class DeepSpeedEngine:
@@ -48,6 +56,7 @@ class DeepSpeedEngine:
         if spec.role in ("actor", "critic") and spec.optim is None:
             raise ConfigError(f"the {spec.role} engine needs an optimizer config (EngineSpec.optim is None)")
         check_config(config)
+        check_deepspeed_version()
         self.role = spec.role
         self.config = config
         self.spec = spec
@@ -210,6 +219,7 @@ class DeepSpeedEngine:
     def onload(self) -> None:
         if self._can_move_states():
             self.ds_engine.reload_states()
+            state.link_optimizer_state(self.ds_engine.optimizer)  # reload_states replaced the state tensors
 
     def _can_move_states(self) -> bool:
         return (
@@ -217,6 +227,21 @@ class DeepSpeedEngine:
             and self.trainable
             and not self.config.offload_param
             and hasattr(self.ds_engine.optimizer, "offload_states")
+        )
+
+
+def check_deepspeed_version() -> None:
+    """rlkit drives gradient accumulation through `managed_gradient_accumulation: false`, which DeepSpeed
+    supports for every ZeRO stage only in recent releases (0.19.8 is the one tested)."""
+    import deepspeed
+    from deepspeed.runtime.engine import DeepSpeedEngine as _Engine
+    from deepspeed.runtime.zero.stage3 import DeepSpeedZeroOptimizer_Stage3
+
+    if not (hasattr(_Engine, "managed_gradient_accumulation")
+            and hasattr(DeepSpeedZeroOptimizer_Stage3, "finalize_gradient_accumulation_boundary")):
+        raise PluginError(
+            f"deepspeed {deepspeed.__version__} cannot leave gradient accumulation to rlkit "
+            "(managed_gradient_accumulation for ZeRO-1/2/3); install deepspeed>=0.19.8"
         )
 
 

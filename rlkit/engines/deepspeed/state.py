@@ -78,10 +78,16 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, zero_optimizer: objec
         state["step"] = torch.tensor(0.0, dtype=torch.float32) if isinstance(optimizer, torch.optim.AdamW) else 0
         for key in _MOMENTS:
             state[key] = torch.zeros_like(flat, memory_format=torch.preserve_format)
-    # ZeRO-1/2 link their per-parameter views after the first step; ZeRO-3 reads the state directly
-    link = getattr(zero_optimizer, "_lazy_init_hp_params_optimizer_state", None)
-    if link is not None:
-        link()
+    link_optimizer_state(zero_optimizer)
+
+
+def link_optimizer_state(zero_optimizer: object) -> None:
+    """Point the per-parameter views of ZeRO-1/2 (and bf16 ZeRO-1) at the current optimizer state tensors.
+    DeepSpeed links them once, after its first step, and `offload_states` drops them; ZeRO-3 needs no
+    views (it reads the state directly)."""
+    if hasattr(zero_optimizer, "_lazy_init_hp_params_optimizer_state"):
+        zero_optimizer._hp_optimizer_states_linked = False
+        zero_optimizer._lazy_init_hp_params_optimizer_state()
 
 
 def _flat_partitions(zero_optimizer: object) -> list[Tensor]:

@@ -1,8 +1,7 @@
-"""Shared cases of the DeepSpeed engine tests, and their world-size-2 run.
+"""Shared cases of the DeepSpeed engine tests, and their world-size-2 checks.
 
-Imported by tests/unit/engines/test_deepspeed_engine.py (world size 1, in process) and run as
-`torchrun --nproc_per_node=2 deepspeed_cases.py MODEL_DIR OUT_DIR` (world size 2): rank 0 writes what it
-measured to OUT_DIR/results.pt. Batches, losses and steps are the FSDP2 cases' (fsdp2_cases.py), so both
+Imported by tests/unit/engines/test_deepspeed_engine.py (world size 1, in process) and by
+deepspeed_world2.py, whose one torchrun launch runs `world2_checks` at world size 2. Batches, losses and steps are the FSDP2 cases' (fsdp2_cases.py), so both
 engines are measured the same way. Importing this module stops DeepSpeed from compiling its shared-memory
 comm op on CPU (30-45 s on a cold cache; gloo does the same job in tests).
 """
@@ -11,7 +10,6 @@ from __future__ import annotations
 
 import importlib
 import sys
-import tempfile
 from pathlib import Path
 
 import torch
@@ -44,16 +42,16 @@ def build_ds_engine(model_dir: str, stage: int = 3, role: str = "actor", dist: D
     return DeepSpeedEngine(DeepSpeedConfig(zero_stage=stage, logprob_chunk_size=7, **config), spec, dist)
 
 
-# -- the world-size-2 run ------------------------------------------------------------------------------
-def main(model_dir: str, out_dir: str) -> None:
+# -- the world-size-2 checks (run by deepspeed_world2.py) ----------------------------------------------
+def world2_checks(model_dir: str, dist: DistInfo, scratch: Path) -> dict[str, object]:
+    """At world size 2: ZeRO-3 weights, step, resume into ZeRO-1 and export; a ZeRO-2 critic; ZeRO-3 LoRA.
+    Collective; the returned measurements are complete on rank 0."""
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    from rlkit.distributed import all_gather_objects, broadcast_object, destroy, init_distributed
+    from rlkit.distributed import all_gather_objects
 
-    dist = init_distributed("cpu")
     batch = make_batch(vocab_size=AutoModelForCausalLM.from_pretrained(model_dir).config.vocab_size)
-    scratch = Path(broadcast_object(tempfile.mkdtemp(prefix="rlkit-deepspeed-") if dist.is_main else None))
     results: dict[str, object] = {}
 
     # ZeRO-3 actor: gathered initial weights, one step, exact resume into ZeRO-1 (another partitioning), export
@@ -64,6 +62,7 @@ def main(model_dir: str, out_dir: str) -> None:
     actor.save(scratch / "checkpoint")
     resumed = build_ds_engine(model_dir, 1, dist=dist)
     resumed.load(scratch / "checkpoint")
+    results["load_difference"] = max_difference(weights(resumed), results["policy_weights"])
     results["resumed_steps"] = (policy_step(actor, batch, dist), policy_step(resumed, batch, dist))
     actor_weights = weights(actor)
     results["resume_difference"] = max_difference(actor_weights, weights(resumed))
@@ -90,9 +89,4 @@ def main(model_dir: str, out_dir: str) -> None:
         base = AutoModelForCausalLM.from_pretrained(model_dir)
         merged = PeftModel.from_pretrained(base, scratch / "lora_export" / "adapter").merge_and_unload()
         results["lora_merge_difference"] = max_difference(results["lora_weights"], dict(merged.state_dict()))
-        torch.save(results, Path(out_dir) / "results.pt")
-    destroy()
-
-
-if __name__ == "__main__":
-    main(*sys.argv[1:3])
+    return results

@@ -1,0 +1,102 @@
+"""Engine parity: three GRPO-like optimizer steps under FSDP2 and DeepSpeed ZeRO-1, 2 and 3.
+
+Every engine gets the same tiny model, seed, fp32 precision, optimizer (AdamW, lr 1e-2, warm-up then
+cosine, gradient clipping at 1.0 set explicitly: DeepSpeed would clip at 1.0 by itself, FSDP2 not at all)
+and the same fixed synthetic batch (rollout-shaped, with old log-probs and advantages). The loss is rlkit's
+actor loss (`rlkit.trainer.losses.actor_loss_fn`, AlgorithmConfig defaults: PPO clip, GRPO's token-mean)
+normalised by counts over the global batch, so the summed loss does not depend on the world size.
+
+Imported by test_engine_parity.py (world size 1, in process) and run as
+`torchrun --nproc_per_node=2 parity_run.py MODEL_DIR OUT_DIR` (world size 2: every engine, one launch);
+rank 0 writes the measurements to OUT_DIR/results.json.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from deepspeed_cases import skip_shm_op_build
+from fsdp2_cases import MICRO_BATCH, PROMPT_WIDTH, RESPONSE_WIDTH, make_batch
+
+from rlkit.algorithms.advantages import estimator_for
+from rlkit.batch import Batch
+from rlkit.config.schema import AlgorithmConfig, DeepSpeedConfig, FSDP2Config, OptimConfig
+from rlkit.distributed import all_reduce_sum
+from rlkit.engines.base import DistInfo, EngineSpec
+from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
+
+ENGINES = ("fsdp2", "zero1", "zero2", "zero3")
+NUM_STEPS = 3
+OPTIM = OptimConfig(lr=1e-2, weight_decay=0.01, grad_clip=1.0, warmup_steps=1, scheduler="cosine")
+
+skip_shm_op_build()
+
+
+def parity_batch(model_dir: str) -> Batch:
+    """fsdp2_cases' batch plus old log-probs: the initial model's own, shifted by seeded noise, so that the
+    first ratios are not all 1 and PPO's clipping is active on some tokens."""
+    from transformers import AutoModelForCausalLM
+
+    model = AutoModelForCausalLM.from_pretrained(model_dir)
+    batch = make_batch(model.config.vocab_size)
+    with torch.no_grad():
+        logits_BLV = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
+                           position_ids=batch["position_ids"]).logits
+    logp_BTV = torch.log_softmax(logits_BLV[:, PROMPT_WIDTH - 1 : -1].float(), dim=-1)
+    logprobs_BT = logp_BTV.gather(-1, batch["input_ids"][:, PROMPT_WIDTH:, None]).squeeze(-1)
+    noise_BT = 0.1 * torch.randn(logprobs_BT.shape, generator=torch.Generator().manual_seed(1))
+    batch["old_logprobs"] = logprobs_BT + noise_BT
+    return batch
+
+
+def build(name: str, model_dir: str, dist: DistInfo):
+    spec = EngineSpec(role="actor", model_path=model_dir, optim=OPTIM, total_optimizer_steps=NUM_STEPS, seed=1)
+    if name == "fsdp2":
+        from rlkit.engines.fsdp2 import FSDP2Engine
+
+        return FSDP2Engine(FSDP2Config(precision="fp32"), spec, dist)
+    from rlkit.engines.deepspeed import DeepSpeedEngine
+
+    return DeepSpeedEngine(DeepSpeedConfig(precision="fp32", zero_stage=int(name[-1])), spec, dist)
+
+
+def grpo_steps(engine, batch: Batch, dist: DistInfo) -> dict[str, list[float]]:
+    """NUM_STEPS optimizer steps on this rank's share; returns the global loss and grad norm of each."""
+    cfg = AlgorithmConfig()
+    # counts over the global batch (every rank holds all of it here), as the trainer all-reduces them
+    counts = GlobalCounts(*GlobalCounts.of_local(batch))
+    loss_fn = actor_loss_fn(cfg, estimator_for(cfg.adv_estimator).default_loss_agg_mode, RESPONSE_WIDTH, counts)
+    local = batch.shard(dist.rank, dist.world_size)
+    losses, grad_norms = [], []
+    for _ in range(NUM_STEPS):
+        metrics = engine.forward_backward(local, loss_fn, micro_batch_size=MICRO_BATCH)
+        grad_norms.append(engine.optimizer_step()["grad_norm"])
+        losses.append(all_reduce_sum(metrics["actor_loss"], device=dist.device))
+    return {"loss": losses, "grad_norm": grad_norms}
+
+
+def run_all(model_dir: str, dist: DistInfo) -> dict[str, dict[str, list[float]]]:
+    batch = parity_batch(model_dir)
+    results = {}
+    for name in ENGINES:
+        engine = build(name, model_dir, dist)
+        results[name] = grpo_steps(engine, batch, dist)
+        del engine
+    return results
+
+
+def main(model_dir: str, out_dir: str) -> None:
+    from rlkit.distributed import destroy, init_distributed
+
+    dist = init_distributed("cpu")
+    results = run_all(model_dir, dist)
+    if dist.is_main:
+        (Path(out_dir) / "results.json").write_text(json.dumps(results, indent=1))
+    destroy()
+
+
+if __name__ == "__main__":
+    main(*sys.argv[1:3])

@@ -1,0 +1,424 @@
+"""DeepSpeedEngine on CPU: world size 1 in the pytest process (the engine starts a 1-rank group by itself),
+world size 2 from the DeepSpeed tests' one torchrun launch (scripts/deepspeed_world2.py), and one
+`rlkit train --engine deepspeed` run in process.
+
+The batches, losses and optimizer are the FSDP2 tests' (scripts/fsdp2_cases.py); scripts/deepspeed_cases.py
+stops DeepSpeed from compiling its CPU shared-memory comm op, which gloo makes unnecessary here.
+"""
+
+import json
+import math
+
+import pytest
+import torch
+from deepspeed_cases import (
+    LORA,
+    MICRO_BATCH,
+    build_ds_engine,
+    critic_step,
+    make_batch,
+    max_difference,
+    policy_step,
+    weights,
+)
+from deepspeed_world2 import world2_results
+from fsdp2_cases import build_engine as build_fsdp2_engine
+from fsdp2_cases import policy_loss
+from safetensors.torch import load_file
+from transformers import AutoModelForCausalLM, AutoTokenizer
+
+from rlkit.config.schema import DeepSpeedConfig, OptimConfig
+from rlkit.engines.base import DistInfo, ModelOutput, TrainEngine
+from rlkit.engines.deepspeed import state
+from rlkit.engines.deepspeed.ds_config import build_ds_config
+from rlkit.errors import CheckpointError, ConfigError
+
+P = 5  # fsdp2_cases.PROMPT_WIDTH
+STAGES = [1, 2, 3]
+TOLERANCE = 1e-5  # world size 2 against 1, fp32: reductions run in another order over two shards
+
+
+@pytest.fixture(scope="module")
+def plain_model(tiny_model_dir):
+    return AutoModelForCausalLM.from_pretrained(tiny_model_dir)
+
+
+@pytest.fixture
+def batch(plain_model):
+    return make_batch(plain_model.config.vocab_size)
+
+
+def hf_logprobs(model, batch, temperature=1.0):
+    """Log-probs and entropy of the response tokens from the full logits of an unsharded model."""
+    with torch.no_grad():
+        logits = model(
+            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
+        ).logits
+    logp = torch.log_softmax(logits[:, P - 1 : -1].float() / temperature, dim=-1)
+    logprobs = logp.gather(-1, batch["input_ids"][:, P:, None]).squeeze(-1)
+    return logprobs, -(logp.exp() * logp).sum(-1)
+
+
+def full_parameters(engine) -> dict[str, torch.Tensor]:
+    """Every parameter of the scorer, gathered (ZeRO-3) and copied, in the scorer's names."""
+    return {name: state.materialize(param).clone() for name, param in engine.scorer.named_parameters()}
+
+
+# -- the DeepSpeed config -------------------------------------------------------------------------------
+def ds_config(optim=OptimConfig(), role="actor", world_size=1, dtype=torch.float32, **config):
+    return build_ds_config(DeepSpeedConfig(**config), role=role, optim=optim, world_size=world_size,
+                           compute_dtype=dtype, on_cuda=False)
+
+
+def test_config_leaves_accumulation_to_rlkit_and_sets_clipping_explicitly():
+    config = ds_config(OptimConfig(grad_clip=0.5), world_size=4, zero_stage=2)
+    # every engine.step() is the boundary; DeepSpeed never divides the loss by accumulation steps
+    assert config["managed_gradient_accumulation"] is False
+    assert config["gradient_accumulation_steps"] == 1
+    assert config["train_batch_size"] == config["train_micro_batch_size_per_gpu"] * 4
+    assert config["gradient_clipping"] == 0.5
+    assert ds_config(OptimConfig(grad_clip=None))["gradient_clipping"] == 0.0  # not DeepSpeed's default 1.0
+    assert config["zero_optimization"]["stage"] == 2 and "optimizer" not in config and "scheduler" not in config
+    assert config["zero_allow_untested_optimizer"] is True and config["zero_force_ds_cpu_optimizer"] is False
+    assert config["bf16"] == {"enabled": False}
+
+
+def test_config_of_bf16_offload_and_the_reference():
+    bf16 = ds_config(dtype=torch.bfloat16, zero_stage=3, offload_optimizer=True, offload_param=True)
+    assert bf16["bf16"] == {"enabled": True} and bf16["data_types"] == {"grad_accum_dtype": "fp32"}
+    assert bf16["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
+    assert bf16["zero_optimization"]["offload_param"]["device"] == "cpu"
+    ref = ds_config(None, role="ref", zero_stage=1, offload_ref=True)
+    assert ref["zero_optimization"] == {"stage": 3, "offload_param": {"device": "cpu", "pin_memory": False}}
+    assert "gradient_clipping" not in ref and "managed_gradient_accumulation" not in ref
+
+
+def test_offload_param_needs_zero3(tiny_model_dir):
+    with pytest.raises(ConfigError, match="engine.zero_stage=3"):
+        build_ds_engine(tiny_model_dir, 2, offload_param=True)
+
+
+# -- forward passes -------------------------------------------------------------------------------------
+@pytest.mark.parametrize("stage, chunk_size, temperature", [(1, 3, 1.0), (3, 1000, 1.0), (3, 4, 0.7)])
+def test_logprobs_match_full_logits_of_the_hf_model(tiny_model_dir, plain_model, batch, stage, chunk_size,
+                                                     temperature):
+    engine = build_ds_engine(tiny_model_dir, stage)
+    engine.scorer.chunk_size, engine.scorer.temperature = chunk_size, temperature
+    assert isinstance(engine, TrainEngine) and engine.zero_stage == stage
+    output = engine.compute_logprobs(batch, micro_batch_size=3, with_entropy=True)
+    expected_logprobs, expected_entropy = hf_logprobs(plain_model, batch, temperature)
+    assert output.logprobs.shape == (8, 6) and output.logprobs.dtype == torch.float32
+    assert output.logprobs.device.type == "cpu" and output.values is None
+    torch.testing.assert_close(output.logprobs, expected_logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(output.entropy, expected_entropy, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("offload_ref", [False, True])
+def test_reference_is_a_zero3_inference_engine_equal_to_the_actor(tiny_model_dir, batch, offload_ref):
+    actor = build_ds_engine(tiny_model_dir, 1)
+    ref = build_ds_engine(tiny_model_dir, 1, role="ref", offload_ref=offload_ref)
+    assert ref.optimizer is None and ref.zero_stage == 3
+    assert all(hasattr(param, "ds_id") for param in ref.scorer.parameters())  # partitioned
+    actor_logprobs = actor.compute_logprobs(batch, micro_batch_size=MICRO_BATCH).logprobs
+    assert torch.equal(ref.compute_logprobs(batch, micro_batch_size=3).logprobs, actor_logprobs)
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_full_weights_are_the_hf_state_dict(tiny_model_dir, plain_model, stage):
+    engine = build_ds_engine(tiny_model_dir, stage)
+    assert max_difference(weights(engine), dict(plain_model.state_dict())) == 0.0
+
+
+def test_critic_values_and_value_loss_steps(tiny_model_dir, batch):
+    critic = build_ds_engine(tiny_model_dir, 3, role="critic")
+    values = critic.compute_values(batch, micro_batch_size=3)
+    assert values.shape == (8, 6) and values.dtype == torch.float32 and values.device.type == "cpu"
+    names = [name for name, _ in critic.full_weights()]
+    assert "score.weight" in names and "lm_head.weight" not in names
+
+    batch["returns"] = torch.full_like(values, 0.5)  # an easy target: the values start near 0
+    losses = [critic_step(critic, batch, DistInfo())["vf_loss"] for _ in range(4)]
+    assert losses[3] < losses[0] / 2
+    assert not torch.equal(critic.compute_values(batch, micro_batch_size=3), values)
+
+
+# -- accumulation and steps ----------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_gradients_add_up_over_micro_batches_and_calls(tiny_model_dir, batch, stage):
+    """One pass over the whole batch and four micro-batches in two forward_backward calls make one update."""
+    whole, pieces = build_ds_engine(tiny_model_dir, stage), build_ds_engine(tiny_model_dir, stage)
+    batch["old_logprobs"] = whole.compute_logprobs(batch, micro_batch_size=4).logprobs
+    num_tokens = batch["response_mask"].sum().item()
+    metrics = whole.forward_backward(batch, policy_loss(num_tokens), micro_batch_size=8)
+    step = whole.optimizer_step()
+    first = pieces.forward_backward(batch.slice(0, 4), policy_loss(num_tokens), micro_batch_size=MICRO_BATCH)
+    second = pieces.forward_backward(batch.slice(4, 8), policy_loss(num_tokens), micro_batch_size=MICRO_BATCH)
+    pieces_step = pieces.optimizer_step()
+    # the shares of the global loss add up to the loss of the whole batch, and so do their gradients
+    assert first["loss"] + second["loss"] == pytest.approx(metrics["loss"], abs=1e-6)
+    assert set(step) == {"grad_norm", "lr", "skipped"} and step["skipped"] == 0.0
+    assert step["lr"] == pytest.approx(1e-2) and step["grad_norm"] > 1.0  # so clipping at 1.0 acted
+    assert pieces_step["grad_norm"] == pytest.approx(step["grad_norm"], abs=1e-6)
+    # Adam's first update is about lr * sign(gradient): where a gradient is tiny, rounding differences of the
+    # summation order show up at ~1e-5 in the weights (FSDP2 measures the same 1.3e-5)
+    assert max_difference(weights(pieces), weights(whole)) < 1e-4
+
+
+@pytest.mark.parametrize("stage", STAGES)
+def test_non_finite_gradient_skips_the_step(tiny_model_dir, batch, stage):
+    engine = build_ds_engine(tiny_model_dir, stage)
+    before = weights(engine)
+    batch["old_logprobs"] = engine.compute_logprobs(batch, micro_batch_size=4).logprobs
+
+    def nan_loss(output: ModelOutput, micro):
+        loss, metrics = policy_loss(10.0)(output, micro)
+        return loss * float("nan"), metrics
+
+    engine.forward_backward(batch, nan_loss, micro_batch_size=4)
+    result = engine.optimizer_step()
+    assert result["skipped"] == 1.0 and math.isnan(result["grad_norm"])
+    assert max_difference(weights(engine), before) == 0.0
+    assert engine.scheduler.last_epoch == 0  # the schedule did not advance
+    assert policy_step(engine, batch, DistInfo())["skipped"] == 0.0  # the NaN gradients are gone
+
+
+# -- checkpoints and export -----------------------------------------------------------------------------
+@pytest.mark.parametrize("stage", STAGES)
+def test_save_load_resumes_bit_for_bit(tiny_model_dir, batch, tmp_path, stage):
+    engine = build_ds_engine(tiny_model_dir, stage)
+    for _ in range(2):
+        policy_step(engine, batch, DistInfo())
+    engine.save(tmp_path / "checkpoint")
+    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
+        "model.safetensors", "optimizer.pt", "scheduler.json"
+    ]
+    optimizer_state = torch.load(tmp_path / "checkpoint" / "optimizer.pt", weights_only=True)  # nothing unpickles
+    assert {float(entry["step"]) for entry in optimizer_state["state"].values()} == {2.0}
+    resumed = build_ds_engine(tiny_model_dir, stage)
+    resumed.load(tmp_path / "checkpoint")
+    assert max_difference(weights(resumed), weights(engine)) == 0.0
+    first, second = policy_step(engine, batch, DistInfo()), policy_step(resumed, batch, DistInfo())
+    assert first == second  # loss, grad norm and lr
+    assert max_difference(weights(resumed), weights(engine)) == 0.0
+
+
+def test_checkpoints_move_between_stages_and_engines(tiny_model_dir, batch, tmp_path):
+    """The files are the FSDP2 engine's: FSDP2 -> ZeRO-3 -> ZeRO-1 -> FSDP2 round-trips every tensor."""
+    fsdp2 = build_fsdp2_engine(tiny_model_dir)
+    policy_step(fsdp2, batch, DistInfo())
+    fsdp2.save(tmp_path / "fsdp2")
+    zero3 = build_ds_engine(tiny_model_dir, 3)
+    zero3.load(tmp_path / "fsdp2")
+    zero3.save(tmp_path / "zero3")
+    zero1 = build_ds_engine(tiny_model_dir, 1)
+    zero1.load(tmp_path / "zero3")
+    zero1.save(tmp_path / "zero1")
+    back = build_fsdp2_engine(tiny_model_dir)
+    back.load(tmp_path / "zero1")
+    assert max_difference(weights(back), weights(fsdp2)) == 0.0
+
+    original, final = (torch.load(tmp_path / name / "optimizer.pt", weights_only=True) for name in ("fsdp2", "zero1"))
+    assert list(final["state"]) == list(original["state"])
+    for name, entry in original["state"].items():
+        assert all(torch.equal(final["state"][name][key], entry[key]) for key in entry), name
+    assert final["param_groups"][0]["lr"] == original["param_groups"][0]["lr"]
+    assert json.loads((tmp_path / "zero1" / "scheduler.json").read_text()) == json.loads(
+        (tmp_path / "fsdp2" / "scheduler.json").read_text())
+    assert policy_step(back, batch, DistInfo()) == policy_step(fsdp2, batch, DistInfo())
+
+
+def test_load_of_an_incomplete_or_foreign_checkpoint_is_an_error(tiny_model_dir, tmp_path):
+    engine = build_ds_engine(tiny_model_dir, 3)
+    (tmp_path / "incomplete").mkdir()
+    (tmp_path / "incomplete" / "model.safetensors").write_bytes(b"")
+    with pytest.raises(CheckpointError, match="optimizer.pt"):
+        engine.load(tmp_path / "incomplete")
+    build_ds_engine(tiny_model_dir, 3, role="critic").save(tmp_path / "critic")
+    with pytest.raises(CheckpointError, match="does not fit this model"):
+        engine.load(tmp_path / "critic")
+
+
+def test_export_loads_with_from_pretrained_and_generates(tiny_model_dir, batch, tmp_path):
+    engine = build_ds_engine(tiny_model_dir, 3)
+    policy_step(engine, batch, DistInfo())
+    engine.export_hf(tmp_path / "export")
+    assert (tmp_path / "export" / "generation_config.json").is_file()
+    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
+    assert max_difference(weights(engine), dict(exported.state_dict())) == 0.0
+
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    prompt = tokenizer("repeat the letter a 3 times", return_tensors="pt")
+    generated = exported.generate(**prompt, max_new_tokens=5, do_sample=False)
+    assert generated.shape[1] > prompt["input_ids"].shape[1]
+
+
+# -- options --------------------------------------------------------------------------------------------
+def test_gradient_checkpointing_gives_the_same_step(tiny_model_dir, batch):
+    plain = build_ds_engine(tiny_model_dir, 3)
+    checkpointed = build_ds_engine(tiny_model_dir, 3, gradient_checkpointing=True)
+    assert policy_step(plain, batch, DistInfo())["loss"] == pytest.approx(
+        policy_step(checkpointed, batch, DistInfo())["loss"], abs=1e-6
+    )
+    assert max_difference(weights(plain), weights(checkpointed)) < 1e-6
+
+
+@pytest.mark.parametrize("stage", [1, 3])  # bf16 ZeRO-1 runs on DeepSpeed's BF16_Optimizer
+def test_bf16_keeps_fp32_master_weights_and_a_bf16_reference(tiny_model_dir, plain_model, batch, stage):
+    actor = build_ds_engine(tiny_model_dir, stage, precision="bf16")
+    ref = build_ds_engine(tiny_model_dir, stage, role="ref", precision="bf16")
+    logprobs = actor.compute_logprobs(batch, micro_batch_size=4).logprobs
+    assert torch.equal(ref.compute_logprobs(batch, micro_batch_size=4).logprobs, logprobs)
+    assert (logprobs - hf_logprobs(plain_model, batch)[0]).abs().max() < 0.1
+    assert max_difference(weights(actor), dict(plain_model.state_dict())) == 0.0  # the fp32 master copy
+    assert {tensor.dtype for _, tensor in ref.full_weights()} == {torch.bfloat16}
+    fsdp2 = build_fsdp2_engine(tiny_model_dir, precision="bf16")
+    assert policy_step(actor, batch, DistInfo())["loss"] == pytest.approx(
+        policy_step(fsdp2, batch, DistInfo())["loss"], abs=5e-3)  # shared/NOTES.md: bf16 differs by ~1.5e-3
+
+
+def test_zero_offload_trains_like_the_plain_engine(tiny_model_dir, batch):
+    offloaded = build_ds_engine(tiny_model_dir, 3, offload_optimizer=True, offload_param=True)
+    plain = build_ds_engine(tiny_model_dir, 3)
+    assert policy_step(offloaded, batch, DistInfo()) == pytest.approx(policy_step(plain, batch, DistInfo()))
+    assert max_difference(weights(offloaded), weights(plain)) < 1e-6
+
+
+def test_offload_and_onload_are_no_ops_on_cpu(tiny_model_dir, batch):
+    engine = build_ds_engine(tiny_model_dir, 2)
+    before = weights(engine)
+    engine.offload()
+    engine.onload()
+    assert max_difference(weights(engine), before) == 0.0
+    assert policy_step(engine, batch, DistInfo())["skipped"] == 0.0
+
+
+# -- LoRA -----------------------------------------------------------------------------------------------
+def test_lora_trains_only_the_adapters(tiny_model_dir, batch):
+    engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
+    trainable = {name for name, param in engine.scorer.named_parameters() if param.requires_grad}
+    assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
+    before = full_parameters(engine)
+    policy_step(engine, batch, DistInfo())
+    for name, tensor in full_parameters(engine).items():
+        assert (not torch.equal(tensor, before[name])) == (name in trainable), name
+
+
+def test_lora_base_model_logprobs_are_the_base_models(tiny_model_dir, plain_model, batch):
+    engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
+    policy_step(engine, batch, DistInfo())  # the adapters are no longer zero
+    base = engine.compute_logprobs(batch, micro_batch_size=4, base_model=True, with_entropy=True)
+    expected_logprobs, expected_entropy = hf_logprobs(plain_model, batch)
+    torch.testing.assert_close(base.logprobs, expected_logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(base.entropy, expected_entropy, rtol=0, atol=1e-5)
+    adapted = engine.compute_logprobs(batch, micro_batch_size=4).logprobs
+    assert (adapted - base.logprobs).abs().max() > 1e-4
+
+
+def test_lora_full_weights_equal_peft_merge_and_unload(tiny_model_dir, batch):
+    from peft import LoraConfig, get_peft_model
+
+    engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
+    policy_step(engine, batch, DistInfo())
+    adapters = {name.removeprefix("model."): tensor for name, tensor in full_parameters(engine).items()
+                if "lora_" in name}
+    copy = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
+        LoraConfig(r=LORA.rank, lora_alpha=LORA.alpha, target_modules="all-linear", task_type="CAUSAL_LM"),
+    )
+    assert not copy.load_state_dict(adapters, strict=False).unexpected_keys
+    merged = dict(copy.merge_and_unload().state_dict())
+    assert max_difference(weights(engine), merged) == 0.0
+
+
+def test_base_model_without_lora_is_an_error(tiny_model_dir, batch):
+    with pytest.raises(ConfigError, match="LoRA"):
+        build_ds_engine(tiny_model_dir, 1).compute_logprobs(batch, micro_batch_size=4, base_model=True)
+
+
+def test_lora_save_load_keeps_only_the_adapters_and_resumes_exactly(tiny_model_dir, batch, tmp_path):
+    engine = build_ds_engine(tiny_model_dir, 2, lora=LORA, gradient_checkpointing=True)
+    policy_step(engine, batch, DistInfo())
+    engine.save(tmp_path)
+    saved = load_file(tmp_path / "model.safetensors")
+    assert saved and all(".lora_A." in name or ".lora_B." in name for name in saved)
+    resumed = build_ds_engine(tiny_model_dir, 2, lora=LORA, gradient_checkpointing=True)
+    resumed.load(tmp_path)
+    assert policy_step(engine, batch, DistInfo()) == policy_step(resumed, batch, DistInfo())
+    assert max_difference(weights(resumed), weights(engine)) == 0.0
+
+
+def test_lora_critic_trains_adapters_and_the_value_head(tiny_model_dir, batch):
+    critic = build_ds_engine(tiny_model_dir, 3, role="critic", lora=LORA)
+    trainable = {name for name, param in critic.scorer.named_parameters() if param.requires_grad}
+    assert {"model.base_model.model.score.weight", "model.base_model.model.score.bias"} <= trainable
+    before = weights(critic)
+    assert critic_step(critic, batch, DistInfo())["skipped"] == 0.0
+    after = weights(critic)
+    assert list(after) == list(before) and "score.weight" in after
+    assert not torch.equal(after["score.weight"], before["score.weight"])
+
+
+# -- world size 2 ---------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def world2(tiny_model_dir) -> dict:
+    return world2_results(tiny_model_dir)["deepspeed"]
+
+
+def test_world_2_zero3_gathers_steps_and_exports_like_world_1(world2, tiny_model_dir, plain_model, batch):
+    assert max_difference(world2["init_weights"], dict(plain_model.state_dict())) == 0.0
+    engine = build_ds_engine(tiny_model_dir, 3)
+    step = policy_step(engine, batch, DistInfo())
+    assert world2["policy_step"]["loss"] == pytest.approx(step["loss"], abs=TOLERANCE)
+    assert world2["policy_step"]["grad_norm"] == pytest.approx(step["grad_norm"], abs=TOLERANCE)
+    assert max_difference(world2["policy_weights"], weights(engine)) < TOLERANCE
+    assert world2["export_difference"] == 0.0
+
+
+def test_world_2_zero3_checkpoint_resumes_under_zero1_exactly(world2):
+    assert world2["load_difference"] == 0.0
+    original, resumed = world2["resumed_steps"]
+    assert resumed["lr"] == original["lr"] and resumed["loss"] == pytest.approx(original["loss"], abs=1e-6)
+    assert world2["resume_difference"] < 1e-6  # ZeRO-1 and ZeRO-3 reduce in different orders
+
+
+def test_world_2_critic_matches_world_1(world2, tiny_model_dir, batch):
+    critic = build_ds_engine(tiny_model_dir, 2, role="critic")
+    values = critic.compute_values(batch, micro_batch_size=MICRO_BATCH)
+    torch.testing.assert_close(world2["values"], values, rtol=0, atol=TOLERANCE)
+    step = critic_step(critic, batch, DistInfo())
+    assert world2["critic_step"]["vf_loss"] == pytest.approx(step["vf_loss"], abs=TOLERANCE)
+    assert max_difference(world2["critic_weights"], weights(critic)) < TOLERANCE
+
+
+def test_world_2_lora_matches_world_1_and_peft_merge(world2, tiny_model_dir, batch):
+    engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
+    step = policy_step(engine, batch, DistInfo())
+    assert world2["lora_step"]["loss"] == pytest.approx(step["loss"], abs=TOLERANCE)
+    assert max_difference(world2["lora_weights"], weights(engine)) < TOLERANCE
+    assert world2["lora_merge_difference"] == 0.0
+
+
+# -- the trainer end to end ------------------------------------------------------------------------------
+def test_rlkit_train_runs_with_deepspeed_and_matches_fsdp2(tiny_model_dir, tmp_path):
+    """`rlkit train --engine deepspeed` (ZeRO-3 actor, ZeRO-3 reference for the KL loss) in process. Its
+    first step sees the same rollouts as FSDP2's, so their losses agree; later rollouts may sample apart."""
+    from rlkit.config import RunConfig, build_config
+    from rlkit.trainer.rl import RLTrainer
+
+    def train(engine: str) -> list[dict]:
+        output_dir = tmp_path / engine
+        overrides = [
+            f"model.path={tiny_model_dir}", f"trainer.output_dir={output_dir}", "trainer.total_steps=2",
+            "trainer.progress_bar=false", "trainer.loggers=[jsonl]", "data.train_batch_size=8",
+            "algorithm.mini_batch_size=4", "algorithm.micro_batch_size_per_device=8", "algorithm.use_kl_loss=true",
+            "rollout.n=4", "rollout.max_new_tokens=8", "data.max_val_samples=5", "engine.precision=fp32",
+        ]
+        RLTrainer(build_config(RunConfig, None, overrides, {"engine.name": engine}), DistInfo()).fit()
+        assert (output_dir / "checkpoints/step_00000002/actor/optimizer.pt").is_file()
+        return [json.loads(line) for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
+
+    deepspeed_run, fsdp2_run = train("deepspeed"), train("fsdp2")
+    assert [record["step"] for record in deepspeed_run] == [0, 1, 2]
+    assert all(math.isfinite(record["grad_norm"]) and math.isfinite(record["kl_loss"]) for record in deepspeed_run[1:])
+    for key in ("pg_loss", "kl_loss", "grad_norm", "reward/mean"):
+        assert deepspeed_run[1][key] == pytest.approx(fsdp2_run[1][key], abs=1e-4), key
