@@ -70,28 +70,32 @@ def _type_name(annotation: Any) -> str:
     return text
 
 
-def _default(field: FieldInfo) -> str:
-    value = field.get_default(call_default_factory=True)
-    if isinstance(value, BaseModel):
-        return "(section)"
-    return json.dumps(value, default=str)
+def _default_text(value: Any) -> str:
+    return "(section)" if isinstance(value, BaseModel) else json.dumps(value, default=str)
 
 
-def reference_rows(model: type[BaseModel], prefix: str = "") -> list[tuple[str, str, str, str]]:
-    """(dotted key, type, default, description) for every leaf field, sections expanded in order."""
+def reference_rows(model: type[BaseModel], prefix: str = "", instance: BaseModel | None = None
+                   ) -> list[tuple[str, str, str, str]]:
+    """(dotted key, type, default, description) for every leaf field, sections expanded in order.
+
+    Defaults are read from `instance` where one is given, since a section's default may be a customised
+    instance (the embedded run's learning rate) rather than the class defaults.
+    """
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
+        default = getattr(instance, name) if instance is not None else field.get_default(call_default_factory=True)
         members = _models_in(field.annotation)
         if len(members) > 1 and all("name" in member.model_fields for member in members):
             for member in members:
                 tag = member.model_fields["name"].default
                 label = f"{key}[name={tag}]" if isinstance(tag, str) else f"{key}[name=<plugin>]"
-                rows.extend(reference_rows(member, label + "."))
+                member_default = default if isinstance(default, member) and type(default) is member else None
+                rows.extend(reference_rows(member, label + ".", member_default))
         elif members:
-            rows.extend(reference_rows(members[0], key + "."))
+            rows.extend(reference_rows(members[0], key + ".", default if isinstance(default, BaseModel) else None))
         else:
-            rows.append((key, _type_name(field.annotation), _default(field), field.description or ""))
+            rows.append((key, _type_name(field.annotation), _default_text(default), field.description or ""))
     return rows
 
 
