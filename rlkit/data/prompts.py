@@ -157,8 +157,7 @@ def flat_example(row: Row, cfg: DataConfig, default_source: str) -> PromptExampl
     return PromptExample(
         prompt,
         ground_truth,
-        row.fields.get("data_source") or default_source,
-        row.fields.get("extra_info") or {},
+        *_source_and_info(row, default_source),
         row.location,
     )
 
@@ -174,10 +173,20 @@ def verl_example(row: Row, cfg: DataConfig, default_source: str) -> PromptExampl
     return PromptExample(
         prompt,
         reward_model["ground_truth"],
-        row.fields.get("data_source") or default_source,
-        row.fields.get("extra_info") or {},
+        *_source_and_info(row, default_source),
         row.location,
     )
+
+
+def _source_and_info(row: Row, default_source: str) -> tuple[str, dict[str, Any]]:
+    """The row's data_source (text: it picks the reward) and extra_info (an object), or their defaults."""
+    data_source = row.fields.get("data_source") or default_source
+    extra_info = row.fields.get("extra_info") or {}
+    if not isinstance(data_source, str):
+        raise DataError(f"{row.location}: data_source must be text, not {type(data_source).__name__} ({data_source!r})")
+    if not isinstance(extra_info, dict):
+        raise DataError(f"{row.location}: extra_info must be an object with keys, not {type(extra_info).__name__}")
+    return data_source, extra_info
 
 
 def _check_prompt(value: Any, row: Row, key: str) -> Prompt:

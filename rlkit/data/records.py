@@ -36,6 +36,8 @@ class Row:
 def read_rows(path: str | Path) -> list[Row]:
     """Every record of a .jsonl, .json (a list of objects) or .parquet file, in file order."""
     path = Path(path)
+    if path.is_dir():
+        raise DataError(f"data file {path} is a directory; list the data files in it one by one")
     if not path.is_file():
         raise DataError(f"data file {path} does not exist")
     if path.suffix == ".jsonl":
@@ -54,8 +56,12 @@ def read_rows(path: str | Path) -> list[Row]:
 
 def _read_jsonl(path: Path) -> list[Row]:
     rows = []
-    with path.open(encoding="utf-8") as lines:
-        for line_number, line in enumerate(lines, start=1):
+    with path.open("rb") as lines:
+        for line_number, raw in enumerate(lines, start=1):
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as error:
+                raise DataError(f"{path} line {line_number} is not UTF-8 text ({error.reason}); save the file as UTF-8") from None
             if not line.strip():
                 continue  # blank lines (a trailing newline, say) are not records
             try:
@@ -71,6 +77,8 @@ def _read_json(path: Path) -> list[Row]:
         records = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise DataError(f"{path} is not valid JSON (line {error.lineno}): {error.msg}") from None
+    except UnicodeDecodeError as error:
+        raise DataError(f"{path} is not UTF-8 text ({error.reason} at byte {error.start}); save it as UTF-8") from None
     if not isinstance(records, list):
         raise DataError(
             f"{path} holds a JSON {type(records).__name__}; a .json data file must hold a list of records "

@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import resource
 import time
 from pathlib import Path
 
@@ -124,6 +125,7 @@ class RLTrainer:
         if self.dist.device.startswith("cuda"):
             metrics["memory/peak_gb"] = torch.cuda.max_memory_allocated() / 2**30
             torch.cuda.reset_peak_memory_stats()
+        metrics["memory/peak_rss_gb"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # KiB on Linux
         metrics["lr"] = metrics.pop("lr", 0.0)
         return metrics
 

@@ -263,13 +263,16 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_model_dir, batch):
 
 
 @pytest.mark.parametrize("stage", [1, 3])  # bf16 ZeRO-1 runs on DeepSpeed's BF16_Optimizer
-def test_bf16_keeps_fp32_master_weights_and_a_bf16_reference(tiny_model_dir, plain_model, batch, stage):
+def test_bf16_streams_fp32_master_weights_and_a_bf16_reference(tiny_model_dir, plain_model, batch, stage):
     actor = build_ds_engine(tiny_model_dir, stage, precision="bf16")
     ref = build_ds_engine(tiny_model_dir, stage, role="ref", precision="bf16")
     logprobs = actor.compute_logprobs(batch, micro_batch_size=4).logprobs
     assert torch.equal(ref.compute_logprobs(batch, micro_batch_size=4).logprobs, logprobs)
     assert (logprobs - hf_logprobs(plain_model, batch)[0]).abs().max() < 0.1
-    assert max_difference(weights(actor), dict(plain_model.state_dict())) == 0.0  # the fp32 master copy
+    # the fp32 master copy, which DeepSpeed builds from the bf16 module: the checkpoint's values rounded to bf16
+    rounded = {name: tensor.bfloat16().float() for name, tensor in plain_model.state_dict().items()}
+    assert {tensor.dtype for _, tensor in actor.full_weights()} == {torch.float32}
+    assert max_difference(weights(actor), rounded) == 0.0
     assert {tensor.dtype for _, tensor in ref.full_weights()} == {torch.bfloat16}
     fsdp2 = build_fsdp2_engine(tiny_model_dir, precision="bf16")
     assert policy_step(actor, batch, DistInfo())["loss"] == pytest.approx(
@@ -378,7 +381,7 @@ def test_world_2_zero3_checkpoint_resumes_under_zero1_exactly(world2):
     assert world2["load_difference"] == 0.0
     original, resumed = world2["resumed_steps"]
     assert resumed["lr"] == original["lr"] and resumed["loss"] == pytest.approx(original["loss"], abs=1e-6)
-    assert world2["resume_difference"] < 1e-6  # ZeRO-1 and ZeRO-3 reduce in different orders
+    assert world2["resume_difference"] < TOLERANCE  # ZeRO-1 and ZeRO-3 reduce in different orders
 
 
 def test_world_2_critic_matches_world_1(world2, tiny_model_dir, batch):
