@@ -38,9 +38,10 @@ log = logging.getLogger(__name__)
 PHASES = ("weight_sync", "generate", "reward", "old_logprobs", "ref_logprobs", "values", "advantages", "update")
 # Their kernels have no CPU path: on a machine without CUDA these pairings are skipped, not failed.
 GPU_ONLY_ROLLOUTS = ("vllm", "sglang")
-# Dense bf16 peak FLOP/s of one GPU, by a substring of its name; the first match wins (PCIe before SXM).
-PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100", 989e12), ("H200", 989e12), ("A100", 312e12))
-_CHILD_PROBE = ("import json, torch; print(json.dumps([torch.cuda.get_device_name(0), torch.cuda.device_count()]))")
+# Dense bf16 peak FLOP/s of one GPU, by a substring of its name; the first match wins (PCIe/NVL before SXM).
+PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
+                   ("A100", 312e12))
+_CHILD_PROBE = "import json, torch; print(json.dumps([torch.cuda.get_device_name(0), torch.cuda.device_count()]))"
 
 
 @dataclass(frozen=True)
@@ -230,7 +231,8 @@ def run_pairing(cfg: RunConfig, request: BenchRequest, machine: Machine, num_par
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     summary = summarize(records, warmup=request.workload.warmup,
                         num_samples=cfg.data.train_batch_size * cfg.rollout.n, num_params=num_params,
-                        ppo_epochs=cfg.algorithm.ppo_epochs, peak_flops=machine.peak_flops(request.nproc))
+                        ppo_epochs=cfg.algorithm.ppo_epochs,
+                        peak_flops=None if cfg.trainer.device == "cpu" else machine.peak_flops(request.nproc))
     if summary["num_steps"] < request.workload.steps:
         return PairingResult(engine, rollout, "failed", f"{summary['num_steps']} of {request.workload.steps} "
                              f"measured steps in {metrics_path}", output_dir=str(output_dir))

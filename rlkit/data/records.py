@@ -61,7 +61,9 @@ def _read_jsonl(path: Path) -> list[Row]:
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError as error:
-                raise DataError(f"{path} line {line_number} is not UTF-8 text ({error.reason}); save the file as UTF-8") from None
+                raise DataError(
+                    f"{path} line {line_number} is not UTF-8 text ({error.reason}); save the file as UTF-8"
+                ) from None
             if not line.strip():
                 continue  # blank lines (a trailing newline, say) are not records
             try:

@@ -178,7 +178,9 @@ def resume_point(resume: str, checkpoints: CheckpointManager, output_dir: Path) 
             "(OUTPUT_DIR/checkpoints/step_N), 'auto' or 'disable'"
         )
     if not path.is_dir():
-        raise CheckpointError(f"trainer.resume={resume} is a file; give a checkpoint directory (OUTPUT_DIR/checkpoints/step_N)")
+        raise CheckpointError(
+            f"trainer.resume={resume} is a file; give a checkpoint directory (OUTPUT_DIR/checkpoints/step_N)"
+        )
     if (path / "checkpoints").is_dir() and not (path / MANIFEST).exists():
         found = CheckpointManager(path / "checkpoints", checkpoints.keep_last, checkpoints.is_main).latest()
         if found is None:

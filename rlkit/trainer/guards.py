@@ -148,8 +148,9 @@ def _phase_of(error: BaseException) -> tuple[str, tuple[str, ...]]:
 def _knobs(kind: str, cfg: Any) -> list[str]:
     rollout, engine, algorithm = cfg.rollout, cfg.engine, cfg.algorithm
     if kind == "rollout":
+        batch_size = getattr(rollout, "batch_size", None) or "all"
         by_engine = {
-            "hf": f"lower rollout.batch_size (prompts per generate call; now {getattr(rollout, 'batch_size', None) or 'all'})",
+            "hf": f"lower rollout.batch_size (prompts per generate call; now {batch_size})",
             "vllm": f"lower rollout.gpu_memory_utilization (now {getattr(rollout, 'gpu_memory_utilization', '?')})",
             "sglang": f"lower rollout.mem_fraction_static (now {getattr(rollout, 'mem_fraction_static', '?')})",
         }

@@ -49,6 +49,8 @@ def inputs(tmp_path_factory, tiny_model) -> Inputs:
     }
     for name, text in files.items():
         (root / name).write_text(text)
+    (root / "latin1.jsonl").write_bytes('{"prompt": "café", "answer": "a"}\n'.encode("latin-1"))
+    (root / "source_number.jsonl").write_text('{"prompt": "repeat the letter a", "answer": "a", "data_source": 5}\n')
     (root / "not_a_checkpoint").mkdir()
     (root / "full_export").mkdir()
     (root / "full_export" / "keep.txt").write_text("mine\n")
@@ -78,7 +80,8 @@ class Case:
 
 CASES = [
     # -- config files, overrides and flags ----------------------------------------------------------------
-    Case("unknown-key", lambda x: ["trainer.total_step=3"], ["unknown key 'trainer.total_step'", "trainer.total_steps"]),
+    Case("unknown-key", lambda x: ["trainer.total_step=3"],
+         ["unknown key 'trainer.total_step'", "trainer.total_steps"]),
     Case("wrong-type", lambda x: ["trainer.total_steps=many"], ["trainer.total_steps", "'many'"]),
     Case("out-of-range", lambda x: ["rollout.n=0"], ["rollout.n", "greater than or equal to 1"]),
     Case("config-missing", lambda x: [], ["nope.yaml does not exist"], lead=lambda x: [x.root / "nope.yaml"]),
@@ -122,8 +125,15 @@ CASES = [
          ["bad_row.jsonl line 2 is not valid JSON"], on_run=True),
     Case("data-row-without-prompt", lambda x: [f"data.train_files=[{x.root / 'no_key.jsonl'}]"],
          ["no_key.jsonl line 2 has no key 'prompt'", "data.prompt_key"]),
-    Case("data-empty-prompt", lambda x: [f"data.train_files=[{x.root / 'empty_prompt.jsonl'}]", "data.prompt_format=raw"],
+    Case("data-empty-prompt",
+         lambda x: [f"data.train_files=[{x.root / 'empty_prompt.jsonl'}]", "data.prompt_format=raw"],
          ["empty_prompt.jsonl line 1", "no tokens"]),
+    Case("data-file-is-a-directory", lambda x: [f"data.train_files=[{x.not_a_checkpoint}]"],
+         ["not_a_checkpoint is a directory"]),
+    Case("data-not-utf8", lambda x: [f"data.train_files=[{x.root / 'latin1.jsonl'}]"],
+         ["latin1.jsonl line 1 is not UTF-8 text"]),
+    Case("data-source-not-text", lambda x: [f"data.train_files=[{x.root / 'source_number.jsonl'}]"],
+         ["source_number.jsonl line 1: data_source must be text"]),
     Case("data-empty-file", lambda x: [f"data.train_files=[{x.root / 'empty.jsonl'}]"], ["empty.jsonl has no records"]),
     Case("data-json-not-a-list", lambda x: [f"data.train_files=[{x.root / 'object.json'}]"],
          ["object.json holds a JSON dict", "list of records"]),
@@ -131,19 +141,23 @@ CASES = [
     Case("data-unknown-builtin", lambda x: ["data.train_files=[builtin:nope]"], ["builtin:nope", "builtin:letters"]),
     Case("data-all-prompts-too-long", lambda x: ["data.max_prompt_length=2"], ["data.max_prompt_length=2"]),
     # The default model (builtin:tiny) is built inside output_dir: a later mistake must remove it again.
-    Case("data-bad-row-default-model", lambda x: ["model.path=builtin:tiny", f"data.train_files=[{x.root / 'bad_row.jsonl'}]"],
+    Case("data-bad-row-default-model",
+         lambda x: ["model.path=builtin:tiny", f"data.train_files=[{x.root / 'bad_row.jsonl'}]"],
          ["bad_row.jsonl line 2"]),
     # -- reward plugins ------------------------------------------------------------------------------------
     Case("reward-unknown", lambda x: ["reward.name=nope"], ["unknown reward 'nope'", "Known:"], on_run=True),
     Case("reward-syntax-error", lambda x: [f"reward.name={x.root / 'syntax.py'}:reward"],
          ["syntax.py", "SyntaxError", "line 1"]),
-    Case("reward-file-missing", lambda x: [f"reward.name={x.root / 'missing.py'}:reward"], ["missing.py does not exist"]),
-    Case("reward-attribute-missing", lambda x: [f"reward.name={x.root / 'good.py'}:nothere"], ["no attribute 'nothere'"]),
+    Case("reward-file-missing", lambda x: [f"reward.name={x.root / 'missing.py'}:reward"],
+         ["missing.py does not exist"]),
+    Case("reward-attribute-missing", lambda x: [f"reward.name={x.root / 'good.py'}:nothere"],
+         ["no attribute 'nothere'"]),
     Case("reward-wrong-signature", lambda x: [f"reward.name={x.root / 'wrong_signature.py'}:reward"],
          ["wrong_signature.py:reward", "has parameters (text)"]),
     Case("reward-unknown-kwarg", lambda x: ["reward.kwargs={weigth: 2}"], ["reward.kwargs weigth"]),
     Case("reward-returns-text", lambda x: [f"reward.name={x.root / 'returns_text.py'}:reward"],
-         ["returns_text.py:reward' failed on sample 0", "returned str as its score", "reward.on_error=zero"], on_run=True),
+         ["returns_text.py:reward' failed on sample 0", "returned str as its score", "reward.on_error=zero"],
+         on_run=True),
     Case("reward-raises", lambda x: [f"reward.name={x.root / 'raises.py'}:reward"],
          ["raises.py:reward' failed on sample 0", "ZeroDivisionError"], on_run=True),
     # -- resume paths --------------------------------------------------------------------------------------
@@ -156,7 +170,8 @@ CASES = [
          prepare=lambda x: corrupt(x.run / "checkpoints/step_00000002")),
     Case("resume-disable-over-a-run", lambda x: ["trainer.resume=disable"],
          ["already holds checkpoints and trainer.resume=disable"], on_run=True),
-    Case("resume-auto-every-checkpoint-broken", lambda x: [], ["no checkpoint in", "is complete", "actor/model.safetensors"],
+    Case("resume-auto-every-checkpoint-broken", lambda x: [],
+         ["no checkpoint in", "is complete", "actor/model.safetensors"],
          on_run=True, prepare=lambda x: [corrupt(x.run / f"checkpoints/step_0000000{step}") for step in (1, 2)]),
     # -- export --------------------------------------------------------------------------------------------
     Case("export-not-a-checkpoint", lambda x: [x.not_a_checkpoint, x.root / "exported"],

@@ -11,6 +11,8 @@ from safetensors.torch import load_file
 from rlkit.errors import CheckpointError
 from rlkit.trainer.checkpoint import MANIFEST, CheckpointManager, verify
 
+RUN_DEPENDENT = ("time/", "throughput/", "memory/")  # metrics that differ between processes
+
 MODEL = "actor/model.safetensors"
 
 
@@ -107,7 +109,7 @@ def test_resume_auto_falls_back_past_a_corrupted_checkpoint(run_copy, finished_r
     assert all(torch.equal(redone[name], original[name]) for name in original)
 
     def comparable(directory):
-        return [{k: v for k, v in json.loads(line).items() if not k.startswith(("time/", "throughput/"))}
+        return [{k: v for k, v in json.loads(line).items() if not k.startswith(RUN_DEPENDENT)}
                 for line in (directory / "metrics.jsonl").read_text().splitlines()]
 
     assert comparable(run_copy) == comparable(finished_run)
@@ -128,3 +130,11 @@ def test_resume_path_to_a_damaged_checkpoint_exits_2_naming_the_file(run_copy, s
     assert named in result.output and f"trainer.resume={checkpoint}" in result.output
     assert "Traceback" not in result.output
     assert dir_snapshot(run_copy) == before
+
+
+def test_resume_path_to_a_run_directory_uses_its_newest_good_checkpoint(run_copy, small_run, train, tmp_path, caplog):
+    flip_a_byte(run_copy / "checkpoints/step_00000002" / MODEL)
+    with caplog.at_level(logging.INFO):
+        train(small_run(tmp_path / "branch", f"trainer.resume={run_copy}"))
+    assert f"resumed from {run_copy / 'checkpoints/step_00000001'} at step 1" in caplog.text
+    assert sorted(p.name for p in (tmp_path / "branch/checkpoints").iterdir()) == ["step_00000002"]

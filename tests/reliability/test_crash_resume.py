@@ -18,6 +18,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file
 
+RUN_DEPENDENT = ("time/", "throughput/", "memory/")  # metrics that differ between processes
+
 PLUGIN = '''
 import os, time
 from pathlib import Path
@@ -65,7 +67,7 @@ def kill(process):
 
 
 def comparable(output_dir: Path) -> list[dict]:
-    return [{k: v for k, v in json.loads(line).items() if not k.startswith(("time/", "throughput/"))}
+    return [{k: v for k, v in json.loads(line).items() if not k.startswith(RUN_DEPENDENT)}
             for line in (output_dir / "metrics.jsonl").read_text().splitlines()]
 
 

@@ -59,7 +59,8 @@ def test_skip_counts_critic_updates(small_run, train, tmp_path, monkeypatch):
 
 def test_stop_ends_the_run_naming_the_step(small_run, invoke, tmp_path, monkeypatch):
     poison(monkeypatch, "actor_loss_fn", from_call=1)
-    result = invoke("train", *small_run(tmp_path / "run", "trainer.on_nonfinite=stop", "trainer.val_before_train=false"))
+    overrides = small_run(tmp_path / "run", "trainer.on_nonfinite=stop", "trainer.val_before_train=false")
+    result = invoke("train", *overrides)
     assert result.exit_code == 2, result.output
     assert "error: step 1: the actor's loss or gradient norm is not finite" in result.output
     assert "trainer.on_nonfinite=stop ends the run" in result.output and "Traceback" not in result.output

@@ -99,9 +99,8 @@ class DeepSpeedEngine:
                 model.requires_grad_(False)
             elif spec.lora is not None:
                 critic = spec.role == "critic"  # its new value head trains in full, next to the adapters
-                model = apply_lora(
-                    model, spec.lora, task_type=None if critic else "CAUSAL_LM", fully_trained=("score",) if critic else ()
-                )
+                model = apply_lora(model, spec.lora, task_type=None if critic else "CAUSAL_LM",
+                                   fully_trained=("score",) if critic else ())
         if spec.role == "critic":
             return ValueScorer(model)
         return PolicyScorer(model, chunk_size=self.config.logprob_chunk_size, temperature=spec.temperature)
@@ -210,8 +209,9 @@ class DeepSpeedEngine:
 
     # -- placement ---------------------------------------------------------------------------------
     def offload(self) -> None:
-        """Parameters, gradients and optimizer state to CPU with DeepSpeed's `offload_states`. A no-op on CPU,
-        for the reference (offload_ref keeps it on CPU) and where ZeRO-Offload already holds them there."""
+        """Parameters, master weights, gradients and optimizer state to CPU with DeepSpeed's `offload_states`
+        (with offload_optimizer, only what is still on the GPU). A no-op on CPU, for the reference (offload_ref
+        keeps it on CPU), with offload_param, and for bf16 ZeRO-1, whose BF16_Optimizer cannot move its states."""
         if self._can_move_states():
             self.ds_engine.offload_states()
             torch.cuda.empty_cache()

@@ -47,8 +47,8 @@ _MOMENTS = ("exp_avg", "exp_avg_sq")
 def materialize(tensor: Tensor) -> Tensor:
     """The full tensor of a parameter or buffer on its device. Collective for ZeRO-3 parameters and for
     trainable parameters the module holds in bf16: those come from the optimizer's fp32 master copy."""
-    from deepspeed.utils import safe_get_full_fp32_param
     from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+    from deepspeed.utils import safe_get_full_fp32_param
 
     if isinstance(tensor, nn.Parameter) and tensor.requires_grad and tensor.dtype != torch.float32:
         master = safe_get_full_fp32_param(tensor)
@@ -230,7 +230,7 @@ def _check_fits(
         )
     if trainable:
         state = optimizer_state.get("state", {})
-        missing = [name for name in trainable if set(state.get(name, {})) < {"step", *_MOMENTS}]
+        missing = [name for name in trainable if not {"step", *_MOMENTS} <= set(state.get(name, {}))]
         if missing:
             raise CheckpointError(f"{directory / OPTIMIZER_FILE} lacks AdamW state for {missing[:5]}")
         if len({float(state[name]["step"]) for name in trainable}) > 1:
@@ -254,8 +254,8 @@ def _broadcast(value: Tensor | None, like: Tensor, device: torch.device) -> Tens
 
 def _assign(tensor: Tensor, value: Tensor) -> None:
     """Set a module parameter (and its fp32 master copy) or buffer to the full `value`, on every rank."""
-    from deepspeed.utils import safe_set_full_fp32_param
     from deepspeed.runtime.zero.partition_parameters import GatheredParameters
+    from deepspeed.utils import safe_set_full_fp32_param
 
     value = value.to(tensor.device)
     if isinstance(tensor, nn.Parameter) and tensor.requires_grad:

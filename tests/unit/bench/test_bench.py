@@ -90,6 +90,7 @@ def test_peak_flops_by_gpu_name_and_skip_reasons():
     assert Machine("NVIDIA H100 80GB HBM3", 8, "x", 16).peak_flops(2) == 2 * 989e12
     assert Machine("NVIDIA H200", 8, "x", 16).peak_flops(1) == 989e12
     assert Machine("NVIDIA H100 PCIe", 1, "x", 16).peak_flops(1) == 756e12
+    assert Machine("NVIDIA H100 NVL", 1, "x", 16).peak_flops(1) == 835e12
     assert Machine("Some Future GPU", 1, "x", 16).peak_flops(1) is None and CPU.peak_flops(1) is None
     assert skip_reason("fsdp2", "hf", CPU) is None
     assert "needs a CUDA GPU" in skip_reason("fsdp2", "sglang", CPU)

@@ -10,6 +10,9 @@ import json
 import math
 
 import pytest
+
+pytest.importorskip("deepspeed")  # an optional extra: pip install 'rlkit[deepspeed]'
+
 import torch
 from deepspeed_cases import (
     LORA,

@@ -7,6 +7,9 @@ leaves room for other CPUs and thread counts.
 """
 
 import pytest
+
+pytest.importorskip("deepspeed")  # an optional extra: pip install 'rlkit[deepspeed]'
+
 from deepspeed_world2 import world2_results
 from parity_run import ENGINES, NUM_STEPS, run_all
 

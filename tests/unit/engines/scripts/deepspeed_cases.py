@@ -1,9 +1,10 @@
 """Shared cases of the DeepSpeed engine tests, and their world-size-2 checks.
 
 Imported by tests/unit/engines/test_deepspeed_engine.py (world size 1, in process) and by
-deepspeed_world2.py, whose one torchrun launch runs `world2_checks` at world size 2. Batches, losses and steps are the FSDP2 cases' (fsdp2_cases.py), so both
-engines are measured the same way. Importing this module stops DeepSpeed from compiling its shared-memory
-comm op on CPU (30-45 s on a cold cache; gloo does the same job in tests).
+deepspeed_world2.py, whose one torchrun launch runs `world2_checks` at world size 2. Batches, losses and
+steps are the FSDP2 cases' (fsdp2_cases.py), so both engines are measured the same way. Importing this
+module stops DeepSpeed from compiling its shared-memory comm op on CPU (30-45 s on a cold cache; gloo does
+the same job in tests).
 """
 
 from __future__ import annotations
