@@ -73,8 +73,11 @@ def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape
     result = run_bench(request)
     print_table(result)
     json_path = write_json(result, out / "bench.json")
-    png_path = plot_phases(result, out / "bench.png")
-    click.echo(f"wrote {json_path} and {png_path}")
+    try:
+        written = f"{json_path} and {plot_phases(result, out / 'bench.png')}"
+    except ImportError:  # matplotlib is a dependency, but a hand-assembled GPU environment may lack it
+        written = f"{json_path} (no PNG: matplotlib is not installed)"
+    click.echo(f"wrote {written}")
     failed = [p.name for p in result.pairings if p.status == "failed"]
     if failed:
         click.echo(f"failed: {', '.join(failed)} (see their bench.log)", err=True)
