@@ -45,6 +45,7 @@ class Shape:
             eos_token_id=eos_token_id,
             pad_token_id=pad_token_id,
             dtype="bfloat16",
+            architectures=["Qwen2ForCausalLM"],  # SGLang picks its model class from this list
         )
 
 

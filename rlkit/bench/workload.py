@@ -32,7 +32,7 @@ import torch
 from rlkit.bench.shapes import SHAPES, TINY, Shape, meta_model
 from rlkit.errors import ConfigError, DataError
 
-RANDOM_MODEL_VERSION = "v1"  # bump when the recipe changes, so cached copies are rebuilt
+RANDOM_MODEL_VERSION = "v2"  # bump when the recipe changes, so cached copies are rebuilt
 _INIT_STD = 0.02  # Qwen2's initializer_range
 _MAX_SHARD_BYTES = 4 * 2**30
 _WORD = re.compile(r" [A-Za-z]+")

@@ -123,9 +123,9 @@ class SGLangRollout:
         outputs = self.engine.generate(
             input_ids=rows,
             sampling_params=sglang_args.sampling_params(params, self.eos_token_ids),
-            return_logprob=True,
+            return_logprob=params.logprobs,
         )
-        return sglang_args.completions_from_outputs(rows, outputs, self._decode)
+        return sglang_args.completions_from_outputs(rows, outputs, self._decode, with_logprobs=params.logprobs)
 
     def update_weights(self, weights: Iterable[tuple[str, Tensor]]) -> None:
         """Load full weights, given in Hugging Face names, into the engine in place, bucket by bucket.

@@ -197,7 +197,8 @@ def sampled_logprobs(meta_info: Mapping[str, Any], response_ids: Sequence[int], 
 
 
 def completions_from_outputs(
-    rows: Sequence[list[int]], outputs: Sequence[Mapping[str, Any]], decode: Callable[[list[int]], str]
+    rows: Sequence[list[int]], outputs: Sequence[Mapping[str, Any]], decode: Callable[[list[int]], str], *,
+    with_logprobs: bool = True,
 ) -> list[Completion]:
     """One Completion per SGLang output dict ({"output_ids", "meta_info"}), in request order.
 
@@ -220,7 +221,7 @@ def completions_from_outputs(
             Completion(
                 prompt_ids=row,
                 response_ids=response_ids,
-                logprobs=sampled_logprobs(meta_info, response_ids, where),
+                logprobs=sampled_logprobs(meta_info, response_ids, where) if with_logprobs else None,
                 finish_reason=reason,
                 text=decode(response_ids),
             )

@@ -146,7 +146,7 @@ class VLLMRollout:
         # should any vLLM code path still draw from the global generators.
         with torch.random.fork_rng(devices=self._cuda_devices()):
             outputs = self.llm.generate(requests, sampling, use_tqdm=False)
-        return vllm_args.completions_from_outputs(outputs)
+        return vllm_args.completions_from_outputs(outputs, with_logprobs=params.logprobs)
 
     def update_weights(self, weights: Iterable[tuple[str, Tensor]]) -> None:
         """Load full weights, given in Hugging Face names, into the engine in place, bucket by bucket.

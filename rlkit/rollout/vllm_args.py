@@ -132,7 +132,7 @@ def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
         "max_tokens": params.max_new_tokens,
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
-        "logprobs": 0,  # the sampled token's log-prob only
+        "logprobs": 0 if params.logprobs else None,  # 0: the sampled token's log-prob only
         "detokenize": True,
         "skip_special_tokens": True,
     }

@@ -155,7 +155,7 @@ class RLTrainer:
     def _greedy_baselines(self, prompts, params: SamplingParams) -> torch.Tensor:
         """ReMax: the reward of one greedy response per prompt, the baseline of its sampled responses."""
         greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=params.max_new_tokens,
-                                stop_token_ids=params.stop_token_ids, ignore_eos=params.ignore_eos)
+                                stop_token_ids=params.stop_token_ids, ignore_eos=params.ignore_eos, logprobs=False)
         baseline_batch = experience.generate(self.parts.rollout, prompts, greedy, self._pad_id())
         baseline_scores, _, _ = experience.score(baseline_batch, self.parts.reward)
         return baseline_scores.repeat_interleave(params.n)
@@ -321,7 +321,12 @@ class RLTrainer:
             temperature=r.temperature if train else r.val_temperature,
             top_p=r.top_p, top_k=r.top_k, max_new_tokens=r.max_new_tokens,
             stop_token_ids=tuple(r.stop_token_ids), ignore_eos=r.ignore_eos,
+            logprobs=train and self._needs_rollout_logprobs(),
         )
+
+    def _needs_rollout_logprobs(self) -> bool:
+        algorithm = self.cfg.algorithm
+        return self.cfg.rollout.return_logprobs or algorithm.reuse_rollout_logprobs or algorithm.rollout_is_cap is not None
 
     def _local_prompts(self, prompt_indices: list[int]) -> list[experience.PromptItem]:
         per_rank = len(prompt_indices) // self.dist.world_size

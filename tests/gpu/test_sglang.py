@@ -48,7 +48,7 @@ def reference(tmp_path_factory) -> Reference:
     path = tmp_path_factory.mktemp("tiny")
     # head_dim 64: the GPU attention kernels take it, while the model stays tiny
     tokenizer = build_tiny_checkpoint(path, hidden_size=128, num_heads=2, num_kv_heads=1)
-    return Reference(str(path), tokenizer, tiny_prompts(tokenizer), "cuda:0", LOGPROB_ATOL)
+    return Reference(str(path), tokenizer, tiny_prompts(tokenizer), "cuda:0", LOGPROB_ATOL, MEAN_ATOL)
 
 
 @pytest.fixture(scope="module")
