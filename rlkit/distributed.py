@@ -38,6 +38,11 @@ def is_distributed() -> bool:
     return dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1
 
 
+def process_rank() -> int:
+    """This process's rank in the job (0 without a process group)."""
+    return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
+
+
 def all_reduce_sum(value: float | torch.Tensor, device: str = "cpu") -> float:
     """Sum of a number over ranks (the number itself at world size 1)."""
     if not is_distributed():

@@ -67,7 +67,10 @@ def load_object(spec: str) -> Any:
         try:
             module = importlib.import_module(module_part)
         except ImportError as error:
-            raise PluginError(f"'{spec}': cannot import module '{module_part}': {error}") from error
+            raise PluginError(
+                f"'{spec}': cannot import module '{module_part}': {error}; install the package that provides it, "
+                "or check the spelling"
+            ) from error
     try:
         obj = module
         for part in attr.split("."):

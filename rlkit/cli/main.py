@@ -29,11 +29,15 @@ class RlkitGroup(click.Group):
 
 @click.group(cls=RlkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--debug", is_flag=True, help="Show tracebacks for user errors.")
+@click.option("--local_rank", "--local-rank", "local_rank", type=int, default=None, hidden=True,
+              help="Set by the deepspeed launcher; the LOCAL_RANK environment variable carries the same.")
 @click.version_option(package_name="rlkit")
 @click.pass_context
-def cli(ctx: click.Context, debug: bool) -> None:
+def cli(ctx: click.Context, debug: bool, local_rank: int | None) -> None:
     """RL post-training for LLMs: `rlkit train` with no arguments runs a small built-in task on the CPU."""
     ctx.ensure_object(dict)
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", str(local_rank))
     ctx.obj["debug"] = debug or os.environ.get("RLKIT_DEBUG") == "1"
     rank = int(os.environ.get("RANK", "0"))
     logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")

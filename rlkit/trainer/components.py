@@ -10,6 +10,7 @@ from typing import Any
 from rlkit.algorithms.advantages import estimator_for
 from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
+from rlkit.distributed import barrier, process_rank
 from rlkit.engines.base import DistInfo, EngineSpec, TrainEngine
 from rlkit.errors import ConfigError
 from rlkit.models.loading import check_model_path, load_tokenizer
@@ -25,6 +26,10 @@ BUILTIN_TINY = "builtin:tiny"
 def resolve_model_path(path: str, output_dir: Path) -> str:
     """A local model folder: 'builtin:tiny' is built once under the output directory."""
     if path == BUILTIN_TINY:
+        # Rank 0 builds, the others wait: ranks racing to build one folder on a shared disk trip over each other.
+        if process_rank() == 0:
+            ensure_tiny_model(output_dir / "builtin_tiny")
+        barrier()
         return str(ensure_tiny_model(output_dir / "builtin_tiny"))
     return path
 

@@ -39,8 +39,9 @@ from rlkit.distributed import all_reduce_sum
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput, TrainEngine
 from rlkit.errors import CheckpointError, ConfigError
 from rlkit.models.loading import load_tokenizer
-from rlkit.trainer.checkpoint import CheckpointManager, verify
+from rlkit.trainer.checkpoint import CheckpointManager, resume_point
 from rlkit.trainer.components import build_engine, resolve_model_path
+from rlkit.trainer.guards import check_output_dir, removed_on_error
 from rlkit.trainer.metrics import MetricsLogger, build_logger
 from rlkit.trainer.timing import PhaseTimer
 
@@ -74,25 +75,28 @@ class SFTTrainer:
         self.cfg = cfg
         self.dist = dist
         self.output_dir = Path(cfg.trainer.output_dir)
-        self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
-        resume_from = resume_checkpoint(cfg, self.checkpoints, self.output_dir)
+        check_output_dir(self.output_dir)
+        # A setup that fails (bad model path, data file, checkpoint) leaves no trace in output_dir.
+        with removed_on_error(self.output_dir, is_main=dist.is_main):
+            self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
+            resume_from = resume_point(cfg.trainer.resume, self.checkpoints, self.output_dir)
 
-        self.model_path = resolve_model_path(cfg.model.path, self.output_dir)
-        self.tokenizer = load_tokenizer(cfg.model.tokenizer_path or self.model_path,
-                                        trust_remote_code=cfg.model.trust_remote_code)
-        pad = self.tokenizer.pad_token_id
-        self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
-        data = cfg.data
-        self.train_data = load_sft_dataset(data.train_files, data, self.tokenizer, max_samples=data.max_train_samples)
-        self.val_data = (load_sft_dataset(data.val_files, data, self.tokenizer, max_samples=data.max_val_samples)
-                         if data.val_files else None)
-        self.sampler = EpochSampler(len(self.train_data), data.train_batch_size, seed=cfg.trainer.seed,
-                                    shuffle=data.shuffle)
-        self.total_steps = cfg.trainer.total_steps or self.sampler.steps_per_epoch * cfg.trainer.total_epochs
-        self.engine: TrainEngine = build_engine(cfg, EngineSpec(
-            role="actor", model_path=self.model_path, optim=cfg.optim, lora=cfg.model.lora,
-            trust_remote_code=cfg.model.trust_remote_code, total_optimizer_steps=self.total_steps,
-            seed=cfg.trainer.seed), dist)
+            self.model_path = resolve_model_path(cfg.model.path, self.output_dir)
+            self.tokenizer = load_tokenizer(cfg.model.tokenizer_path or self.model_path,
+                                            trust_remote_code=cfg.model.trust_remote_code)
+            pad = self.tokenizer.pad_token_id
+            self.pad_token_id = pad if pad is not None else self.tokenizer.eos_token_id
+            data = cfg.data
+            self.train_data = load_sft_dataset(data.train_files, data, self.tokenizer, max_samples=data.max_train_samples)
+            self.val_data = (load_sft_dataset(data.val_files, data, self.tokenizer, max_samples=data.max_val_samples)
+                             if data.val_files else None)
+            self.sampler = EpochSampler(len(self.train_data), data.train_batch_size, seed=cfg.trainer.seed,
+                                        shuffle=data.shuffle)
+            self.total_steps = cfg.trainer.total_steps or self.sampler.steps_per_epoch * cfg.trainer.total_epochs
+            self.engine: TrainEngine = build_engine(cfg, EngineSpec(
+                role="actor", model_path=self.model_path, optim=cfg.optim, lora=cfg.model.lora,
+                trust_remote_code=cfg.model.trust_remote_code, total_optimizer_steps=self.total_steps,
+                seed=cfg.trainer.seed), dist)
 
         self.step = 0
         if resume_from is not None:
@@ -234,25 +238,6 @@ def check_against_world(cfg: SFTConfig, dist: DistInfo) -> None:
             f"data.train_batch_size={cfg.data.train_batch_size} does not split over {dist.world_size} ranks; "
             f"make it a multiple of {dist.world_size}"
         )
-
-
-def resume_checkpoint(cfg: SFTConfig, checkpoints: CheckpointManager, output_dir: Path) -> Path | None:
-    """The checkpoint `trainer.resume` asks for: 'auto' the latest good one, 'disable' none, or a path."""
-    resume = cfg.trainer.resume
-    if resume == "disable":
-        if checkpoints.complete_checkpoints():
-            raise ConfigError(
-                f"trainer.output_dir={output_dir} already holds checkpoints and trainer.resume=disable; "
-                "set trainer.resume=auto to continue, or choose a new trainer.output_dir"
-            )
-        return None
-    if resume == "auto":
-        return checkpoints.latest()
-    path = Path(resume)
-    if not path.is_dir():
-        raise CheckpointError(f"trainer.resume={resume}: no such checkpoint directory")
-    verify(path)
-    return path
 
 
 def rng_state() -> dict[str, torch.Tensor]:
