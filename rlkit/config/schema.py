@@ -449,6 +449,18 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
+    def _dynamic_sampling_keeps_baselines(self) -> RunConfig:
+        from rlkit.algorithms.advantages import estimator_for
+
+        if self.algorithm.dynamic_sampling is not None and estimator_for(self.algorithm.adv_estimator).needs_baselines:
+            raise ValueError(
+                f"algorithm.dynamic_sampling cannot be combined with algorithm.adv_estimator="
+                f"{self.algorithm.adv_estimator}, whose greedy baselines belong to the first generation; "
+                "remove algorithm.dynamic_sampling or choose grpo"
+            )
+        return self
+
+    @model_validator(mode="after")
     def _kl_in_one_place(self) -> RunConfig:
         if self.algorithm.use_kl_in_reward and self.algorithm.use_kl_loss:
             raise ValueError(

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -134,7 +133,3 @@ def loss_agg_mode(cfg: RunConfig) -> str:
 
 def loss_norm_length(cfg: RunConfig) -> int:
     return cfg.algorithm.loss_agg_norm_length or cfg.rollout.max_new_tokens
-
-
-def local_size(total: int, dist: DistInfo) -> int:
-    return math.ceil(total / dist.world_size)

@@ -25,7 +25,7 @@ from rlkit.algorithms.kl import AdaptiveKLController, FixedKLController
 from rlkit.batch import Batch
 from rlkit.config.schema import RunConfig
 from rlkit.data.sampler import EpochSampler
-from rlkit.distributed import all_gather_objects, all_reduce_sum
+from rlkit.distributed import all_gather_objects, all_reduce_min, all_reduce_sum
 from rlkit.engines.base import DistInfo
 from rlkit.rollout.base import SamplingParams
 from rlkit.trainer import experience
@@ -161,25 +161,29 @@ class RLTrainer:
         return baseline_scores.repeat_interleave(params.n)
 
     def _refill_with_signal(self, batch, scores, prompts, params, max_batches):
-        """Drop groups whose responses all scored the same; generate again for the same prompts to refill."""
+        """DAPO dynamic sampling: drop groups whose responses all scored the same, and generate again for the
+        same prompts to refill. Every rank keeps the same number of whole groups, so that ranks run the same
+        number of mini-batches; a batch without any informative group on some rank is kept as it was."""
         kept, kept_scores = experience.drop_groups_without_signal(batch, scores)
         pieces, piece_scores = [kept], [kept_scores]
-        for _ in range(max_batches - 1):
-            if all_reduce_sum(sum(len(piece) for piece in pieces)) >= all_reduce_sum(len(batch)):
+        for round_index in range(1, max_batches):
+            if all_reduce_min(sum(len(piece) for piece in pieces)) >= len(batch):
                 break
             with self.timer.phase("generate"):
                 extra = experience.generate(self.parts.rollout, prompts, params, self._pad_id())
+            # A regenerated group is a new group: its own mean and std, not pooled with the first attempt.
+            extra["group_index"] = [g + round_index * self.cfg.data.train_batch_size for g in extra["group_index"]]
             with self.timer.phase("reward"):
                 extra_scores, _, _ = experience.score(extra, self.parts.reward)
             extra, extra_scores = experience.drop_groups_without_signal(extra, extra_scores)
             pieces.append(extra)
             piece_scores.append(extra_scores)
-        merged = Batch.concat([_pad_prompt(piece, max(p.prompt_width for p in pieces)) for piece in pieces])
-        merged_scores = torch.cat(piece_scores)
-        if len(merged) == 0:  # every group was uniform every time: train on the original batch
+        num_groups = int(all_reduce_min(min(sum(len(piece) for piece in pieces), len(batch)) // params.n))
+        if num_groups == 0:
             return batch, scores
-        target = len(batch)
-        return merged.slice(0, target), merged_scores[:target]
+        merged = Batch.concat([_pad_prompt(piece, max(p.prompt_width for p in pieces)) for piece in pieces])
+        keep = num_groups * params.n
+        return merged.slice(0, keep), torch.cat(piece_scores)[:keep]
 
     def _prepare(self, batch: Batch, scores: torch.Tensor, metrics: dict[str, float]) -> Batch:
         cfg = self.cfg.algorithm
