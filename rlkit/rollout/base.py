@@ -1,11 +1,19 @@
-"""The rollout-engine interface: generate responses, take new weights, sleep and wake."""
+"""The rollout-engine interface: generate responses, take new weights, sleep and wake.
+
+Also the small rules the engines apply alike: `check_prompts` (no empty prompt), `stop_token_ids` (what
+ends a response), `RANK_SEED_STRIDE` (how ranks' seeds are spread) and `dtype_name` (the weights' dtype).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Iterable, Protocol, Sequence, runtime_checkable
+from typing import Any, Collection, Iterable, Protocol, Sequence, runtime_checkable
 
 from torch import Tensor
+
+from rlkit.errors import ConfigError
+
+RANK_SEED_STRIDE = 1_000_003  # ranks sample different streams; a prime keeps them apart from call counters
 
 
 @dataclass(frozen=True)
@@ -49,3 +57,33 @@ class RolloutEngine(Protocol):
     def wake_up(self) -> None:
         """Take the memory back before generating."""
         ...
+
+
+def check_prompts(prompts: Sequence[Sequence[int]]) -> None:
+    """ValueError naming the first empty prompt: every prompt needs at least one token."""
+    for index, prompt in enumerate(prompts):
+        if len(prompt) == 0:
+            raise ValueError(f"prompt {index} is empty; every prompt needs at least one token")
+
+
+def unique_ids(ids: Iterable[int | None]) -> list[int]:
+    """Ids in first-seen order, without None and repeats."""
+    return list(dict.fromkeys(int(i) for i in ids if i is not None))
+
+
+def stop_token_ids(params: SamplingParams, eos_token_ids: Sequence[int]) -> list[int]:
+    """The ids that end a response: the EOS ids, then params.stop_token_ids; none at all with ignore_eos."""
+    return [] if params.ignore_eos else unique_ids([*eos_token_ids, *params.stop_token_ids])
+
+
+def dtype_name(dtype: Any, supported: Collection[str], engine: str) -> str:
+    """A torch dtype, a dtype name or None (-> bfloat16, as the HF rollout uses on GPU) as a dtype name.
+
+    ConfigError naming `engine` when the name is not one of `supported`.
+    """
+    if dtype is None:
+        return "bfloat16"
+    name = str(dtype).removeprefix("torch.")
+    if name not in supported:
+        raise ConfigError(f"{engine} rollout dtype {dtype!r} is not supported; use one of {', '.join(supported)}")
+    return name

@@ -14,7 +14,6 @@ Shape legend: R rows (prompts x n) in one `generate` call, S prompt width, N new
 
 from __future__ import annotations
 
-import difflib
 from typing import Iterable, Sequence
 
 import torch
@@ -23,9 +22,15 @@ from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor
 
 from rlkit.config.schema import HFRolloutConfig
 from rlkit.engines.base import DistInfo
-from rlkit.rollout.base import Completion, SamplingParams
-
-_RANK_SEED_STRIDE = 1_000_003  # ranks sample different streams; a prime keeps them apart from call counters
+from rlkit.rollout.base import (
+    RANK_SEED_STRIDE,
+    Completion,
+    SamplingParams,
+    check_prompts,
+    stop_token_ids,
+    unique_ids,
+)
+from rlkit.rollout.weights import check_weight
 
 
 class _LogprobRecorder(LogitsProcessor):
@@ -100,7 +105,7 @@ class HFRollout:
             raise ValueError(f"the tokenizer of {model_path} has neither a pad nor an EOS token; give it one of them")
         model_eos = self.model.generation_config.eos_token_id
         model_eos = model_eos if isinstance(model_eos, list) else [model_eos]
-        self.eos_token_ids = _unique([tokenizer.eos_token_id, *model_eos])
+        self.eos_token_ids = unique_ids([tokenizer.eos_token_id, *model_eos])
         # The checkpoint's generation_config.json (sampling defaults, repetition penalty, ...) would fill every
         # option left unset in a call; a clean one makes SamplingParams the only source of sampling options.
         self.model.generation_config = GenerationConfig(pad_token_id=self.pad_token_id)
@@ -110,10 +115,8 @@ class HFRollout:
         """params.n completions per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
         if self._asleep:
             raise RuntimeError("HFRollout.generate called while asleep; call wake_up() first")
-        for index, prompt in enumerate(prompts):
-            if len(prompt) == 0:
-                raise ValueError(f"prompt {index} is empty; every prompt needs at least one token")
-        seed = self.seed + self.num_generate_calls + self.dist.rank * _RANK_SEED_STRIDE
+        check_prompts(prompts)
+        seed = self.seed + self.num_generate_calls + self.dist.rank * RANK_SEED_STRIDE
         self.num_generate_calls += 1
         per_call = self.config.batch_size or max(len(prompts), 1)
         cuda_devices = [] if self.device.type != "cuda" else [
@@ -136,22 +139,11 @@ class HFRollout:
         the stream have already been copied. Tied weights may arrive under either name.
         """
         targets = self.model.state_dict(keep_vars=True)  # every name, tied ones included; references
+        shapes = {name: tuple(target.shape) for name, target in targets.items()}
         with torch.no_grad():
             for name, tensor in weights:
-                target = targets.get(name)
-                if target is None:
-                    close = difflib.get_close_matches(name, list(targets), n=1)
-                    hint = f" (did you mean '{close[0]}'?)" if close else ""
-                    raise ValueError(
-                        f"update_weights: unknown weight '{name}': the rollout model from {self.model_path} has "
-                        f"no such parameter{hint}. Weights must use Hugging Face names without wrapper prefixes."
-                    )
-                if tuple(tensor.shape) != tuple(target.shape):
-                    raise ValueError(
-                        f"update_weights: weight '{name}' has shape {tuple(tensor.shape)}, but the rollout model's "
-                        f"'{name}' has shape {tuple(target.shape)}; the trainer and rollout models differ"
-                    )
-                target.data.copy_(tensor)
+                check_weight(name, tensor, shapes, self.model_path)
+                targets[name].data.copy_(tensor)
 
     def sleep(self) -> None:
         """Move the weights to CPU to make room for training (no-op on CPU)."""
@@ -185,7 +177,7 @@ class HFRollout:
             attention_mask_RS[i, width - len(row) :] = 1
 
         sample = params.temperature > 0
-        stop_ids = [] if params.ignore_eos else _unique([*self.eos_token_ids, *params.stop_token_ids])
+        stop_ids = stop_token_ids(params, self.eos_token_ids)
         # Greedy leaves the sampling options unset: transformers flags them as ignored otherwise.
         sampling_options = (
             dict(temperature=params.temperature, top_p=params.top_p, top_k=max(params.top_k, 0)) if sample else {}
@@ -236,8 +228,3 @@ class HFRollout:
                 )
             )
         return completions
-
-
-def _unique(ids: Iterable[int | None]) -> list[int]:
-    """Ids in first-seen order, without None and repeats."""
-    return list(dict.fromkeys(int(i) for i in ids if i is not None))

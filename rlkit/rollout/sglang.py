@@ -41,7 +41,8 @@ import torch
 from torch import Tensor
 
 from rlkit.rollout import sglang_args
-from rlkit.rollout.base import Completion, SamplingParams
+from rlkit.rollout.base import Completion, SamplingParams, check_prompts
+from rlkit.rollout.weights import bucket_weights, check_weight, weight_shapes
 
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
     from rlkit.config.schema import SGLangRolloutConfig
@@ -91,7 +92,8 @@ class SGLangRollout:
         self.dtype = sglang_args.torch_dtype(kwargs["dtype"])
         self.eos_token_ids = sglang_args.eos_token_ids(tokenizer, model_path)
         self.last_sync_seconds = 0.0
-        self._weight_shapes = sglang_args.weight_shapes(model_path, trust_remote_code=trust_remote_code)
+        # SGLang's load_weights skips unknown names and asserts on shapes in the scheduler: check them here first.
+        self._weight_shapes = weight_shapes(model_path, trust_remote_code=trust_remote_code)
         self._released: set[str] = set()  # memory tags released and not yet resumed
         self._asleep = False
         self._weights_stale = False  # woken weights hold garbage until update_weights
@@ -113,9 +115,7 @@ class SGLangRollout:
                 "SGLangRollout.generate called after wake_up() but before update_weights(): releasing memory "
                 "discards the engine's weights, so push them first"
             )
-        for index, prompt in enumerate(prompts):
-            if len(prompt) == 0:
-                raise ValueError(f"prompt {index} is empty; every prompt needs at least one token")
+        check_prompts(prompts)
         if not prompts:
             return []
         self._resume(_KV_TAGS)
@@ -136,7 +136,7 @@ class SGLangRollout:
         if self._asleep:
             raise RuntimeError("SGLangRollout.update_weights called while asleep; call wake_up() first")
         start = time.perf_counter()
-        for bucket in sglang_args.bucket_weights(self._checked_on_device(weights), WEIGHT_BUCKET_BYTES):
+        for bucket in bucket_weights(self._checked_on_device(weights), WEIGHT_BUCKET_BYTES):
             # The call returns once the scheduler has copied the bucket, so the bucket may be freed after it.
             success, message = self.engine.update_weights_from_tensor(bucket, flush_cache=False)
             if not success:
@@ -187,7 +187,7 @@ class SGLangRollout:
     def _checked_on_device(self, weights: Iterable[tuple[str, Tensor]]) -> Iterator[tuple[str, Tensor]]:
         """Each tensor checked, on the engine's GPU, floating ones in the engine's dtype (lazily, one at a time)."""
         for name, tensor in weights:
-            sglang_args.check_weight(name, tensor, self._weight_shapes, self.model_path)
+            check_weight(name, tensor, self._weight_shapes, self.model_path)
             dtype = self.dtype if tensor.is_floating_point() else tensor.dtype
             yield name, tensor.detach().to(device=self.device, dtype=dtype).contiguous()
 

@@ -5,8 +5,7 @@
 - `sampling_params` / `repeat_prompts`: rlkit's SamplingParams -> SGLang's sampling-params dict, prompts
   repeated n times (prompt-major) so that the order of the outputs is the order rlkit wants.
 - `completions_from_outputs`: SGLang's output dicts -> `Completion`s.
-- `weight_shapes` / `check_weight` / `bucket_weights`: the in-place weight update's name and shape checks
-  and its grouping into buckets of bounded size.
+(The in-place weight update's name and shape checks and its buckets are in rlkit.rollout.weights.)
 
 What SGLang 0.5.17 returns as `meta_info["output_token_logprobs"]` (read in sglang/srt/layers/sampler.py,
 `Sampler.forward`, with `SGLANG_RETURN_ORIGINAL_LOGPROB` unset):
@@ -23,22 +22,19 @@ engine refuses to start with it.
 
 from __future__ import annotations
 
-import difflib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Iterable, Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 import torch
-from torch import Tensor
 
 from rlkit.errors import ConfigError
-from rlkit.rollout.base import Completion, SamplingParams
+from rlkit.rollout.base import RANK_SEED_STRIDE, Completion, SamplingParams, dtype_name, stop_token_ids, unique_ids
 
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
     from rlkit.config.schema import SGLangRolloutConfig
     from rlkit.engines.base import DistInfo
 
-RANK_SEED_STRIDE = 1_000_003  # engines of different ranks sample different streams
 MEMORY_TAGS = ("kv_cache", "weights", "cuda_graph")  # sglang.srt.constants.GPU_MEMORY_ALL_TYPES
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _ORIGINAL_LOGPROB_ENV = "SGLANG_RETURN_ORIGINAL_LOGPROB"
@@ -49,12 +45,7 @@ _ORIGINAL_LOGPROB_ENV = "SGLANG_RETURN_ORIGINAL_LOGPROB"
 # ---------------------------------------------------------------------------------------------
 def engine_dtype(dtype: Any) -> str:
     """A torch dtype, a dtype name or None (-> bfloat16, as the HF rollout uses on GPU) as SGLang spells it."""
-    if dtype is None:
-        return "bfloat16"
-    name = str(dtype).removeprefix("torch.")
-    if name not in _DTYPES:
-        raise ConfigError(f"SGLang rollout dtype {dtype!r} is not supported; use one of {', '.join(_DTYPES)}")
-    return name
+    return dtype_name(dtype, _DTYPES, "SGLang")
 
 
 def torch_dtype(name: str) -> torch.dtype:
@@ -131,7 +122,7 @@ def eos_token_ids(tokenizer, model_path: str) -> list[int]:
         if path.is_file():
             eos = json.loads(path.read_text()).get("eos_token_id")
             ids += eos if isinstance(eos, list) else [eos]
-    return list(dict.fromkeys(int(i) for i in ids if i is not None))
+    return unique_ids(ids)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -143,7 +134,6 @@ def sampling_params(params: SamplingParams, eos_ids: Sequence[int]) -> dict[str,
     EOS ids are passed as stop ids, so a tokenizer EOS missing from the model's config also ends a response
     (SGLang adds the config's own). ignore_eos disables every stop id in SGLang, as in rlkit.
     """
-    stop_ids = [] if params.ignore_eos else list(dict.fromkeys([*eos_ids, *params.stop_token_ids]))
     return {
         "n": 1,
         "max_new_tokens": params.max_new_tokens,
@@ -154,7 +144,7 @@ def sampling_params(params: SamplingParams, eos_ids: Sequence[int]) -> dict[str,
         "repetition_penalty": 1.0,
         "frequency_penalty": 0.0,
         "presence_penalty": 0.0,
-        "stop_token_ids": stop_ids,
+        "stop_token_ids": stop_token_ids(params, eos_ids),
         "ignore_eos": params.ignore_eos,
         "no_stop_trim": True,
         "skip_special_tokens": True,
@@ -227,58 +217,3 @@ def completions_from_outputs(
             )
         )
     return completions
-
-
-# ---------------------------------------------------------------------------------------------
-# weights
-# ---------------------------------------------------------------------------------------------
-def weight_shapes(model_path: str, *, trust_remote_code: bool = False) -> dict[str, tuple[int, ...]]:
-    """Hugging Face parameter names and shapes of model_path's architecture (built on the meta device).
-
-    SGLang's `load_weights` skips names it does not know and asserts on shapes inside the engine's process,
-    so update_weights checks each tensor against this table first. Tied weights appear under both names.
-    """
-    from transformers import AutoConfig, AutoModelForCausalLM
-
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
-    with torch.device("meta"):
-        model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
-    return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}
-
-
-def check_weight(name: str, tensor: Tensor, shapes: Mapping[str, tuple[int, ...]], model_path: str) -> None:
-    """ValueError naming the weight when the rollout model has no such name or another shape."""
-    expected = shapes.get(name)
-    if expected is None:
-        close = difflib.get_close_matches(name, list(shapes), n=1)
-        hint = f"; did you mean '{close[0]}'?" if close else ""
-        raise ValueError(
-            f"update_weights: unknown weight '{name}': the rollout model from {model_path} has no such parameter"
-            f"{hint} Weights must use Hugging Face names without wrapper prefixes."
-        )
-    if tuple(tensor.shape) != expected:
-        raise ValueError(
-            f"update_weights: weight '{name}' has shape {tuple(tensor.shape)}, but the rollout model's '{name}' has "
-            f"shape {expected}; the trainer and rollout models differ"
-        )
-
-
-def bucket_weights(weights: Iterable[tuple[str, Tensor]], max_bytes: int) -> Iterator[list[tuple[str, Tensor]]]:
-    """Group a stream of (name, tensor) into lists of at most `max_bytes` of tensor data, in order.
-
-    A tensor larger than `max_bytes` travels alone. The stream is consumed lazily: at most one bucket (plus
-    the tensor that opens the next one) is held at a time.
-    """
-    if max_bytes < 1:
-        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    bucket: list[tuple[str, Tensor]] = []
-    size = 0
-    for name, tensor in weights:
-        num_bytes = tensor.numel() * tensor.element_size()
-        if bucket and size + num_bytes > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += num_bytes
-    if bucket:
-        yield bucket

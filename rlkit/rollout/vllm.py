@@ -31,7 +31,8 @@ import torch
 from torch import Tensor
 
 from rlkit.rollout import vllm_args
-from rlkit.rollout.base import Completion, SamplingParams
+from rlkit.rollout.base import Completion, SamplingParams, check_prompts
+from rlkit.rollout.weights import bucket_weights
 
 if TYPE_CHECKING:  # the schema imports pydantic and yaml; keep this module importable with torch alone
     from rlkit.config.schema import VLLMRolloutConfig
@@ -125,9 +126,7 @@ class VLLMRollout:
                 "VLLMRollout.generate called after wake_up() with sleep_level=2 but before update_weights(): "
                 "level 2 discards the weights, so push them first"
             )
-        for index, prompt in enumerate(prompts):
-            if len(prompt) == 0:
-                raise ValueError(f"prompt {index} is empty; every prompt needs at least one token")
+        check_prompts(prompts)
         if self._kv_cache_asleep:
             self.llm.wake_up(tags=["kv_cache"])
             self._kv_cache_asleep = False
@@ -156,7 +155,7 @@ class VLLMRollout:
         if self._asleep:
             raise RuntimeError("VLLMRollout.update_weights called while asleep; call wake_up() first")
         start = time.perf_counter()
-        for bucket in vllm_args.bucket_weights(self._on_engine_device(weights), WEIGHT_BUCKET_BYTES):
+        for bucket in bucket_weights(self._on_engine_device(weights), WEIGHT_BUCKET_BYTES):
             self.llm.collective_rpc(_load_weights_on_worker, args=(bucket,))
         if not self._kv_cache_asleep:  # a sleeping KV cache was cleared by sleep() already
             self.llm.reset_prefix_cache()

@@ -6,7 +6,6 @@
   `vllm.SamplingParams`, one seed per request.
 - `completions_from_outputs`: vLLM's `RequestOutput`s -> `Completion`s, written against duck-typed objects
   (`.prompt_token_ids`, `.outputs[i].{index, token_ids, logprobs, finish_reason, text}`).
-- `bucket_weights`: a stream of (name, tensor) -> lists of at most `max_bytes` each, for in-place loading.
 
 Log-probs. vLLM 0.26 returns, with `logprobs_mode="processed_logprobs"`, the sampled token's log-prob after
 temperature scaling *and* after top-k/top-p masking (renormalised over the kept tokens); the default
@@ -18,12 +17,10 @@ each rollout log-prob exceeds the trainer's by log(1 / kept probability mass) of
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Iterable, Iterator, Mapping, Sequence
-
-from torch import Tensor
+from typing import TYPE_CHECKING, Any, Mapping, Sequence
 
 from rlkit.errors import ConfigError
-from rlkit.rollout.base import Completion, SamplingParams
+from rlkit.rollout.base import RANK_SEED_STRIDE, Completion, SamplingParams, dtype_name
 
 if TYPE_CHECKING:  # the schema imports pydantic; this module must import without it on the GPU machine
     from rlkit.config.schema import VLLMRolloutConfig
@@ -31,8 +28,7 @@ if TYPE_CHECKING:  # the schema imports pydantic; this module must import withou
 
 LOGPROBS_MODE = "processed_logprobs"  # log_softmax(logits / T) after top-k/top-p, see the module docstring
 MAX_TEMPERATURE = 2.0  # vLLM rejects larger temperatures
-RANK_SEED_STRIDE = 1_000_003  # engines of different data-parallel ranks sample different streams
-_DTYPE_NAMES = {"bfloat16": "bfloat16", "float16": "float16", "float32": "float32", "auto": "auto"}
+_DTYPE_NAMES = ("bfloat16", "float16", "float32", "auto")
 
 
 def engine_env(environ: Mapping[str, str]) -> dict[str, str]:
@@ -51,12 +47,7 @@ def engine_env(environ: Mapping[str, str]) -> dict[str, str]:
 
 def vllm_dtype(dtype: Any) -> str:
     """A torch dtype, a dtype name or None (-> bfloat16, as the HF rollout uses on GPU) as vLLM spells it."""
-    if dtype is None:
-        return "bfloat16"
-    name = str(dtype).removeprefix("torch.")
-    if name not in _DTYPE_NAMES:
-        raise ConfigError(f"vLLM rollout dtype {dtype!r} is not supported; use one of {', '.join(_DTYPE_NAMES)}")
-    return _DTYPE_NAMES[name]
+    return dtype_name(dtype, _DTYPE_NAMES, "vLLM")
 
 
 def engine_seed(config: VLLMRolloutConfig, seed: int, dist: DistInfo) -> int:
@@ -192,24 +183,3 @@ def sampled_logprobs(response_ids: Sequence[int], positions: Sequence[Mapping[in
     if len(positions) != len(response_ids):
         raise RuntimeError(f"vLLM returned {len(positions)} log-prob positions for {len(response_ids)} tokens")
     return [float(position[token].logprob) for token, position in zip(response_ids, positions)]
-
-
-def bucket_weights(weights: Iterable[tuple[str, Tensor]], max_bytes: int) -> Iterator[list[tuple[str, Tensor]]]:
-    """Group a stream of (name, tensor) into lists of at most `max_bytes` of tensor data, in order.
-
-    A tensor larger than `max_bytes` travels alone. The stream is consumed lazily: at most one bucket (plus
-    the tensor that opens the next one) is held at a time.
-    """
-    if max_bytes < 1:
-        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    bucket: list[tuple[str, Tensor]] = []
-    size = 0
-    for name, tensor in weights:
-        num_bytes = tensor.numel() * tensor.element_size()
-        if bucket and size + num_bytes > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += num_bytes
-    if bucket:
-        yield bucket

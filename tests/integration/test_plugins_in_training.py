@@ -7,28 +7,19 @@ import sys
 
 from click.testing import CliRunner
 
-from conftest import small_run
+from helpers import small_run, write_reward_distribution
 from rlkit.cli.main import cli
 
-
-def write_plugin_distribution(root):
-    """A package plus its dist-info on a path entry: what `pip install` leaves behind."""
-    package = root / "letterplug"
-    package.mkdir()
-    (package / "__init__.py").write_text(
-        "def first_letter(data_source, solution_str, ground_truth, extra_info):\n"
-        "    return {'score': float(solution_str[:1] == ground_truth), 'acc': float(solution_str[:1] == ground_truth)}\n"
-    )
-    dist_info = root / "letterplug-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: letterplug\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[rlkit.rewards]\nfirst_letter = letterplug:first_letter\n")
+LETTERPLUG = (
+    "def first_letter(data_source, solution_str, ground_truth, extra_info):\n"
+    "    return {'score': float(solution_str[:1] == ground_truth), 'acc': float(solution_str[:1] == ground_truth)}\n"
+)
 
 
 def test_entry_point_reward_is_listed_and_trains(tiny_model, tmp_path):
     site = tmp_path / "site"
     site.mkdir()
-    write_plugin_distribution(site)
+    write_reward_distribution(site, "letterplug", LETTERPLUG, {"first_letter": "letterplug:first_letter"})
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")]),
            "OMP_NUM_THREADS": "1"}
     listed = subprocess.run([sys.executable, "-m", "rlkit", "list"], capture_output=True, text=True, env=env)

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from conftest import small_run
+from helpers import small_run
 from rlkit.config import RunConfig, build_config
 from rlkit.engines.base import DistInfo
 from rlkit.errors import ConfigError

@@ -11,7 +11,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from conftest import REPO, small_run
+from helpers import REPO, small_run
 from rlkit.config import RunConfig, build_config
 from rlkit.engines.base import DistInfo
 from rlkit.trainer.rl import RLTrainer

@@ -1,52 +1,25 @@
-"""Shared fixtures for the reliability tests: one tiny model and one finished two-step run for the session,
-single-threaded torch, and a way to run the real CLI in this process."""
+"""Shared fixtures for the reliability tests: one finished two-step run for the session, single-threaded
+torch, and a way to run the real CLI in this process (`tiny_model` comes from tests/conftest.py)."""
 
+import functools
 import hashlib
-import os
 import shutil
 from pathlib import Path
 
 import pytest
-import torch
 
-REPO = Path(__file__).resolve().parents[2]
+from helpers import small_run
 
 
 @pytest.fixture(scope="session", autouse=True)
-def single_thread():
-    # Two threads on two cores make tiny-model timings swing 100x (shared/NOTES.md).
-    torch.set_num_threads(1)
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
+def _single_thread(single_thread):
+    """Every test here runs single-threaded (see tests/conftest.py)."""
 
 
-@pytest.fixture(scope="session")
-def tiny_model(tmp_path_factory) -> str:
-    from rlkit.models.tiny import ensure_tiny_model
-
-    return str(ensure_tiny_model(tmp_path_factory.mktemp("tiny")))
-
-
-@pytest.fixture(scope="session")
-def small_run(tiny_model):
+@pytest.fixture(scope="session", name="small_run")
+def small_run_for_tiny_model(tiny_model):
     """small_run(output_dir, *extra) -> overrides for a 2-step run on 8 prompts x 4 samples (seconds)."""
-
-    def overrides(output_dir: Path, *extra: str) -> list[str]:
-        return [
-            f"model.path={tiny_model}",
-            f"trainer.output_dir={output_dir}",
-            "trainer.total_steps=2",
-            "trainer.progress_bar=false",
-            "trainer.loggers=[jsonl]",
-            "data.train_batch_size=8",
-            "algorithm.mini_batch_size=4",
-            "algorithm.micro_batch_size_per_device=8",
-            "rollout.n=4",
-            "rollout.max_new_tokens=8",
-            "data.max_val_samples=5",
-            *extra,
-        ]
-
-    return overrides
+    return functools.partial(small_run, tiny_model)
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import os
 import warnings
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -27,17 +27,14 @@ from torch import Tensor
 
 from rlkit.batch import Batch
 from rlkit.config.schema import DeepSpeedConfig
+from rlkit.engines import passes
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
+from rlkit.engines.building import apply_activation_checkpointing, build_scorer, compute_dtype
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config, check_config
-from rlkit.engines.fsdp2.parallelize import apply_activation_checkpointing, compute_dtype
 from rlkit.engines.optim import build_optimizer, build_scheduler
-from rlkit.engines.sequences import PolicyScorer, ValueScorer
 from rlkit.errors import ConfigError, PluginError
-from rlkit.models.loading import load_causal_lm, load_critic
-from rlkit.models.lora import apply_lora, hf_model_of, is_peft_model
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
+from rlkit.models.lora import hf_model_of, is_peft_model
 
 # DeepSpeed 0.19 calls collectives that torch 2.13 deprecates, on every step: nothing for a user to act on
 warnings.filterwarnings(
@@ -67,7 +64,7 @@ class DeepSpeedEngine:
         self.zero_stage = 3 if spec.role == "ref" else config.zero_stage
 
         ensure_process_group(dist)  # before deepspeed.initialize, which would look for MPI otherwise
-        self.scorer = self._build_scorer()
+        self.scorer = build_scorer(spec, config, reference_dtype=None)  # fp32: DeepSpeed casts it itself
         if config.gradient_checkpointing and self.trainable:
             apply_activation_checkpointing(hf_model_of(self.scorer.model))
         self.optimizer = self.scheduler = None
@@ -84,26 +81,6 @@ class DeepSpeedEngine:
         )
         if self.trainable:
             state.init_optimizer_state(self.optimizer, self.ds_engine.optimizer)
-
-    def _build_scorer(self) -> torch.nn.Module:
-        """Load the model in fp32 (DeepSpeed casts it to bf16 itself), add LoRA, wrap it in its scorer.
-        Seeded, so every rank builds identical new weights (value head, lora_A)."""
-        spec = self.spec
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
-            if spec.role == "critic":
-                model = load_critic(spec.model_path, trust_remote_code=spec.trust_remote_code)
-            else:
-                model = load_causal_lm(spec.model_path, trust_remote_code=spec.trust_remote_code)
-            if spec.role == "ref":
-                model.requires_grad_(False)
-            elif spec.lora is not None:
-                critic = spec.role == "critic"  # its new value head trains in full, next to the adapters
-                model = apply_lora(model, spec.lora, task_type=None if critic else "CAUSAL_LM",
-                                   fully_trained=("score",) if critic else ())
-        if spec.role == "critic":
-            return ValueScorer(model)
-        return PolicyScorer(model, chunk_size=self.config.logprob_chunk_size, temperature=spec.temperature)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         """torch's AdamW (rlkit/engines/optim.py), or DeepSpeed's compiled Adam in AdamW mode: FusedAdam where
@@ -124,51 +101,31 @@ class DeepSpeedEngine:
         self, batch: Batch, *, micro_batch_size: int, with_entropy: bool = False, base_model: bool = False
     ) -> ModelOutput:
         assert self.role != "critic", "the critic has no log-probs"
-        if base_model and not is_peft_model(self.scorer.model):
-            raise ConfigError("base_model=True needs a LoRA model (model.lora); use a reference engine instead")
-        logprobs, entropies = [], []
-        with self._eval_pass(), (self.scorer.model.disable_adapter() if base_model else nullcontext()):
-            for micro in batch.split(micro_batch_size):
-                logprobs_BT, entropy_BT = self._score(micro, with_entropy=with_entropy)
-                logprobs.append(logprobs_BT.cpu())
-                entropies.append(entropy_BT.cpu() if with_entropy else None)
-        return ModelOutput(
-            logprobs=torch.cat(logprobs), entropy=torch.cat(entropies) if with_entropy else None
-        )
+        adapters = passes.adapters_off(self.scorer.model, base_model)
+        with self._eval_pass(), adapters:
+            return passes.logprobs_of(
+                self.ds_engine, batch, self.device, micro_batch_size=micro_batch_size, with_entropy=with_entropy
+            )
 
     def compute_values(self, batch: Batch, *, micro_batch_size: int) -> Tensor:
         assert self.role == "critic", f"the {self.role} has no values"
         with self._eval_pass():
-            return torch.cat([self._values(micro).cpu() for micro in batch.split(micro_batch_size)])
+            return passes.values_of(self.ds_engine, batch, self.device, micro_batch_size=micro_batch_size)
 
     def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
         """Every rank must run the same number of micro-batches: each backward is a collective."""
         assert self.trainable, "the reference model is frozen"
         self.ds_engine.train()
-        metrics: dict[str, float] = {}
-        for micro in batch.split(micro_batch_size):
-            micro = micro.to(self.device)
-            if self.role == "critic":
-                output = ModelOutput(values=self._values(micro))
-            else:
-                logprobs_BT, entropy_BT = self._score(micro, with_entropy=True)
-                output = ModelOutput(logprobs=logprobs_BT, entropy=entropy_BT)
-            loss, micro_metrics = loss_fn(output, micro)
-            # loss is this micro-batch's share of the global loss. Gradients add up over backward passes, and
-            # DeepSpeed averages them over the data-parallel ranks at the boundary: scaling by the world size
-            # makes the update the gradient of the global loss. No 1/accumulation-steps factor: see ds_config.py.
-            self.ds_engine.backward(loss * self.dist.world_size, scale_wrt_gas=False)
-            for key, value in micro_metrics.items():
-                metrics[key] = metrics.get(key, 0.0) + float(value)
-        return metrics
+        return passes.accumulate_gradients(
+            self.ds_engine, batch, loss_fn, self.device, micro_batch_size=micro_batch_size,
+            critic=self.role == "critic", backward=self._backward,
+        )
 
-    def _score(self, micro: Batch, *, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-        inputs = {key: micro[key].to(self.device) for key in _MODEL_INPUTS}
-        return self.ds_engine(**inputs, response_width=micro.response_width, with_entropy=with_entropy)
-
-    def _values(self, micro: Batch) -> Tensor:
-        inputs = {key: micro[key].to(self.device) for key in _MODEL_INPUTS}
-        return self.ds_engine(**inputs, response_width=micro.response_width)
+    def _backward(self, loss: Tensor) -> None:
+        # loss is this micro-batch's share of the global loss. Gradients add up over backward passes, and
+        # DeepSpeed averages them over the data-parallel ranks at the boundary: scaling by the world size
+        # makes the update the gradient of the global loss. No 1/accumulation-steps factor: see ds_config.py.
+        self.ds_engine.backward(loss * self.dist.world_size, scale_wrt_gas=False)
 
     @contextmanager
     def _eval_pass(self) -> Iterator[None]:

@@ -1,6 +1,6 @@
 """Getting weights out of a DeepSpeed engine and back in: streaming, checkpoints and Hugging Face exports.
 
-The files are the FSDP2 engine's (rlkit/engines/fsdp2/state.py), so a checkpoint does not depend on the
+The files are every engine's (rlkit/engines/checkpoint_files.py), so a checkpoint does not depend on the
 engine, ZeRO stage or world size that wrote it:
     model.safetensors  full fp32 weights in Hugging Face names (LoRA: only the trainable tensors)
     optimizer.pt       {"state": {name: {step, exp_avg, exp_avg_sq}}, "param_groups": [...]}, keyed by the
@@ -16,29 +16,18 @@ collectively. Rank 0 writes and reads the files; loading broadcasts each tensor 
 
 from __future__ import annotations
 
-import copy
-import json
 from pathlib import Path
 from typing import Iterator
 
 import torch
-from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from torch.optim.lr_scheduler import LambdaLR
 
 from rlkit.distributed import barrier, broadcast_object, is_distributed
-from rlkit.engines.fsdp2.state import (
-    ADAPTER_DIR,
-    MODEL_FILE,
-    OPTIMIZER_FILE,
-    SCHEDULER_FILE,
-    _save_adapter,
-    _tied_duplicates,
-    _unshared,
-)
+from rlkit.engines import checkpoint_files as files
 from rlkit.engines.sequences import strip_wrapper_prefix
 from rlkit.errors import CheckpointError
-from rlkit.models.lora import hf_model_of, hf_weights, is_peft_model
+from rlkit.models.lora import hf_weights, is_peft_model
 
 _MOMENTS = ("exp_avg", "exp_avg_sq")
 
@@ -143,11 +132,7 @@ def save_checkpoint(
         hyper = {key: value for key, value in optimizer.param_groups[0].items() if key != "params"}
         optimizer_state = {"state": state, "param_groups": [{**hyper, "params": list(state)}]}
     if is_main:
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file(_unshared(model_state), directory / MODEL_FILE)
-        if optimizer_state is not None:
-            torch.save(optimizer_state, directory / OPTIMIZER_FILE)
-            (directory / SCHEDULER_FILE).write_text(json.dumps(scheduler.state_dict(), indent=1))
+        files.write_checkpoint(directory, model_state, optimizer_state, scheduler)
     barrier()
 
 
@@ -189,7 +174,7 @@ def load_checkpoint(
         (
             float(next(iter(optimizer_state["state"].values()))["step"]) if is_main and trainable else 0.0,
             {k: v for k, v in optimizer_state["param_groups"][0].items() if k != "params"} if is_main else {},
-            json.loads((directory / SCHEDULER_FILE).read_text()) if is_main else {},
+            files.read_scheduler_state(directory) if is_main else {},
         )
     )
     step, hyper, scheduler_state = meta
@@ -200,15 +185,10 @@ def load_checkpoint(
 
 
 def _read_files(directory: Path, with_optimizer: bool) -> tuple[dict[str, Tensor], dict]:
-    needed = [MODEL_FILE] + ([OPTIMIZER_FILE, SCHEDULER_FILE] if with_optimizer else [])
-    missing = [name for name in needed if not (directory / name).is_file()]
-    if missing:
-        raise CheckpointError(
-            f"checkpoint {directory} lacks {', '.join(missing)}: it is incomplete or not an engine checkpoint"
-        )
+    files.require_files(directory, with_optimizer=with_optimizer)
     try:
-        model_state = load_file(directory / MODEL_FILE)
-        optimizer_state = torch.load(directory / OPTIMIZER_FILE, weights_only=True) if with_optimizer else {}
+        model_state = files.read_model_state(directory)
+        optimizer_state = files.read_optimizer_state(directory) if with_optimizer else {}
     except Exception as error:  # safetensors and torch.load raise several types for a damaged file
         raise CheckpointError(f"cannot read checkpoint {directory}: {error}") from error
     return model_state, optimizer_state
@@ -225,17 +205,17 @@ def _check_fits(
         unexpected = sorted(set(found) - set(expected))[:5]
         wrong = sorted(name for name in set(expected) & set(found) if expected[name] != found[name])[:5]
         raise CheckpointError(
-            f"{directory / MODEL_FILE} does not fit this model: missing {missing}, unexpected {unexpected}, "
+            f"{directory / files.MODEL_FILE} does not fit this model: missing {missing}, unexpected {unexpected}, "
             f"shape mismatch {wrong}"
         )
     if trainable:
         state = optimizer_state.get("state", {})
         missing = [name for name in trainable if not {"step", *_MOMENTS} <= set(state.get(name, {}))]
         if missing:
-            raise CheckpointError(f"{directory / OPTIMIZER_FILE} lacks AdamW state for {missing[:5]}")
+            raise CheckpointError(f"{directory / files.OPTIMIZER_FILE} lacks AdamW state for {missing[:5]}")
         if len({float(state[name]["step"]) for name in trainable}) > 1:
             raise CheckpointError(
-                f"{directory / OPTIMIZER_FILE} holds different step counts per parameter, which ZeRO's flat "
+                f"{directory / files.OPTIMIZER_FILE} holds different step counts per parameter, which ZeRO's flat "
                 "optimizer cannot represent"
             )
 
@@ -292,28 +272,5 @@ def _full_shape(tensor: Tensor) -> tuple[int, ...]:
 
 # -- Hugging Face export ----------------------------------------------------------------------------------
 def export_hf(scorer: nn.Module, directory: Path, *, is_main: bool, save_adapter: bool) -> None:
-    """The FSDP2 engine's layout: config.json, model.safetensors (LoRA merged), generation_config.json, and
-    with `save_adapter` the peft adapter in `directory/adapter`. Collective; rank 0 writes."""
-    directory = Path(directory)
-    hf_model = hf_model_of(scorer.model)
-    tied = _tied_duplicates(hf_model)
-    weights = {}
-    for name, tensor in full_weights(scorer):
-        if is_main and name not in tied:
-            weights[name] = tensor.cpu()
-    adapter = None
-    if save_adapter:
-        adapter = {
-            name: materialize(param).cpu() for name, param in scorer.model.named_parameters() if ".lora_" in f".{name}"
-        }
-    if is_main:
-        directory.mkdir(parents=True, exist_ok=True)
-        save_file(weights, directory / MODEL_FILE, metadata={"format": "pt"})
-        config = copy.deepcopy(hf_model.config)
-        config.architectures = [type(hf_model).__name__]
-        config.save_pretrained(directory)
-        if hf_model.can_generate() and hf_model.generation_config is not None:
-            hf_model.generation_config.save_pretrained(directory)
-        if adapter is not None:
-            _save_adapter(scorer.model, adapter, directory / ADAPTER_DIR)
-    barrier()
+    """checkpoint_files' export layout, LoRA merged (collective; rank 0 writes)."""
+    files.export_hf(scorer, directory, materialize, is_main=is_main, save_adapter=save_adapter)

@@ -11,7 +11,7 @@ Entries at padded response positions are finite but meaningless: mask them.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager, nullcontext
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
@@ -21,16 +21,13 @@ from torch.distributed.tensor import DTensor
 
 from rlkit.batch import Batch
 from rlkit.config.schema import FSDP2Config
+from rlkit.engines import passes
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
+from rlkit.engines.building import build_scorer, compute_dtype
 from rlkit.engines.fsdp2 import parallelize, state
 from rlkit.engines.optim import build_optimizer, build_scheduler
-from rlkit.engines.sequences import PolicyScorer, ValueScorer
 from rlkit.errors import ConfigError
-from rlkit.models.loading import load_causal_lm, load_critic
-from rlkit.models.lora import apply_lora, is_peft_model
-
-_MODEL_INPUTS = ("input_ids", "attention_mask", "position_ids")
-VALUE_HEAD = "score"  # the head of transformers' *ForTokenClassification decoders
+from rlkit.models.lora import is_peft_model
 
 
 class FSDP2Engine:
@@ -44,11 +41,12 @@ class FSDP2Engine:
         self.spec = spec
         self.dist = dist
         self.device = torch.device(dist.device)
-        self.param_dtype = parallelize.compute_dtype(config, dist.device)
+        self.param_dtype = compute_dtype(config, dist.device)
         self.trainable = spec.role != "ref"
 
         self.mesh = parallelize.build_mesh(dist)  # before any fully_shard
-        self.scorer = self._build_scorer()
+        # fp32 master weights; a frozen reference is stored in the compute dtype directly
+        self.scorer = build_scorer(spec, config, reference_dtype=self.param_dtype)
         parallelize.parallelize(
             self.scorer, self.mesh, config, param_dtype=self.param_dtype, device=dist.device, trainable=self.trainable
         )
@@ -63,79 +61,35 @@ class FSDP2Engine:
             self.offload()
             self._ref_offloaded = True
 
-    def _build_scorer(self) -> torch.nn.Module:
-        """Load the model (fp32 master weights; a frozen reference directly in the compute dtype), add LoRA,
-        wrap it in its scorer. Seeded, so every rank builds identical new weights (value head, lora_A)."""
-        spec = self.spec
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(spec.seed)
-            if spec.role == "critic":
-                model = load_critic(spec.model_path, trust_remote_code=spec.trust_remote_code)
-            else:
-                model = load_causal_lm(spec.model_path, trust_remote_code=spec.trust_remote_code)
-            if spec.role == "ref":
-                # cast parameters only: buffers such as rotary inv_freq stay fp32, as in the actor
-                model.requires_grad_(False)
-                for param in model.parameters():
-                    param.data = param.data.to(self.param_dtype)
-            elif spec.lora is not None:
-                if spec.role == "critic":  # its new value head trains in full, next to the adapters
-                    model = apply_lora(model, spec.lora, task_type=None, fully_trained=(VALUE_HEAD,))
-                else:
-                    model = apply_lora(model, spec.lora, task_type="CAUSAL_LM")
-        if spec.role == "critic":
-            return ValueScorer(model)
-        return PolicyScorer(model, chunk_size=self.config.logprob_chunk_size, temperature=spec.temperature)
-
     # -- forward passes ---------------------------------------------------------------------------
     def compute_logprobs(
         self, batch: Batch, *, micro_batch_size: int, with_entropy: bool = False, base_model: bool = False
     ) -> ModelOutput:
         assert self.role != "critic", "the critic has no log-probs"
-        if base_model and not is_peft_model(self.scorer.model):
-            raise ConfigError("base_model=True needs a LoRA model (model.lora); use a reference engine instead")
-        logprobs, entropies = [], []
-        with self._eval_pass(), (self.scorer.model.disable_adapter() if base_model else nullcontext()):
-            for micro in batch.split(micro_batch_size):
-                logprobs_BT, entropy_BT = self._score(micro, with_entropy=with_entropy)
-                logprobs.append(logprobs_BT.cpu())
-                entropies.append(entropy_BT.cpu() if with_entropy else None)
-        return ModelOutput(
-            logprobs=torch.cat(logprobs), entropy=torch.cat(entropies) if with_entropy else None
-        )
+        adapters = passes.adapters_off(self.scorer.model, base_model)
+        with self._eval_pass(), adapters:
+            return passes.logprobs_of(
+                self.scorer, batch, self.device, micro_batch_size=micro_batch_size, with_entropy=with_entropy
+            )
 
     def compute_values(self, batch: Batch, *, micro_batch_size: int) -> Tensor:
         assert self.role == "critic", f"the {self.role} has no values"
         with self._eval_pass():
-            return torch.cat([self._values(micro).cpu() for micro in batch.split(micro_batch_size)])
+            return passes.values_of(self.scorer, batch, self.device, micro_batch_size=micro_batch_size)
 
     def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
         """Every rank must run the same number of micro-batches: each backward is a collective."""
         assert self.trainable, "the reference model is frozen"
         self.scorer.train()
-        metrics: dict[str, float] = {}
-        for micro in batch.split(micro_batch_size):
-            micro = micro.to(self.device)
-            if self.role == "critic":
-                output = ModelOutput(values=self._values(micro))
-            else:
-                logprobs_BT, entropy_BT = self._score(micro, with_entropy=True)
-                output = ModelOutput(logprobs=logprobs_BT, entropy=entropy_BT)
-            loss, micro_metrics = loss_fn(output, micro)
-            # loss is this micro-batch's share of the global loss; FSDP averages gradients over ranks, so
-            # scaling by the world size makes the update the gradient of the global loss
-            (loss * self.dist.world_size).backward()
-            for key, value in micro_metrics.items():
-                metrics[key] = metrics.get(key, 0.0) + float(value)
-        return metrics
+        return passes.accumulate_gradients(
+            self.scorer, batch, loss_fn, self.device, micro_batch_size=micro_batch_size,
+            critic=self.role == "critic", backward=self._backward,
+        )
 
-    def _score(self, micro: Batch, *, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
-        inputs = {key: micro[key].to(self.device) for key in _MODEL_INPUTS}
-        return self.scorer(**inputs, response_width=micro.response_width, with_entropy=with_entropy)
-
-    def _values(self, micro: Batch) -> Tensor:
-        inputs = {key: micro[key].to(self.device) for key in _MODEL_INPUTS}
-        return self.scorer(**inputs, response_width=micro.response_width)
+    def _backward(self, loss: Tensor) -> None:
+        # loss is this micro-batch's share of the global loss; FSDP averages gradients over ranks, so
+        # scaling by the world size makes the update the gradient of the global loss
+        (loss * self.dist.world_size).backward()
 
     @contextmanager
     def _eval_pass(self) -> Iterator[None]:

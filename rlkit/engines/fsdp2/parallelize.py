@@ -20,6 +20,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, Offlo
 
 from rlkit.config.schema import FSDP2Config
 from rlkit.engines.base import DistInfo
+from rlkit.engines.building import apply_activation_checkpointing
 from rlkit.models.lora import hf_model_of
 
 logger = logging.getLogger(__name__)
@@ -36,13 +37,6 @@ def build_mesh(dist_info: DistInfo) -> DeviceMesh:
     return init_device_mesh(device_type, (dist_info.world_size,))
 
 
-def compute_dtype(config: FSDP2Config, device: str) -> torch.dtype:
-    """'auto' is bf16 on GPU and fp32 on CPU."""
-    if config.precision == "auto":
-        return torch.bfloat16 if device.startswith("cuda") else torch.float32
-    return {"fp32": torch.float32, "bf16": torch.bfloat16}[config.precision]
-
-
 def parallelize(
     scorer: nn.Module, mesh: DeviceMesh, config: FSDP2Config, *, param_dtype: torch.dtype, device: str, trainable: bool
 ) -> None:
@@ -52,13 +46,6 @@ def parallelize(
         apply_activation_checkpointing(hf_model_of(scorer.model))
     # the layers before the root: the root then takes only the parameters no layer claimed
     apply_fully_shard(scorer, mesh, config, param_dtype=param_dtype, device=device)
-
-
-def apply_activation_checkpointing(hf_model: nn.Module) -> None:
-    """Recompute each decoder layer in backward (transformers 5 only does it in train mode)."""
-    # transformers before ~5.20 knows it only by its older name, gradient_checkpointing_enable
-    enable = getattr(hf_model, "activation_checkpointing_enable", None) or hf_model.gradient_checkpointing_enable
-    enable({"use_reentrant": False})
 
 
 def apply_fully_shard(

@@ -3,9 +3,9 @@
 import sys
 from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+sys.path.insert(0, str(Path(__file__).resolve().parents[2]))  # tests/, for helpers
 
-from conftest import small_run  # noqa: E402
+from helpers import small_run  # noqa: E402
 from rlkit.config import RunConfig, build_config  # noqa: E402
 from rlkit.distributed import destroy, init_distributed  # noqa: E402
 from rlkit.trainer.rl import RLTrainer  # noqa: E402

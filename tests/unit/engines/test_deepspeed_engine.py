@@ -2,8 +2,9 @@
 world size 2 from the DeepSpeed tests' one torchrun launch (scripts/deepspeed_world2.py), and one
 `rlkit train --engine deepspeed` run in process.
 
-The batches, losses and optimizer are the FSDP2 tests' (scripts/fsdp2_cases.py); scripts/deepspeed_cases.py
-stops DeepSpeed from compiling its CPU shared-memory comm op, which gloo makes unnecessary here.
+The batches, losses, optimizer and the checks both engines must pass are shared with the FSDP2 tests
+(scripts/engine_cases.py, scripts/engine_checks.py); scripts/deepspeed_cases.py stops DeepSpeed from compiling
+its CPU shared-memory comm op, which gloo makes unnecessary here.
 """
 
 import json
@@ -14,52 +15,35 @@ import pytest
 pytest.importorskip("deepspeed")  # an optional extra: pip install 'rlkit[deepspeed]'
 
 import torch
-from deepspeed_cases import (
-    LORA,
-    MICRO_BATCH,
-    build_ds_engine,
-    critic_step,
-    make_batch,
-    max_difference,
-    policy_step,
-    weights,
-)
+from deepspeed_cases import build_ds_engine
 from deepspeed_world2 import world2_results
+from engine_cases import LORA, MICRO_BATCH, hf_logprobs, max_difference, policy_loss, policy_step, weights
+from engine_checks import (
+    check_critic_values_and_value_loss_steps,
+    check_export_loads_and_generates,
+    check_gradient_checkpointing_gives_the_same_step,
+    check_logprobs_match_full_logits,
+    check_lora_base_model_logprobs_are_the_base_models,
+    check_lora_critic_trains_adapters_and_the_value_head,
+    check_lora_full_weights_equal_peft_merge,
+    check_lora_save_load_keeps_only_the_adapters,
+    check_lora_trains_only_the_adapters,
+    check_non_finite_gradient_skips_the_step,
+    check_save_load_resumes_bit_for_bit,
+    check_world2_critic,
+    check_world2_lora,
+    check_world2_policy_step,
+)
 from fsdp2_cases import build_engine as build_fsdp2_engine
-from fsdp2_cases import policy_loss
-from safetensors.torch import load_file
-from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlkit.config.schema import DeepSpeedConfig, OptimConfig
-from rlkit.engines.base import DistInfo, ModelOutput, TrainEngine
+from rlkit.engines.base import DistInfo
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config
 from rlkit.errors import CheckpointError, ConfigError
 
-P = 5  # fsdp2_cases.PROMPT_WIDTH
 STAGES = [1, 2, 3]
 TOLERANCE = 1e-5  # world size 2 against 1, fp32: reductions run in another order over two shards
-
-
-@pytest.fixture(scope="module")
-def plain_model(tiny_model_dir):
-    return AutoModelForCausalLM.from_pretrained(tiny_model_dir)
-
-
-@pytest.fixture
-def batch(plain_model):
-    return make_batch(plain_model.config.vocab_size)
-
-
-def hf_logprobs(model, batch, temperature=1.0):
-    """Log-probs and entropy of the response tokens from the full logits of an unsharded model."""
-    with torch.no_grad():
-        logits = model(
-            input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], position_ids=batch["position_ids"]
-        ).logits
-    logp = torch.log_softmax(logits[:, P - 1 : -1].float() / temperature, dim=-1)
-    logprobs = logp.gather(-1, batch["input_ids"][:, P:, None]).squeeze(-1)
-    return logprobs, -(logp.exp() * logp).sum(-1)
 
 
 def full_parameters(engine) -> dict[str, torch.Tensor]:
@@ -106,14 +90,8 @@ def test_offload_param_needs_zero3(tiny_model_dir):
 def test_logprobs_match_full_logits_of_the_hf_model(tiny_model_dir, plain_model, batch, stage, chunk_size,
                                                      temperature):
     engine = build_ds_engine(tiny_model_dir, stage)
-    engine.scorer.chunk_size, engine.scorer.temperature = chunk_size, temperature
-    assert isinstance(engine, TrainEngine) and engine.zero_stage == stage
-    output = engine.compute_logprobs(batch, micro_batch_size=3, with_entropy=True)
-    expected_logprobs, expected_entropy = hf_logprobs(plain_model, batch, temperature)
-    assert output.logprobs.shape == (8, 6) and output.logprobs.dtype == torch.float32
-    assert output.logprobs.device.type == "cpu" and output.values is None
-    torch.testing.assert_close(output.logprobs, expected_logprobs, rtol=0, atol=1e-5)
-    torch.testing.assert_close(output.entropy, expected_entropy, rtol=0, atol=1e-5)
+    assert engine.zero_stage == stage
+    check_logprobs_match_full_logits(engine, plain_model, batch, chunk_size, temperature)
 
 
 @pytest.mark.parametrize("offload_ref", [False, True])
@@ -133,16 +111,7 @@ def test_full_weights_are_the_hf_state_dict(tiny_model_dir, plain_model, stage):
 
 
 def test_critic_values_and_value_loss_steps(tiny_model_dir, batch):
-    critic = build_ds_engine(tiny_model_dir, 3, role="critic")
-    values = critic.compute_values(batch, micro_batch_size=3)
-    assert values.shape == (8, 6) and values.dtype == torch.float32 and values.device.type == "cpu"
-    names = [name for name, _ in critic.full_weights()]
-    assert "score.weight" in names and "lm_head.weight" not in names
-
-    batch["returns"] = torch.full_like(values, 0.5)  # an easy target: the values start near 0
-    losses = [critic_step(critic, batch, DistInfo())["vf_loss"] for _ in range(4)]
-    assert losses[3] < losses[0] / 2
-    assert not torch.equal(critic.compute_values(batch, micro_batch_size=3), values)
+    check_critic_values_and_value_loss_steps(build_ds_engine(tiny_model_dir, 3, role="critic"), batch)
 
 
 # -- accumulation and steps ----------------------------------------------------------------------------
@@ -170,39 +139,19 @@ def test_gradients_add_up_over_micro_batches_and_calls(tiny_model_dir, batch, st
 @pytest.mark.parametrize("stage", STAGES)
 def test_non_finite_gradient_skips_the_step(tiny_model_dir, batch, stage):
     engine = build_ds_engine(tiny_model_dir, stage)
-    before = weights(engine)
-    batch["old_logprobs"] = engine.compute_logprobs(batch, micro_batch_size=4).logprobs
-
-    def nan_loss(output: ModelOutput, micro):
-        loss, metrics = policy_loss(10.0)(output, micro)
-        return loss * float("nan"), metrics
-
-    engine.forward_backward(batch, nan_loss, micro_batch_size=4)
-    result = engine.optimizer_step()
-    assert result["skipped"] == 1.0 and math.isnan(result["grad_norm"])
-    assert max_difference(weights(engine), before) == 0.0
-    assert engine.scheduler.last_epoch == 0  # the schedule did not advance
+    check_non_finite_gradient_skips_the_step(engine, batch)
     assert policy_step(engine, batch, DistInfo())["skipped"] == 0.0  # the NaN gradients are gone
 
 
 # -- checkpoints and export -----------------------------------------------------------------------------
 @pytest.mark.parametrize("stage", STAGES)
 def test_save_load_resumes_bit_for_bit(tiny_model_dir, batch, tmp_path, stage):
-    engine = build_ds_engine(tiny_model_dir, stage)
-    for _ in range(2):
-        policy_step(engine, batch, DistInfo())
-    engine.save(tmp_path / "checkpoint")
-    assert sorted(p.name for p in (tmp_path / "checkpoint").iterdir()) == [
-        "model.safetensors", "optimizer.pt", "scheduler.json"
-    ]
+    check_save_load_resumes_bit_for_bit(
+        build_ds_engine(tiny_model_dir, stage), lambda: build_ds_engine(tiny_model_dir, stage), batch,
+        tmp_path / "checkpoint",
+    )
     optimizer_state = torch.load(tmp_path / "checkpoint" / "optimizer.pt", weights_only=True)  # nothing unpickles
     assert {float(entry["step"]) for entry in optimizer_state["state"].values()} == {2.0}
-    resumed = build_ds_engine(tiny_model_dir, stage)
-    resumed.load(tmp_path / "checkpoint")
-    assert max_difference(weights(resumed), weights(engine)) == 0.0
-    first, second = policy_step(engine, batch, DistInfo()), policy_step(resumed, batch, DistInfo())
-    assert first == second  # loss, grad norm and lr
-    assert max_difference(weights(resumed), weights(engine)) == 0.0
 
 
 def test_checkpoints_move_between_stages_and_engines(tiny_model_dir, batch, tmp_path):
@@ -242,27 +191,14 @@ def test_load_of_an_incomplete_or_foreign_checkpoint_is_an_error(tiny_model_dir,
 
 
 def test_export_loads_with_from_pretrained_and_generates(tiny_model_dir, batch, tmp_path):
-    engine = build_ds_engine(tiny_model_dir, 3)
-    policy_step(engine, batch, DistInfo())
-    engine.export_hf(tmp_path / "export")
-    assert (tmp_path / "export" / "generation_config.json").is_file()
-    exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
-    assert max_difference(weights(engine), dict(exported.state_dict())) == 0.0
-
-    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
-    prompt = tokenizer("repeat the letter a 3 times", return_tensors="pt")
-    generated = exported.generate(**prompt, max_new_tokens=5, do_sample=False)
-    assert generated.shape[1] > prompt["input_ids"].shape[1]
+    check_export_loads_and_generates(build_ds_engine(tiny_model_dir, 3), tiny_model_dir, batch, tmp_path / "export")
 
 
 # -- options --------------------------------------------------------------------------------------------
 def test_gradient_checkpointing_gives_the_same_step(tiny_model_dir, batch):
     plain = build_ds_engine(tiny_model_dir, 3)
     checkpointed = build_ds_engine(tiny_model_dir, 3, gradient_checkpointing=True)
-    assert policy_step(plain, batch, DistInfo())["loss"] == pytest.approx(
-        policy_step(checkpointed, batch, DistInfo())["loss"], abs=1e-6
-    )
-    assert max_difference(weights(plain), weights(checkpointed)) < 1e-6
+    check_gradient_checkpointing_gives_the_same_step(plain, checkpointed, batch)
 
 
 @pytest.mark.parametrize("stage", [1, 3])  # bf16 ZeRO-1 runs on DeepSpeed's BF16_Optimizer
@@ -300,40 +236,20 @@ def test_offload_and_onload_are_no_ops_on_cpu(tiny_model_dir, batch):
 
 # -- LoRA -----------------------------------------------------------------------------------------------
 def test_lora_trains_only_the_adapters(tiny_model_dir, batch):
-    engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
-    trainable = {name for name, param in engine.scorer.named_parameters() if param.requires_grad}
-    assert trainable and all(".lora_A." in name or ".lora_B." in name for name in trainable)
-    before = full_parameters(engine)
-    policy_step(engine, batch, DistInfo())
-    for name, tensor in full_parameters(engine).items():
-        assert (not torch.equal(tensor, before[name])) == (name in trainable), name
+    check_lora_trains_only_the_adapters(build_ds_engine(tiny_model_dir, 3, lora=LORA), batch, full_parameters)
 
 
 def test_lora_base_model_logprobs_are_the_base_models(tiny_model_dir, plain_model, batch):
     engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
-    policy_step(engine, batch, DistInfo())  # the adapters are no longer zero
-    base = engine.compute_logprobs(batch, micro_batch_size=4, base_model=True, with_entropy=True)
-    expected_logprobs, expected_entropy = hf_logprobs(plain_model, batch)
-    torch.testing.assert_close(base.logprobs, expected_logprobs, rtol=0, atol=1e-5)
-    torch.testing.assert_close(base.entropy, expected_entropy, rtol=0, atol=1e-5)
-    adapted = engine.compute_logprobs(batch, micro_batch_size=4).logprobs
-    assert (adapted - base.logprobs).abs().max() > 1e-4
+    check_lora_base_model_logprobs_are_the_base_models(engine, plain_model, batch)
 
 
 def test_lora_full_weights_equal_peft_merge_and_unload(tiny_model_dir, batch):
-    from peft import LoraConfig, get_peft_model
-
     engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
     policy_step(engine, batch, DistInfo())
     adapters = {name.removeprefix("model."): tensor for name, tensor in full_parameters(engine).items()
                 if "lora_" in name}
-    copy = get_peft_model(
-        AutoModelForCausalLM.from_pretrained(tiny_model_dir),
-        LoraConfig(r=LORA.rank, lora_alpha=LORA.alpha, target_modules="all-linear", task_type="CAUSAL_LM"),
-    )
-    assert not copy.load_state_dict(adapters, strict=False).unexpected_keys
-    merged = dict(copy.merge_and_unload().state_dict())
-    assert max_difference(weights(engine), merged) == 0.0
+    check_lora_full_weights_equal_peft_merge(engine, adapters, tiny_model_dir)
 
 
 def test_base_model_without_lora_is_an_error(tiny_model_dir, batch):
@@ -342,26 +258,15 @@ def test_base_model_without_lora_is_an_error(tiny_model_dir, batch):
 
 
 def test_lora_save_load_keeps_only_the_adapters_and_resumes_exactly(tiny_model_dir, batch, tmp_path):
-    engine = build_ds_engine(tiny_model_dir, 2, lora=LORA, gradient_checkpointing=True)
-    policy_step(engine, batch, DistInfo())
-    engine.save(tmp_path)
-    saved = load_file(tmp_path / "model.safetensors")
-    assert saved and all(".lora_A." in name or ".lora_B." in name for name in saved)
-    resumed = build_ds_engine(tiny_model_dir, 2, lora=LORA, gradient_checkpointing=True)
-    resumed.load(tmp_path)
-    assert policy_step(engine, batch, DistInfo()) == policy_step(resumed, batch, DistInfo())
-    assert max_difference(weights(resumed), weights(engine)) == 0.0
+    def build():
+        return build_ds_engine(tiny_model_dir, 2, lora=LORA, gradient_checkpointing=True)
+
+    check_lora_save_load_keeps_only_the_adapters(build(), build, batch, tmp_path)
 
 
 def test_lora_critic_trains_adapters_and_the_value_head(tiny_model_dir, batch):
     critic = build_ds_engine(tiny_model_dir, 3, role="critic", lora=LORA)
-    trainable = {name for name, param in critic.scorer.named_parameters() if param.requires_grad}
-    assert {"model.base_model.model.score.weight", "model.base_model.model.score.bias"} <= trainable
-    before = weights(critic)
-    assert critic_step(critic, batch, DistInfo())["skipped"] == 0.0
-    after = weights(critic)
-    assert list(after) == list(before) and "score.weight" in after
-    assert not torch.equal(after["score.weight"], before["score.weight"])
+    check_lora_critic_trains_adapters_and_the_value_head(critic, batch)
 
 
 # -- world size 2 ---------------------------------------------------------------------------------------
@@ -372,11 +277,7 @@ def world2(tiny_model_dir) -> dict:
 
 def test_world_2_zero3_gathers_steps_and_exports_like_world_1(world2, tiny_model_dir, plain_model, batch):
     assert max_difference(world2["init_weights"], dict(plain_model.state_dict())) == 0.0
-    engine = build_ds_engine(tiny_model_dir, 3)
-    step = policy_step(engine, batch, DistInfo())
-    assert world2["policy_step"]["loss"] == pytest.approx(step["loss"], abs=TOLERANCE)
-    assert world2["policy_step"]["grad_norm"] == pytest.approx(step["grad_norm"], abs=TOLERANCE)
-    assert max_difference(world2["policy_weights"], weights(engine)) < TOLERANCE
+    check_world2_policy_step(world2, build_ds_engine(tiny_model_dir, 3), batch, TOLERANCE)
     assert world2["export_difference"] == 0.0
 
 
@@ -388,20 +289,11 @@ def test_world_2_zero3_checkpoint_resumes_under_zero1_exactly(world2):
 
 
 def test_world_2_critic_matches_world_1(world2, tiny_model_dir, batch):
-    critic = build_ds_engine(tiny_model_dir, 2, role="critic")
-    values = critic.compute_values(batch, micro_batch_size=MICRO_BATCH)
-    torch.testing.assert_close(world2["values"], values, rtol=0, atol=TOLERANCE)
-    step = critic_step(critic, batch, DistInfo())
-    assert world2["critic_step"]["vf_loss"] == pytest.approx(step["vf_loss"], abs=TOLERANCE)
-    assert max_difference(world2["critic_weights"], weights(critic)) < TOLERANCE
+    check_world2_critic(world2, build_ds_engine(tiny_model_dir, 2, role="critic"), batch, TOLERANCE)
 
 
 def test_world_2_lora_matches_world_1_and_peft_merge(world2, tiny_model_dir, batch):
-    engine = build_ds_engine(tiny_model_dir, 3, lora=LORA)
-    step = policy_step(engine, batch, DistInfo())
-    assert world2["lora_step"]["loss"] == pytest.approx(step["loss"], abs=TOLERANCE)
-    assert max_difference(world2["lora_weights"], weights(engine)) < TOLERANCE
-    assert world2["lora_merge_difference"] == 0.0
+    check_world2_lora(world2, build_ds_engine(tiny_model_dir, 3, lora=LORA), batch, TOLERANCE)
 
 
 # -- the trainer end to end ------------------------------------------------------------------------------

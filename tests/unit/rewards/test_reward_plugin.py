@@ -4,6 +4,7 @@ import sys
 
 import pytest
 
+from helpers import write_reward_distribution
 from rlkit.config.schema import RewardConfig
 from rlkit.registry import REWARDS
 from rlkit.rewards import RewardSample, build_reward_manager
@@ -11,16 +12,11 @@ from rlkit.rewards import RewardSample, build_reward_manager
 
 @pytest.fixture
 def installed_plugin(tmp_path, monkeypatch):
-    package = tmp_path / "myrewards"
-    package.mkdir()
-    (package / "__init__.py").write_text(
+    source = (
         "def score(data_source, solution_str, ground_truth, extra_info, weight=1.0):\n"
         "    return weight * float(solution_str.strip() == ground_truth)\n"
     )
-    dist_info = tmp_path / "myrewards-0.1.dist-info"
-    dist_info.mkdir()
-    (dist_info / "METADATA").write_text("Metadata-Version: 2.1\nName: myrewards\nVersion: 0.1\n")
-    (dist_info / "entry_points.txt").write_text("[rlkit.rewards]\nmy_reward = myrewards:score\n")
+    write_reward_distribution(tmp_path, "myrewards", source, {"my_reward": "myrewards:score"})
     monkeypatch.syspath_prepend(str(tmp_path))
     REWARDS.reload_entry_points()
     yield

@@ -1,5 +1,5 @@
-"""The SGLang rollout on CPU: config -> Engine kwargs, sampling params, output dicts -> Completions, weight
-checks and buckets, and SGLangRollout's call sequence against a fake `sglang` module.
+"""The SGLang rollout on CPU: config -> Engine kwargs, sampling params, output dicts -> Completions, and
+SGLangRollout's call sequence against a fake `sglang` module (weight checks and buckets: test_weights.py).
 
 Fake outputs are plain dicts shaped as SGLang 0.5.17's `Engine.generate` returns them with
 skip_tokenizer_init=True and return_logprob=True:
@@ -200,50 +200,6 @@ def test_completions_refuse_aborts_and_inconsistent_outputs():
 
     with pytest.raises(RuntimeError, match="1 outputs for 2 requests"):
         sglang_args.completions_from_outputs([[1], [2]], [output([3], [-1.0], ("length", 1))], str)
-
-
-# ---------------------------------------------------------------------------------------------
-# weights
-# ---------------------------------------------------------------------------------------------
-def test_weight_shapes_match_the_hf_model(checkpoint):
-    from transformers import AutoModelForCausalLM
-
-    model_path, _ = checkpoint
-    shapes = sglang_args.weight_shapes(model_path)
-    model = AutoModelForCausalLM.from_pretrained(model_path)
-    assert shapes == {name: tuple(t.shape) for name, t in model.state_dict().items()}
-    assert shapes["model.layers.0.self_attn.q_proj.weight"] == (64, 64)  # hidden 64
-
-
-def test_check_weight_names_the_bad_weight(checkpoint):
-    model_path, _ = checkpoint
-    shapes = sglang_args.weight_shapes(model_path)
-    sglang_args.check_weight("lm_head.weight", torch.empty(shapes["lm_head.weight"]), shapes, model_path)
-    with pytest.raises(ValueError, match="unknown weight 'model.layers.0.self_attn.q_proj.weigth'.*q_proj.weight"):
-        sglang_args.check_weight("model.layers.0.self_attn.q_proj.weigth", torch.empty(64, 64), shapes, model_path)
-    with pytest.raises(ValueError, match=r"'lm_head.weight' has shape \(3, 64\)"):
-        sglang_args.check_weight("lm_head.weight", torch.empty(3, 64), shapes, model_path)
-
-
-def test_bucket_weights_bounds_bytes_keeps_order_and_streams():
-    # fp32: 4 bytes a number. Sizes 40, 40, 80, 400, 4 bytes with a 100-byte limit.
-    tensors = [("a", torch.zeros(10)), ("b", torch.zeros(10)), ("c", torch.zeros(20)), ("d", torch.zeros(100)),
-               ("e", torch.zeros(1))]
-    buckets = list(sglang_args.bucket_weights(iter(tensors), max_bytes=100))
-    # a+b = 80, +c would be 160 > 100 -> new bucket; c alone 80, +d > 100; d (400) travels alone; then e
-    assert [[name for name, _ in bucket] for bucket in buckets] == [["a", "b"], ["c"], ["d"], ["e"]]
-
-    consumed = []
-
-    def stream():
-        for name, tensor in tensors:
-            consumed.append(name)
-            yield name, tensor
-
-    first = next(sglang_args.bucket_weights(stream(), max_bytes=100))
-    assert [name for name, _ in first] == ["a", "b"] and consumed == ["a", "b", "c"]  # lazy: c opens the next
-    with pytest.raises(ValueError, match="positive"):
-        list(sglang_args.bucket_weights(iter(tensors), max_bytes=0))
 
 
 # ---------------------------------------------------------------------------------------------

@@ -1,4 +1,5 @@
-"""The vLLM rollout's pure logic on CPU: engine and sampling arguments, output conversion, weight buckets.
+"""The vLLM rollout's pure logic on CPU: engine and sampling arguments, output conversion (weight buckets:
+test_weights.py).
 
 vLLM is not needed: its outputs are faked with SimpleNamespace objects shaped like vllm.RequestOutput.
 """
@@ -17,7 +18,6 @@ from rlkit.errors import ConfigError, PluginError
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm_args import (
     RANK_SEED_STRIDE,
-    bucket_weights,
     completions_from_outputs,
     engine_env,
     engine_kwargs,
@@ -217,37 +217,6 @@ def test_completions_reject_aborted_and_malformed_outputs():
     missing.logprobs = None
     with pytest.raises(RuntimeError, match="no log-probs"):
         completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[missing])])
-
-
-# -- weight buckets ----------------------------------------------------------------------------
-def test_bucket_weights_respects_the_byte_limit():
-    weights = [
-        ("a", torch.zeros(4, dtype=torch.float32)),  # 16 bytes
-        ("b", torch.zeros(8, dtype=torch.bfloat16)),  # 16 bytes -> a+b = 32
-        ("c", torch.zeros(2, dtype=torch.float32)),  # 8 bytes -> 40 > 32: new bucket
-        ("d", torch.zeros(20, dtype=torch.float32)),  # 80 bytes > 32: alone
-        ("e", torch.zeros(1, dtype=torch.int64)),  # 8 bytes
-    ]
-    buckets = list(bucket_weights(weights, max_bytes=32))
-    assert [[name for name, _ in bucket] for bucket in buckets] == [["a", "b"], ["c"], ["d"], ["e"]]
-    assert all(tensor is dict(weights)[name] for bucket in buckets for name, tensor in bucket)
-
-
-def test_bucket_weights_is_lazy():
-    pulled = []
-
-    def stream():
-        for i in range(6):
-            pulled.append(i)
-            yield f"w{i}", torch.zeros(2, dtype=torch.float32)  # 8 bytes each
-
-    buckets = bucket_weights(stream(), max_bytes=16)
-    assert [name for name, _ in next(buckets)] == ["w0", "w1"]
-    assert pulled == [0, 1, 2]  # w2 opened the next bucket; w3.. not pulled yet
-    assert [len(bucket) for bucket in buckets] == [2, 2]
-    assert list(bucket_weights([], max_bytes=16)) == []
-    with pytest.raises(ValueError, match="max_bytes"):
-        list(bucket_weights([("a", torch.zeros(1))], max_bytes=0))
 
 
 # -- import hygiene ----------------------------------------------------------------------------

@@ -15,7 +15,8 @@ import tempfile
 from pathlib import Path
 
 import torch
-from fsdp2_cases import LORA, MICRO_BATCH, build_engine, make_batch, max_difference, policy_step, weights
+from engine_cases import LORA, MICRO_BATCH, make_batch, max_difference, policy_step, weights
+from fsdp2_cases import build_engine
 
 from rlkit.distributed import broadcast_object, destroy, init_distributed
 from rlkit.models.tiny import ensure_tiny_model

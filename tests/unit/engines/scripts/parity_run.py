@@ -19,7 +19,7 @@ from pathlib import Path
 
 import torch
 from deepspeed_cases import skip_shm_op_build
-from fsdp2_cases import MICRO_BATCH, PROMPT_WIDTH, RESPONSE_WIDTH, make_batch
+from engine_cases import MICRO_BATCH, RESPONSE_WIDTH, hf_logprobs, make_batch
 
 from rlkit.algorithms.advantages import estimator_for
 from rlkit.batch import Batch
@@ -36,17 +36,13 @@ skip_shm_op_build()
 
 
 def parity_batch(model_dir: str) -> Batch:
-    """fsdp2_cases' batch plus old log-probs: the initial model's own, shifted by seeded noise, so that the
+    """engine_cases' batch plus old log-probs: the initial model's own, shifted by seeded noise, so that the
     first ratios are not all 1 and PPO's clipping is active on some tokens."""
     from transformers import AutoModelForCausalLM
 
     model = AutoModelForCausalLM.from_pretrained(model_dir)
     batch = make_batch(model.config.vocab_size)
-    with torch.no_grad():
-        logits_BLV = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"],
-                           position_ids=batch["position_ids"]).logits
-    logp_BTV = torch.log_softmax(logits_BLV[:, PROMPT_WIDTH - 1 : -1].float(), dim=-1)
-    logprobs_BT = logp_BTV.gather(-1, batch["input_ids"][:, PROMPT_WIDTH:, None]).squeeze(-1)
+    logprobs_BT, _ = hf_logprobs(model, batch)
     noise_BT = 0.1 * torch.randn(logprobs_BT.shape, generator=torch.Generator().manual_seed(1))
     batch["old_logprobs"] = logprobs_BT + noise_BT
     return batch
