@@ -61,6 +61,15 @@ def all_reduce_min(value: float) -> float:
     return float(tensor)
 
 
+def all_reduce_max(value: float) -> float:
+    """The largest of a number over ranks (the number itself at world size 1)."""
+    if not is_distributed():
+        return float(value)
+    tensor = torch.tensor(float(value), dtype=torch.float64)
+    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
+    return float(tensor)
+
+
 def all_gather_objects(obj):
     """[obj of rank 0, obj of rank 1, ...]; [obj] at world size 1."""
     if not is_distributed():

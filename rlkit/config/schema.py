@@ -117,6 +117,19 @@ class EngineCommon(Section):
         Field(ge=1, description="Tokens per chunk when computing log-probs and entropy, so that fp32 logits of the "
               "whole batch times the vocabulary never exist at once."),
     ] = 2048
+    remove_padding: Annotated[
+        bool,
+        Field(description="Trim each micro-batch to the columns its rows use (leading prompt padding, trailing "
+              "response padding) before the forward; outputs are padded back to the batch's width. Same numbers "
+              "up to float rounding; no varlen packing."),
+    ] = False
+    max_tokens_per_micro_batch: Annotated[
+        int | None,
+        Field(ge=1, description="Form micro-batches by a token budget instead of "
+              "algorithm.micro_batch_size_per_device: rows x padded width (the trimmed width with remove_padding) "
+              "stays within it. Sequences are grouped by length; every rank runs the same number of micro-batches; "
+              "a sequence over the budget runs alone."),
+    ] = None
 
 
 class FSDP2Config(EngineCommon):

@@ -62,7 +62,11 @@ class EngineSpec:
 
 @runtime_checkable
 class TrainEngine(Protocol):
-    """One model (actor with optimizer, critic with value head and optimizer, or frozen reference)."""
+    """One model (actor with optimizer, critic with value head and optimizer, or frozen reference).
+
+    `micro_batch_size` counts sequences per micro-batch, unless the engine's config sets a token budget
+    (`max_tokens_per_micro_batch`, rlkit.engines.micro_batches), which then forms the micro-batches.
+    """
 
     role: Role
 

@@ -4,7 +4,9 @@ Shape legend: B sequences, T response width (see rlkit.batch).
 
 `module` is whatever runs the scorer's forward: the FSDP2 root itself, or the DeepSpeed engine around it.
 Batches arrive on CPU; each micro-batch moves to `device` for its pass. The engine sets train or eval mode,
-`torch.no_grad` and placement around these calls, and owns the backward.
+`torch.no_grad` and placement around these calls, and owns the backward. `batching` says how micro-batches
+are formed and whether each is trimmed of its padding (rlkit.engines.micro_batches); either way callers and
+loss functions see (B, T) outputs in the batch's row order.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from torch import Tensor, nn
 
 from rlkit.batch import Batch
 from rlkit.engines.base import LossFn, ModelOutput
+from rlkit.engines.micro_batches import MicroBatching, in_batch_order, pad_response, plan, trim
 from rlkit.errors import ConfigError
 from rlkit.models.lora import is_peft_model
 
@@ -32,33 +35,58 @@ def adapters_off(model: nn.Module, base_model: bool) -> AbstractContextManager:
     return model.disable_adapter()
 
 
-def score(module: Callable, micro: Batch, device: torch.device, *, with_entropy: bool) -> tuple[Tensor, Tensor | None]:
+def model_inputs(micro: Batch, device: torch.device, remove_padding: bool) -> tuple[dict[str, Tensor], int]:
+    """The scorer's (B, L) inputs on `device` (trimmed to (B, P' + T') with `remove_padding`) and their T."""
+    if remove_padding:
+        inputs, response_width = trim(micro)
+    else:
+        inputs, response_width = {key: micro[key] for key in MODEL_INPUTS}, micro.response_width
+    return {key: value.to(device) for key, value in inputs.items()}, response_width
+
+
+def score(
+    module: Callable, micro: Batch, device: torch.device, *, with_entropy: bool, remove_padding: bool = False
+) -> tuple[Tensor, Tensor | None]:
     """A policy scorer's (logprobs (B, T), entropy (B, T) or None) on `device`."""
-    inputs = {key: micro[key].to(device) for key in MODEL_INPUTS}
-    return module(**inputs, response_width=micro.response_width, with_entropy=with_entropy)
+    inputs, response_width = model_inputs(micro, device, remove_padding)
+    logprobs_BT, entropy_BT = module(**inputs, response_width=response_width, with_entropy=with_entropy)
+    width = micro.response_width
+    return pad_response(logprobs_BT, width), pad_response(entropy_BT, width) if entropy_BT is not None else None
 
 
-def values(module: Callable, micro: Batch, device: torch.device) -> Tensor:
+def values(module: Callable, micro: Batch, device: torch.device, *, remove_padding: bool = False) -> Tensor:
     """A value scorer's values (B, T) on `device`."""
-    inputs = {key: micro[key].to(device) for key in MODEL_INPUTS}
-    return module(**inputs, response_width=micro.response_width)
+    inputs, response_width = model_inputs(micro, device, remove_padding)
+    return pad_response(module(**inputs, response_width=response_width), micro.response_width)
 
 
 def logprobs_of(
-    module: Callable, batch: Batch, device: torch.device, *, micro_batch_size: int, with_entropy: bool
+    module: Callable, batch: Batch, device: torch.device, *, micro_batch_size: int, with_entropy: bool,
+    batching: MicroBatching = MicroBatching(),
 ) -> ModelOutput:
     """Log-probs (and entropy) of the whole batch, fp32 (B, T) on CPU."""
+    runs = plan(batch, micro_batch_size, batching)
     logprobs, entropies = [], []
-    for micro in batch.split(micro_batch_size):
-        logprobs_BT, entropy_BT = score(module, micro, device, with_entropy=with_entropy)
+    for rows in runs:
+        micro = batch.select(rows)
+        logprobs_BT, entropy_BT = score(
+            module, micro, device, with_entropy=with_entropy, remove_padding=batching.remove_padding
+        )
         logprobs.append(logprobs_BT.cpu())
         entropies.append(entropy_BT.cpu() if with_entropy else None)
-    return ModelOutput(logprobs=torch.cat(logprobs), entropy=torch.cat(entropies) if with_entropy else None)
+    return ModelOutput(
+        logprobs=in_batch_order(logprobs, runs), entropy=in_batch_order(entropies, runs) if with_entropy else None
+    )
 
 
-def values_of(module: Callable, batch: Batch, device: torch.device, *, micro_batch_size: int) -> Tensor:
+def values_of(
+    module: Callable, batch: Batch, device: torch.device, *, micro_batch_size: int,
+    batching: MicroBatching = MicroBatching(),
+) -> Tensor:
     """Values of the whole batch, fp32 (B, T) on CPU."""
-    return torch.cat([values(module, micro, device).cpu() for micro in batch.split(micro_batch_size)])
+    runs = plan(batch, micro_batch_size, batching)
+    pieces = [values(module, batch.select(rows), device, remove_padding=batching.remove_padding).cpu() for rows in runs]
+    return in_batch_order(pieces, runs)
 
 
 def accumulate_gradients(
@@ -70,16 +98,20 @@ def accumulate_gradients(
     micro_batch_size: int,
     critic: bool,
     backward: Callable[[Tensor], None],
+    batching: MicroBatching = MicroBatching(),
 ) -> dict[str, float]:
     """Forward and `backward(loss)` per micro-batch (outputs stay on the device, with grad); returns the
-    loss function's metrics summed over micro-batches."""
+    loss function's metrics summed over micro-batches. The loss function sees each micro-batch whole (B, T),
+    trimmed or not: it returns a share of the global loss, so the grouping does not change the sum."""
     metrics: dict[str, float] = {}
-    for micro in batch.split(micro_batch_size):
-        micro = micro.to(device)
+    for rows in plan(batch, micro_batch_size, batching):
+        micro = batch.select(rows).to(device)
         if critic:
-            output = ModelOutput(values=values(module, micro, device))
+            output = ModelOutput(values=values(module, micro, device, remove_padding=batching.remove_padding))
         else:
-            logprobs_BT, entropy_BT = score(module, micro, device, with_entropy=True)
+            logprobs_BT, entropy_BT = score(
+                module, micro, device, with_entropy=True, remove_padding=batching.remove_padding
+            )
             output = ModelOutput(logprobs=logprobs_BT, entropy=entropy_BT)
         loss, micro_metrics = loss_fn(output, micro)
         backward(loss)

@@ -32,6 +32,7 @@ from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
 from rlkit.engines.building import apply_activation_checkpointing, build_scorer, compute_dtype
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config, check_config
+from rlkit.engines.micro_batches import MicroBatching
 from rlkit.engines.optim import build_optimizer, build_scheduler
 from rlkit.errors import ConfigError, PluginError
 from rlkit.models.lora import hf_model_of, is_peft_model
@@ -59,6 +60,7 @@ class DeepSpeedEngine:
         self.spec = spec
         self.dist = dist
         self.device = torch.device(dist.device)
+        self.batching = MicroBatching.of(config)
         self.compute_dtype = compute_dtype(config, dist.device)
         self.trainable = spec.role != "ref"
         self.zero_stage = 3 if spec.role == "ref" else config.zero_stage
@@ -104,13 +106,16 @@ class DeepSpeedEngine:
         adapters = passes.adapters_off(self.scorer.model, base_model)
         with self._eval_pass(), adapters:
             return passes.logprobs_of(
-                self.ds_engine, batch, self.device, micro_batch_size=micro_batch_size, with_entropy=with_entropy
+                self.ds_engine, batch, self.device, micro_batch_size=micro_batch_size, with_entropy=with_entropy,
+                batching=self.batching,
             )
 
     def compute_values(self, batch: Batch, *, micro_batch_size: int) -> Tensor:
         assert self.role == "critic", f"the {self.role} has no values"
         with self._eval_pass():
-            return passes.values_of(self.ds_engine, batch, self.device, micro_batch_size=micro_batch_size)
+            return passes.values_of(
+                self.ds_engine, batch, self.device, micro_batch_size=micro_batch_size, batching=self.batching
+            )
 
     def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
         """Every rank must run the same number of micro-batches: each backward is a collective."""
@@ -118,7 +123,7 @@ class DeepSpeedEngine:
         self.ds_engine.train()
         return passes.accumulate_gradients(
             self.ds_engine, batch, loss_fn, self.device, micro_batch_size=micro_batch_size,
-            critic=self.role == "critic", backward=self._backward,
+            critic=self.role == "critic", backward=self._backward, batching=self.batching,
         )
 
     def _backward(self, loss: Tensor) -> None:

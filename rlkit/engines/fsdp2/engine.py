@@ -25,6 +25,7 @@ from rlkit.engines import passes
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
 from rlkit.engines.building import build_scorer, compute_dtype
 from rlkit.engines.fsdp2 import parallelize, state
+from rlkit.engines.micro_batches import MicroBatching
 from rlkit.engines.optim import build_optimizer, build_scheduler
 from rlkit.errors import ConfigError
 from rlkit.models.lora import is_peft_model
@@ -41,6 +42,7 @@ class FSDP2Engine:
         self.spec = spec
         self.dist = dist
         self.device = torch.device(dist.device)
+        self.batching = MicroBatching.of(config)
         self.param_dtype = compute_dtype(config, dist.device)
         self.trainable = spec.role != "ref"
 
@@ -69,13 +71,16 @@ class FSDP2Engine:
         adapters = passes.adapters_off(self.scorer.model, base_model)
         with self._eval_pass(), adapters:
             return passes.logprobs_of(
-                self.scorer, batch, self.device, micro_batch_size=micro_batch_size, with_entropy=with_entropy
+                self.scorer, batch, self.device, micro_batch_size=micro_batch_size, with_entropy=with_entropy,
+                batching=self.batching,
             )
 
     def compute_values(self, batch: Batch, *, micro_batch_size: int) -> Tensor:
         assert self.role == "critic", f"the {self.role} has no values"
         with self._eval_pass():
-            return passes.values_of(self.scorer, batch, self.device, micro_batch_size=micro_batch_size)
+            return passes.values_of(
+                self.scorer, batch, self.device, micro_batch_size=micro_batch_size, batching=self.batching
+            )
 
     def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
         """Every rank must run the same number of micro-batches: each backward is a collective."""
@@ -83,7 +88,7 @@ class FSDP2Engine:
         self.scorer.train()
         return passes.accumulate_gradients(
             self.scorer, batch, loss_fn, self.device, micro_batch_size=micro_batch_size,
-            critic=self.role == "critic", backward=self._backward,
+            critic=self.role == "critic", backward=self._backward, batching=self.batching,
         )
 
     def _backward(self, loss: Tensor) -> None:

@@ -1,0 +1,185 @@
+"""How an engine cuts a batch into micro-batches, and trims each to the columns its rows use.
+
+Shape legend: B sequences, P prompt width (left-padded), T response width (right-padded), L = P + T;
+P' and T' the widths a micro-batch keeps.
+
+Fixed size (the default): consecutive runs of `micro_batch_size` sequences, as `Batch.split` cuts them.
+
+Padding removal (`remove_padding`). A micro-batch keeps the prompt columns from its longest prompt's first
+token and the response columns up to its rows' last attended or loss token. Every column dropped is masked
+out of attention for every row and real tokens keep their position ids, so the model computes the same
+numbers for the real tokens (up to the rounding of matmuls of another shape); the per-token outputs are
+padded back to (B, T) with zeros. This is the CPU-exact form of padding removal: rows stay padded to the
+micro-batch's own widths, with no varlen packing.
+
+Token budget (`max_tokens`). A micro-batch's size is rows x padded width (P' + T' with padding removal,
+L without), the tensor the model runs on: the budget bounds activation memory, not real tokens. Sequences
+are sorted longest first so that neighbours have similar widths. Each rank counts the fewest contiguous runs
+of that order within the budget; forward passes of sharded models are collectives, so all ranks take the
+largest count and cut their order into that many runs, with the smallest largest size (a search over the cap).
+A sequence larger than the budget runs alone. Outputs come back in the batch's order.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+
+from rlkit.batch import Batch
+from rlkit.config.schema import EngineCommon
+from rlkit.distributed import all_reduce_max
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class MicroBatching:
+    """An engine's micro-batch options (EngineCommon.remove_padding, .max_tokens_per_micro_batch)."""
+
+    remove_padding: bool = False
+    max_tokens: int | None = None
+
+    @staticmethod
+    def of(config: EngineCommon) -> MicroBatching:
+        return MicroBatching(config.remove_padding, config.max_tokens_per_micro_batch)
+
+
+# -- widths ---------------------------------------------------------------------------------------------
+def sequence_extents(attention_mask: Tensor, response_mask: Tensor) -> tuple[Tensor, Tensor]:
+    """Per row, the prompt columns in use counted from the prompt block's right edge, and the response columns
+    in use counted from its left edge up to the last attended or loss token. (B, L), (B, T) -> (B,), (B,) long."""
+    T = response_mask.shape[1]
+    P = attention_mask.shape[1] - T
+    prompt_used = attention_mask[:, :P] != 0
+    first_prompt = prompt_used.long().argmax(dim=1)  # argmax returns the first maximum
+    prompt_extent = torch.where(prompt_used.any(dim=1), P - first_prompt, 0)
+    response_used = (attention_mask[:, P:] != 0) | (response_mask != 0)
+    last_from_end = response_used.flip(1).long().argmax(dim=1)
+    response_extent = torch.where(response_used.any(dim=1), T - last_from_end, 0)
+    return prompt_extent, response_extent
+
+
+def kept_widths(prompt_extent: list[int], response_extent: list[int], rows: list[int]) -> tuple[int, int]:
+    """(P', T') of a micro-batch of `rows`: at least one column each, so position P' - 1 scores token 0."""
+    return max(1, *(prompt_extent[i] for i in rows)), max(1, *(response_extent[i] for i in rows))
+
+
+def padded_size(prompt_extent: list[int], response_extent: list[int], rows: list[int]) -> int:
+    """rows x (P' + T'): the number of token slots the model runs on."""
+    kept_prompt, kept_response = kept_widths(prompt_extent, response_extent, rows)
+    return len(rows) * (kept_prompt + kept_response)
+
+
+def trim(micro: Batch) -> tuple[dict[str, Tensor], int]:
+    """The model inputs (B, P' + T') of `micro` without its all-padding columns, and T'."""
+    prompt_extent, response_extent = sequence_extents(micro["attention_mask"], micro["response_mask"])
+    everyone = list(range(len(micro)))
+    kept_prompt, kept_response = kept_widths(prompt_extent.tolist(), response_extent.tolist(), everyone)
+    columns = slice(micro.prompt_width - kept_prompt, micro.prompt_width + kept_response)
+    return {key: micro[key][:, columns] for key in ("input_ids", "attention_mask", "position_ids")}, kept_response
+
+
+def pad_response(values_BT: Tensor, response_width: int) -> Tensor:
+    """(B, T') -> (B, T) with zeros on the right (differentiable); the tensor itself when T' == T."""
+    if values_BT.shape[1] == response_width:
+        return values_BT
+    return F.pad(values_BT, (0, response_width - values_BT.shape[1]))
+
+
+# -- grouping -------------------------------------------------------------------------------------------
+def fixed_runs(num_seqs: int, micro_batch_size: int) -> list[list[int]]:
+    """Consecutive runs of `micro_batch_size` rows, the last maybe shorter (Batch.split's cut)."""
+    starts = range(0, num_seqs, micro_batch_size)
+    return [list(range(start, min(start + micro_batch_size, num_seqs))) for start in starts]
+
+
+def longest_first(prompt_extent: list[int], response_extent: list[int]) -> list[int]:
+    """Row indices by P-extent + T-extent, longest first; ties keep the batch's order."""
+    return sorted(range(len(prompt_extent)), key=lambda i: -(prompt_extent[i] + response_extent[i]))
+
+
+def greedy_runs(order: list[int], prompt_extent: list[int], response_extent: list[int], cap: int) -> list[list[int]]:
+    """The fewest contiguous runs of `order` whose padded size stays within `cap`; a row over it runs alone.
+    Greedy is optimal here: a run's size only grows as rows join it."""
+    runs: list[list[int]] = []
+    run: list[int] = []
+    kept_prompt = kept_response = 1
+    for i in order:
+        grown_prompt, grown_response = max(kept_prompt, prompt_extent[i]), max(kept_response, response_extent[i])
+        if run and (len(run) + 1) * (grown_prompt + grown_response) > cap:
+            runs.append(run)
+            run = []
+            grown_prompt, grown_response = max(1, prompt_extent[i]), max(1, response_extent[i])
+        run.append(i)
+        kept_prompt, kept_response = grown_prompt, grown_response
+    if run:
+        runs.append(run)
+    return runs
+
+
+def balanced_runs(
+    order: list[int], prompt_extent: list[int], response_extent: list[int], num_runs: int
+) -> list[list[int]]:
+    """Exactly `num_runs` contiguous runs of `order` (1 <= num_runs <= len(order)) under the smallest cap that
+    greedy_runs can meet with at most `num_runs` runs (single rows over the cap run alone, as in greedy_runs):
+    the largest run of 2+ rows is as small as such a cut allows, and within any budget that needs no more runs."""
+    assert 1 <= num_runs <= len(order), f"{num_runs} micro-batches of {len(order)} sequences"
+    low, high = 1, padded_size(prompt_extent, response_extent, order)
+    while low < high:  # the run count only falls as the cap grows
+        cap = (low + high) // 2
+        if len(greedy_runs(order, prompt_extent, response_extent, cap)) <= num_runs:
+            high = cap
+        else:
+            low = cap + 1
+    runs = greedy_runs(order, prompt_extent, response_extent, low)
+    while len(runs) < num_runs:  # halve the largest run of 2+ rows: no run grows
+        splittable = [k for k, run in enumerate(runs) if len(run) > 1]
+        k = max(splittable, key=lambda k: padded_size(prompt_extent, response_extent, runs[k]))
+        half = len(runs[k]) // 2
+        runs[k : k + 1] = [runs[k][:half], runs[k][half:]]
+    return runs
+
+
+def plan(batch: Batch, micro_batch_size: int, batching: MicroBatching) -> list[list[int]]:
+    """The rows of each micro-batch of `batch`. With a token budget, a collective: every rank gets the same
+    number of micro-batches (the local batches must be at least that many rows; equal shards are)."""
+    if batching.max_tokens is None:
+        return fixed_runs(len(batch), micro_batch_size)
+    if batching.remove_padding:
+        prompt, response = (extent.tolist() for extent in
+                            sequence_extents(batch["attention_mask"], batch["response_mask"]))
+    else:
+        prompt, response = [batch.prompt_width] * len(batch), [batch.response_width] * len(batch)
+    order = longest_first(prompt, response)
+    local = greedy_runs(order, prompt, response, batching.max_tokens)
+    if any(padded_size(prompt, response, run) > batching.max_tokens for run in local):
+        _warn_over_budget(batching.max_tokens)
+    num_runs = int(all_reduce_max(len(local)))
+    if num_runs > len(batch):
+        raise ValueError(
+            f"engine.max_tokens_per_micro_batch={batching.max_tokens}: another rank needs {num_runs} micro-batches "
+            f"but this rank holds {len(batch)} sequences; give every rank the same number of sequences"
+        )
+    return balanced_runs(order, prompt, response, num_runs)
+
+
+@functools.cache
+def _warn_over_budget(max_tokens: int) -> None:
+    log.warning("engine.max_tokens_per_micro_batch=%d is smaller than some sequences' padded size: each such "
+                "sequence runs alone in its micro-batch (warned once)", max_tokens)
+
+
+def in_batch_order(pieces: list[Tensor], runs: list[list[int]]) -> Tensor:
+    """Per-micro-batch outputs (rows of `runs`, in that order) put back in the batch's row order."""
+    stacked = torch.cat(pieces)
+    rows = torch.tensor([i for run in runs for i in run], dtype=torch.long, device=stacked.device)
+    if torch.equal(rows, torch.arange(len(rows), device=stacked.device)):
+        return stacked
+    ordered = torch.empty_like(stacked)
+    ordered[rows] = stacked
+    return ordered
