@@ -150,7 +150,7 @@ class Registry(Generic[T]):
             return obj
         if is_reference(name):
             return load_object(name)
-        raise PluginError(self._unknown_message(name))
+        raise PluginError(self.unknown_message(name))
 
     def __contains__(self, name: str) -> bool:
         self._load()
@@ -164,7 +164,7 @@ class Registry(Generic[T]):
         self._load()
         return [self._entries[name] for name in sorted(self._entries)]
 
-    def _unknown_message(self, name: str) -> str:
+    def unknown_message(self, name: str) -> str:
         known = self.names()
         close = difflib.get_close_matches(name, known, n=1)
         hint = f" Did you mean '{close[0]}'?" if close else ""

@@ -191,7 +191,7 @@ def _missing(registry: Registry, name: str) -> list[str]:
     if is_reference(name):
         return []  # a plugin named as 'module:attr': importing it is the only check, and the run does that
     if name not in registry:
-        raise ConfigError(registry._unknown_message(name))
+        raise ConfigError(registry.unknown_message(name))
     entry: Entry = next(entry for entry in registry.entries() if entry.name == name)
     if entry.missing:
         return [f"{registry.kind} {name} needs {', '.join(entry.missing)} (pip install 'rlkit[{name}]')"]

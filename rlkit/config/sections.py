@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 import types
 import typing
 from typing import Any, Union
@@ -65,8 +66,9 @@ def _field_by_key(model: type[BaseModel], key: str) -> FieldInfo | None:
 # ---------------------------------------------------------------------------------------------
 def _type_name(annotation: Any) -> str:
     text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
-    for noise in ("typing.", "<class '", "'>", "rlkit.config.schema."):
+    for noise in ("typing.", "<class '", "'>"):
         text = text.replace(noise, "")
+    text = re.sub(r"rlkit\.config\.\w+\.", "", text)
     return text
 
 

@@ -1,0 +1,22 @@
+"""The base of every config section, and the check that a plugin named in a config is registered."""
+
+from __future__ import annotations
+
+from pydantic import BaseModel, ConfigDict
+
+
+class Section(BaseModel):
+    """Base of every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+
+
+def check_registered(registry_name: str, name: str) -> str:
+    """A plugin's name must be registered (entry point) or a reference the registry can import later."""
+    from rlkit import registry
+    from rlkit.registry import is_reference
+
+    known = getattr(registry, registry_name)
+    if name not in known and not is_reference(name):
+        raise ValueError(known.unknown_message(name))
+    return name
