@@ -55,3 +55,19 @@ def test_missing_config_file_is_a_user_error(tmp_path):
     result = run("train", str(tmp_path / "nope.yaml"))
     assert result.exit_code == 2
     assert "nope.yaml does not exist" in result.output
+
+
+def test_deepspeed_launcher_local_rank_is_accepted(tmp_path):
+    # The deepspeed launcher puts --local_rank=N before the subcommand; LOCAL_RANK carries the same value.
+    env = {key: value for key, value in __import__("os").environ.items() if key != "LOCAL_RANK"}
+    probe = "import os, sys; from rlkit.cli.main import main; sys.argv = sys.argv[1:]; main()"
+    result = subprocess.run([sys.executable, "-c", probe, "rlkit", "--local_rank=1", "config", "show",
+                             "trainer.total_steps=1"], capture_output=True, text=True, cwd=tmp_path, env=env)
+    assert result.returncode == 0, result.stderr
+    assert "total_steps: 1" in result.stdout
+
+
+def test_unknown_option_names_itself():
+    result = run("train", "--engin", "fsdp2")
+    assert result.exit_code == 2
+    assert "unknown option '--engin'" in result.output
