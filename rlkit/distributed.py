@@ -94,4 +94,7 @@ def barrier() -> None:
 
 def destroy() -> None:
     if dist.is_available() and dist.is_initialized():
+        # Leave together: a rank that tears gloo down while a peer still talks to it can abort the peer.
+        if dist.get_world_size() > 1:
+            dist.barrier()
         dist.destroy_process_group()
