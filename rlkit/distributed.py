@@ -43,31 +43,28 @@ def process_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def all_reduce_sum(value: float | torch.Tensor, device: str = "cpu") -> float:
-    """Sum of a number over ranks (the number itself at world size 1)."""
+def _all_reduce(value: float | torch.Tensor, op, device: str) -> float:
+    """One number reduced over ranks with `op` (the number itself at world size 1)."""
     if not is_distributed():
         return float(value)
     tensor = torch.as_tensor(value, dtype=torch.float64, device=device).clone()
-    dist.all_reduce(tensor)
+    dist.all_reduce(tensor, op=op)
     return float(tensor)
 
 
-def all_reduce_min(value: float) -> float:
-    """The smallest of a number over ranks (the number itself at world size 1)."""
-    if not is_distributed():
-        return float(value)
-    tensor = torch.tensor(float(value), dtype=torch.float64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MIN)
-    return float(tensor)
+def all_reduce_sum(value: float | torch.Tensor, device: str = "cpu") -> float:
+    """Sum of a number over ranks."""
+    return _all_reduce(value, dist.ReduceOp.SUM, device)
 
 
-def all_reduce_max(value: float) -> float:
-    """The largest of a number over ranks (the number itself at world size 1)."""
-    if not is_distributed():
-        return float(value)
-    tensor = torch.tensor(float(value), dtype=torch.float64)
-    dist.all_reduce(tensor, op=dist.ReduceOp.MAX)
-    return float(tensor)
+def all_reduce_min(value: float, device: str = "cpu") -> float:
+    """The smallest of a number over ranks."""
+    return _all_reduce(value, dist.ReduceOp.MIN, device)
+
+
+def all_reduce_max(value: float, device: str = "cpu") -> float:
+    """The largest of a number over ranks."""
+    return _all_reduce(value, dist.ReduceOp.MAX, device)
 
 
 def all_gather_objects(obj):
