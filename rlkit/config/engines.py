@@ -17,6 +17,12 @@ class EngineCommon(Section):
         Precision, Field(description="Compute precision: 'auto' is bf16 on GPU and fp32 on CPU.")
     ] = "auto"
     gradient_checkpointing: Annotated[bool, Field(description="Recompute activations in backward.")] = False
+    torch_compile: Annotated[
+        bool,
+        Field(description="torch.compile every decoder layer's forward and the per-chunk log-prob/entropy "
+              "arithmetic, fusing their elementwise work. The first passes pay for compiling (once per engine, "
+              "and once more when sequence lengths change, after which shapes are dynamic)."),
+    ] = False
     logprob_chunk_size: Annotated[
         int,
         Field(ge=1, description="Tokens per chunk when computing log-probs and entropy, so that fp32 logits of the "

@@ -83,8 +83,14 @@ class TrainEngine(Protocol):
         """Critic values at the response positions, no grad. (B, T)."""
         ...
 
-    def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
-        """Accumulate gradients of loss_fn over micro-batches of `batch`; returns summed metrics."""
+    def forward_backward(
+        self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int, entropy_grad: bool = True
+    ) -> dict[str, float]:
+        """Accumulate gradients of loss_fn over micro-batches of `batch`; returns summed metrics.
+
+        The actor hands loss_fn the entropy too; `entropy_grad=False` says the loss only reports it, so it
+        comes detached and its backward is skipped. The critic ignores it.
+        """
         ...
 
     def optimizer_step(self) -> dict[str, float]:

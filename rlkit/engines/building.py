@@ -1,4 +1,5 @@
-"""What every engine builds before it shards: the compute dtype, the scorer and activation checkpointing.
+"""What every engine builds before it shards: the compute dtype, the scorer, activation checkpointing and
+torch.compile of the decoder layers.
 
 Both engines load the same model, add the same LoRA adapters and wrap it in the same scorer
 (rlkit.engines.sequences); they differ only in what happens next (`fully_shard` or `deepspeed.initialize`).
@@ -48,7 +49,25 @@ def build_scorer(spec: EngineSpec, config: EngineCommon, *, reference_dtype: tor
                 model = apply_lora(model, spec.lora, task_type="CAUSAL_LM")
     if spec.role == "critic":
         return ValueScorer(model)
-    return PolicyScorer(model, chunk_size=config.logprob_chunk_size, temperature=spec.temperature)
+    return PolicyScorer(
+        model, chunk_size=config.logprob_chunk_size, temperature=spec.temperature, compiled=config.torch_compile
+    )
+
+
+def decoder_layers(module: nn.Module) -> list[nn.Module]:
+    """The repeated blocks, found by the class names transformers lists in `_no_split_modules`."""
+    layer_classes = set()
+    for submodule in module.modules():
+        layer_classes.update(getattr(submodule, "_no_split_modules", None) or ())
+    return [submodule for submodule in module.modules() if type(submodule).__name__ in layer_classes]
+
+
+def compile_decoder_layers(module: nn.Module) -> None:
+    """torch.compile the forward of every decoder layer (engine.torch_compile). The layers share one code
+    object and, with their parameters as graph inputs, one compiled graph; a new sequence length compiles
+    once more, as a dynamic shape. Module hooks (FSDP, DeepSpeed, checkpointing) stay outside."""
+    for layer in decoder_layers(module):
+        layer.forward = torch.compile(layer.forward)
 
 
 def apply_activation_checkpointing(hf_model: nn.Module) -> None:

@@ -45,11 +45,14 @@ def model_inputs(micro: Batch, device: torch.device, remove_padding: bool) -> tu
 
 
 def score(
-    module: Callable, micro: Batch, device: torch.device, *, with_entropy: bool, remove_padding: bool = False
+    module: Callable, micro: Batch, device: torch.device, *, with_entropy: bool, remove_padding: bool = False,
+    entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """A policy scorer's (logprobs (B, T), entropy (B, T) or None) on `device`."""
     inputs, response_width = model_inputs(micro, device, remove_padding)
-    logprobs_BT, entropy_BT = module(**inputs, response_width=response_width, with_entropy=with_entropy)
+    logprobs_BT, entropy_BT = module(
+        **inputs, response_width=response_width, with_entropy=with_entropy, entropy_grad=entropy_grad
+    )
     width = micro.response_width
     return pad_response(logprobs_BT, width), pad_response(entropy_BT, width) if entropy_BT is not None else None
 
@@ -99,10 +102,12 @@ def accumulate_gradients(
     critic: bool,
     backward: Callable[[Tensor], None],
     batching: MicroBatching = MicroBatching(),
+    entropy_grad: bool = True,
 ) -> dict[str, float]:
     """Forward and `backward(loss)` per micro-batch (outputs stay on the device, with grad); returns the
     loss function's metrics summed over micro-batches. The loss function sees each micro-batch whole (B, T),
-    trimmed or not: it returns a share of the global loss, so the grouping does not change the sum."""
+    trimmed or not: it returns a share of the global loss, so the grouping does not change the sum.
+    `entropy_grad=False` hands it a detached entropy (TrainEngine.forward_backward)."""
     metrics: dict[str, float] = {}
     for rows in plan(batch, micro_batch_size, batching):
         micro = batch.select(rows).to(device)
@@ -110,7 +115,8 @@ def accumulate_gradients(
             output = ModelOutput(values=values(module, micro, device, remove_padding=batching.remove_padding))
         else:
             logprobs_BT, entropy_BT = score(
-                module, micro, device, with_entropy=True, remove_padding=batching.remove_padding
+                module, micro, device, with_entropy=True, remove_padding=batching.remove_padding,
+                entropy_grad=entropy_grad,
             )
             output = ModelOutput(logprobs=logprobs_BT, entropy=entropy_BT)
         loss, micro_metrics = loss_fn(output, micro)

@@ -39,11 +39,12 @@ class PolicyScorer(nn.Module):
     chunks (see rlkit.engines.logprobs), so the (B, L, V) logits are never built.
     """
 
-    def __init__(self, model: nn.Module, *, chunk_size: int, temperature: float):
+    def __init__(self, model: nn.Module, *, chunk_size: int, temperature: float, compiled: bool = False):
         super().__init__()
         self.model = model
         self.chunk_size = chunk_size
         self.temperature = temperature
+        self.compiled = compiled  # torch.compile the log-prob/entropy arithmetic of each chunk
         config = hf_model_of(model).config
         for option in ("final_logit_softcapping", "logit_scale", "logits_scaling"):
             if getattr(config, option, None) not in (None, 1, 1.0):
@@ -53,9 +54,11 @@ class PolicyScorer(nn.Module):
                 )
 
     def forward(
-        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, response_width: int, with_entropy: bool
+        self, input_ids: Tensor, attention_mask: Tensor, position_ids: Tensor, response_width: int, with_entropy: bool,
+        entropy_grad: bool = True,
     ) -> tuple[Tensor, Tensor | None]:
-        """(B, L) inputs -> (logprobs (B, T), entropy (B, T) or None), fp32."""
+        """(B, L) inputs -> (logprobs (B, T), entropy (B, T) or None), fp32. `entropy_grad=False`: the entropy
+        is detached (a metric only), which spares its backward."""
         hf_model = hf_model_of(self.model)
         hidden_BLH = hf_model.get_decoder()(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False
@@ -68,6 +71,8 @@ class PolicyScorer(nn.Module):
             chunk_size=self.chunk_size,
             temperature=self.temperature,
             with_entropy=with_entropy,
+            entropy_grad=entropy_grad,
+            compiled=self.compiled,
         )
         # FSDP hooks the root's outputs for backward and warns about views: return (tiny) copies
         return logprobs_BT.clone(), entropy_BT.clone() if entropy_BT is not None else None

@@ -243,7 +243,7 @@ class RLTrainer:
                 if train_actor:
                     step_metrics.update(self.parts.actor.forward_backward(
                         mini, actor_loss_fn(cfg, agg_mode, norm_length, counts),
-                        micro_batch_size=cfg.micro_batch_size_per_device))
+                        micro_batch_size=cfg.micro_batch_size_per_device, entropy_grad=cfg.entropy_coeff != 0))
                     actor_step = self.parts.actor.optimizer_step()
                     check_update(actor_step, role="actor", step=self.step, policy=self.cfg.trainer.on_nonfinite)
                     step_metrics.update({"grad_norm": actor_step["grad_norm"],

@@ -147,7 +147,9 @@ class SFTTrainer:
         with self.timer.phase("update"):
             # One call per micro-batch: each is padded to its own widths, not the local batch's.
             for micro in micro_batches:
-                for key, value in self.engine.forward_backward(micro, loss_fn, micro_batch_size=len(micro)).items():
+                # the entropy is only reported: no backward through it
+                micro_metrics = self.engine.forward_backward(micro, loss_fn, micro_batch_size=len(micro), entropy_grad=False)
+                for key, value in micro_metrics.items():
                     sums[key] = sums.get(key, 0.0) + value
             update = self.engine.optimizer_step()
         metrics = {key: self._sum(value) for key, value in sums.items()}  # shares add up over ranks

@@ -29,7 +29,7 @@ from rlkit.batch import Batch
 from rlkit.config.schema import DeepSpeedConfig
 from rlkit.engines import passes
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
-from rlkit.engines.building import apply_activation_checkpointing, build_scorer, compute_dtype
+from rlkit.engines.building import apply_activation_checkpointing, build_scorer, compile_decoder_layers, compute_dtype
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config, check_config
 from rlkit.engines.micro_batches import MicroBatching
@@ -69,6 +69,8 @@ class DeepSpeedEngine:
         self.scorer = build_scorer(spec, config, reference_dtype=None)  # fp32: DeepSpeed casts it itself
         if config.gradient_checkpointing and self.trainable:
             apply_activation_checkpointing(hf_model_of(self.scorer.model))
+        if config.torch_compile:  # before deepspeed.initialize: its hooks stay outside the compiled forwards
+            compile_decoder_layers(self.scorer)
         self.optimizer = self.scheduler = None
         if self.trainable:
             self.optimizer = self._build_optimizer()
@@ -117,13 +119,15 @@ class DeepSpeedEngine:
                 self.ds_engine, batch, self.device, micro_batch_size=micro_batch_size, batching=self.batching
             )
 
-    def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
+    def forward_backward(
+        self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int, entropy_grad: bool = True
+    ) -> dict[str, float]:
         """Every rank must run the same number of micro-batches: each backward is a collective."""
         assert self.trainable, "the reference model is frozen"
         self.ds_engine.train()
         return passes.accumulate_gradients(
             self.ds_engine, batch, loss_fn, self.device, micro_batch_size=micro_batch_size,
-            critic=self.role == "critic", backward=self._backward, batching=self.batching,
+            critic=self.role == "critic", backward=self._backward, batching=self.batching, entropy_grad=entropy_grad,
         )
 
     def _backward(self, loss: Tensor) -> None:

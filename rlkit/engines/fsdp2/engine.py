@@ -82,13 +82,15 @@ class FSDP2Engine:
                 self.scorer, batch, self.device, micro_batch_size=micro_batch_size, batching=self.batching
             )
 
-    def forward_backward(self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int) -> dict[str, float]:
+    def forward_backward(
+        self, batch: Batch, loss_fn: LossFn, *, micro_batch_size: int, entropy_grad: bool = True
+    ) -> dict[str, float]:
         """Every rank must run the same number of micro-batches: each backward is a collective."""
         assert self.trainable, "the reference model is frozen"
         self.scorer.train()
         return passes.accumulate_gradients(
             self.scorer, batch, loss_fn, self.device, micro_batch_size=micro_batch_size,
-            critic=self.role == "critic", backward=self._backward, batching=self.batching,
+            critic=self.role == "critic", backward=self._backward, batching=self.batching, entropy_grad=entropy_grad,
         )
 
     def _backward(self, loss: Tensor) -> None:

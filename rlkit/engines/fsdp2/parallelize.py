@@ -1,7 +1,7 @@
 """Applying FSDP2 to a scorer (rlkit.engines.sequences): a short ordered list of steps, torchtitan style.
 
 `build_mesh` runs first (fully_shard needs the mesh), then `parallelize`: activation checkpointing, then
-`fully_shard` on every decoder layer, then on the root.
+torch.compile of the decoder layers, then `fully_shard` on every decoder layer, then on the root.
 
 At world size 1 without torchrun there is no process group; `build_mesh` then starts a 1-rank group over
 an in-memory store, so one code path (fully_shard, mixed precision, DTensor state dicts) serves every
@@ -20,7 +20,7 @@ from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, Offlo
 
 from rlkit.config.schema import FSDP2Config
 from rlkit.engines.base import DistInfo
-from rlkit.engines.building import apply_activation_checkpointing
+from rlkit.engines.building import apply_activation_checkpointing, compile_decoder_layers, decoder_layers
 from rlkit.models.lora import hf_model_of
 
 logger = logging.getLogger(__name__)
@@ -44,6 +44,8 @@ def parallelize(
     if config.gradient_checkpointing and trainable:
         # on the unwrapped transformers model: flags its decoder layers read in train mode
         apply_activation_checkpointing(hf_model_of(scorer.model))
+    if config.torch_compile:  # before fully_shard: FSDP's hooks stay outside the compiled forwards
+        compile_decoder_layers(scorer)
     # the layers before the root: the root then takes only the parameters no layer claimed
     apply_fully_shard(scorer, mesh, config, param_dtype=param_dtype, device=device)
 
@@ -72,10 +74,3 @@ def apply_fully_shard(
     # the root last: it takes the parameters no layer claimed; FSDP keeps them gathered between forward and backward
     fully_shard(scorer, mesh=mesh, mp_policy=mp_policy, offload_policy=offload_policy)
 
-
-def decoder_layers(scorer: nn.Module) -> list[nn.Module]:
-    """The repeated blocks, found by the class names transformers lists in `_no_split_modules`."""
-    layer_classes = set()
-    for module in scorer.modules():
-        layer_classes.update(getattr(module, "_no_split_modules", None) or ())
-    return [module for module in scorer.modules() if type(module).__name__ in layer_classes]

@@ -19,6 +19,7 @@ from engine_checks import (
     check_save_load_resumes_bit_for_bit,
 )
 from fsdp2_cases import build_engine
+from torch._dynamo.utils import counters
 from transformers import AutoModelForCausalLM
 
 from rlkit.engines.base import DistInfo
@@ -174,3 +175,44 @@ def test_tied_embeddings_stream_under_both_names_and_save_export_and_load(plain_
     exported = AutoModelForCausalLM.from_pretrained(tmp_path / "export")
     assert exported.lm_head.weight is exported.model.embed_tokens.weight
     assert max_difference(weights(engine), dict(exported.state_dict())) == 0.0
+
+
+def test_entropy_grad_off_gives_the_same_step_when_the_loss_only_reports_entropy(tiny_model_dir, batch):
+    batch["old_logprobs"] = build_engine(tiny_model_dir).compute_logprobs(batch, micro_batch_size=4).logprobs
+    num_tokens = batch["response_mask"].sum().item()
+    steps = {}
+    for entropy_grad in (True, False):
+        engine = build_engine(tiny_model_dir)
+        engine.forward_backward(batch, policy_loss(num_tokens, entropy_coeff=0.0), micro_batch_size=MICRO_BATCH,
+                                entropy_grad=entropy_grad)
+        engine.optimizer_step()
+        steps[entropy_grad] = full_parameters(engine)
+    assert max_difference(steps[True], steps[False]) < 1e-6
+    # with an entropy bonus the entropy needs its gradient: without it the step differs
+    engine = build_engine(tiny_model_dir)
+    engine.forward_backward(batch, policy_loss(num_tokens, entropy_coeff=0.5), micro_batch_size=MICRO_BATCH)
+    engine.optimizer_step()
+    assert max_difference(full_parameters(engine), steps[True]) > 1e-4
+
+
+@pytest.mark.parametrize("gradient_checkpointing", [False, True])
+def test_torch_compile_gives_the_same_logprobs_and_step(tiny_model_dir, batch, gradient_checkpointing):
+    plain = build_engine(tiny_model_dir, gradient_checkpointing=gradient_checkpointing)
+    compiled = build_engine(tiny_model_dir, gradient_checkpointing=gradient_checkpointing, torch_compile=True)
+    expected = plain.compute_logprobs(batch, micro_batch_size=MICRO_BATCH, with_entropy=True)
+    frames_before = counters["stats"]["unique_graphs"]
+    output = compiled.compute_logprobs(batch, micro_batch_size=MICRO_BATCH, with_entropy=True)
+    assert counters["stats"]["unique_graphs"] > frames_before  # dynamo did compile (or recompile) something
+    torch.testing.assert_close(output.logprobs, expected.logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(output.entropy, expected.entropy, rtol=0, atol=1e-5)
+    # gradients, not weights after a step: AdamW's first step moves a weight by about lr whatever the
+    # size of its gradient, so the rounding of a near-zero gradient would show at full size
+    batch["old_logprobs"] = expected.logprobs
+    num_tokens = batch["response_mask"].sum().item()
+    losses = [engine.forward_backward(batch, policy_loss(num_tokens), micro_batch_size=MICRO_BATCH)["loss"]
+              for engine in (plain, compiled)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    compiled_params = dict(compiled.scorer.named_parameters())
+    for name, param in plain.scorer.named_parameters():
+        torch.testing.assert_close(compiled_params[name].grad.full_tensor(), param.grad.full_tensor(),
+                                   rtol=1e-4, atol=1e-6, msg=name)

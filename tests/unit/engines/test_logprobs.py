@@ -57,3 +57,23 @@ def test_uniform_logits_give_log_v_entropy():
     log_v = torch.log(torch.tensor(float(V)))
     torch.testing.assert_close(logprobs, torch.full((B, T), -log_v))
     torch.testing.assert_close(entropy, torch.full((B, T), log_v))
+
+
+@pytest.mark.parametrize("chunk_size", [4, 2 * B * T])
+def test_metric_only_entropy_is_detached_and_leaves_logprob_gradients_alone(chunk_size):
+    torch.manual_seed(0)
+    head = torch.nn.Linear(H, V, bias=False)
+    hidden = torch.randn(B, T, H, requires_grad=True)
+    labels = torch.randint(0, V, (B, T))
+    weights = torch.randn(B, T)
+
+    logprobs, entropy = logprobs_from_hidden(
+        hidden, head, labels, chunk_size=chunk_size, with_entropy=True, entropy_grad=False
+    )
+    expected_logprobs, expected_entropy = reference(hidden, head, labels, 1.0)
+    assert not entropy.requires_grad and logprobs.requires_grad
+    torch.testing.assert_close(entropy, expected_entropy.detach(), rtol=0, atol=1e-6)
+    grads = torch.autograd.grad((logprobs * weights).sum(), [hidden, head.weight])
+    expected = torch.autograd.grad((expected_logprobs * weights).sum(), [hidden, head.weight])
+    for grad, expected_grad in zip(grads, expected):
+        torch.testing.assert_close(grad, expected_grad, rtol=0, atol=1e-6)
