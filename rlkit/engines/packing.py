@@ -53,11 +53,6 @@ class PackedMicroBatch:
         return scores_1M.new_zeros(self.batch_shape).index_put(index, scores_1M[0])
 
 
-def sequence_lengths(prompt_extent: Tensor, response_extent: Tensor) -> Tensor:
-    """Tokens each row packs: its prompt extent (at least 1) plus its response extent. (B,), (B,) -> (B,)."""
-    return prompt_extent.clamp(min=1) + response_extent
-
-
 def pack(micro: Batch) -> PackedMicroBatch:
     """The packed form of `micro`'s model inputs (on the device `micro` is on)."""
     prompt_extent_B, response_extent_B = sequence_extents(micro["attention_mask"], micro["response_mask"])
@@ -65,11 +60,11 @@ def pack(micro: Batch) -> PackedMicroBatch:
     P, T = micro.prompt_width, micro.response_width
     columns_L = torch.arange(P + T, device=kept_prompt_B.device)
     kept_BL = (columns_L >= P - kept_prompt_B[:, None]) & (columns_L < P + response_extent_B[:, None])
-    lengths_B = sequence_lengths(prompt_extent_B, response_extent_B)
+    lengths_B = kept_prompt_B + response_extent_B
     starts_B = lengths_B.cumsum(0) - lengths_B
-    # boolean indexing walks (B, L) row by row: each row's kept tokens, in order, rows one after another
     rows_M, columns_M = (torch.arange(T, device=columns_L.device) < response_extent_B[:, None]).nonzero(as_tuple=True)
     return PackedMicroBatch(
+        # boolean indexing walks (B, L) row by row: each row's kept tokens in order, the rows one after another
         input_ids_1N=micro["input_ids"][kept_BL].unsqueeze(0),
         position_ids_1N=micro["position_ids"][kept_BL].unsqueeze(0),
         cu_seq_lens=F.pad(lengths_B.cumsum(0), (1, 0)).to(torch.int32),

@@ -15,7 +15,9 @@ Two kernels compute the same thing:
   and slow, so that everything runs and is tested on CPU.
 
 The model's causal-mask builder returns no mask for an implementation it has no mask function for, which
-is what a packed forward needs (the forward passes attention_mask=None too).
+is what a packed forward needs (the forward passes attention_mask=None too). Read in transformers 5.17 and
+5.23, which agree on all of it: AttentionInterface.register, set_attn_implementation taking a registered
+name, that early return of the mask builders, and Qwen2/Llama passing their forward's kwargs down to here.
 """
 
 from __future__ import annotations
