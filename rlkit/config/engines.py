@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal, Union
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Discriminator, Field, Tag, field_validator, model_validator
 
 from rlkit.config.base import Section, check_registered
 
@@ -32,15 +32,33 @@ class EngineCommon(Section):
         bool,
         Field(description="Trim each micro-batch to the columns its rows use (leading prompt padding, trailing "
               "response padding) before the forward; outputs are padded back to the batch's width. Same numbers "
-              "up to float rounding; no varlen packing."),
+              "up to float rounding; rows stay padded to the micro-batch's widths (pack_sequences removes all "
+              "padding)."),
+    ] = False
+    pack_sequences: Annotated[
+        bool,
+        Field(description="Run every forward (log-probs, values, training) on one row holding the real tokens of "
+              "the micro-batch's sequences back to back, with a variable-length causal attention that never "
+              "crosses sequences (PyTorch's flash varlen kernel on CUDA in bf16/fp16, an exact per-sequence loop "
+              "elsewhere); outputs come back as (B, T). No padding is computed; same numbers up to float "
+              "rounding. Replaces remove_padding."),
     ] = False
     max_tokens_per_micro_batch: Annotated[
         int | None,
         Field(ge=1, description="Form micro-batches by a token budget instead of "
-              "algorithm.micro_batch_size_per_device: rows x padded width (the trimmed width with remove_padding) "
-              "stays within it. Sequences are grouped by length; every rank runs the same number of micro-batches; "
-              "a sequence over the budget runs alone."),
+              "algorithm.micro_batch_size_per_device: rows x padded width (the trimmed width with remove_padding; "
+              "the number of real tokens with pack_sequences) stays within it. Sequences are grouped by length; "
+              "every rank runs the same number of micro-batches; a sequence over the budget runs alone."),
     ] = None
+
+    @model_validator(mode="after")
+    def _packing_replaces_trimming(self) -> EngineCommon:
+        if self.pack_sequences and self.remove_padding:
+            raise ValueError(
+                "engine.pack_sequences and engine.remove_padding are both true: packing already removes all "
+                "padding; set engine.remove_padding=false"
+            )
+        return self
 
 
 class FSDP2Config(EngineCommon):

@@ -1,6 +1,9 @@
 """What every engine builds before it shards: the compute dtype, the scorer, activation checkpointing and
 torch.compile of the decoder layers.
 
+With engine.pack_sequences the model is switched to the packed attention (rlkit.engines.varlen_attention) for
+good: every forward an engine runs is then a packed one (rlkit.engines.passes).
+
 Both engines load the same model, add the same LoRA adapters and wrap it in the same scorer
 (rlkit.engines.sequences); they differ only in what happens next (`fully_shard` or `deepspeed.initialize`).
 """
@@ -13,8 +16,9 @@ from torch import nn
 from rlkit.config.schema import EngineCommon
 from rlkit.engines.base import EngineSpec
 from rlkit.engines.sequences import PolicyScorer, ValueScorer
+from rlkit.engines.varlen_attention import use_varlen_attention
 from rlkit.models.loading import load_causal_lm, load_critic
-from rlkit.models.lora import apply_lora
+from rlkit.models.lora import apply_lora, hf_model_of
 
 VALUE_HEAD = "score"  # the head of transformers' *ForTokenClassification decoders
 
@@ -47,6 +51,8 @@ def build_scorer(spec: EngineSpec, config: EngineCommon, *, reference_dtype: tor
                 model = apply_lora(model, spec.lora, task_type=None, fully_trained=(VALUE_HEAD,))
             else:
                 model = apply_lora(model, spec.lora, task_type="CAUSAL_LM")
+    if config.pack_sequences:
+        use_varlen_attention(hf_model_of(model))
     if spec.role == "critic":
         return ValueScorer(model)
     return PolicyScorer(

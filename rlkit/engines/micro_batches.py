@@ -12,8 +12,12 @@ numbers for the real tokens (up to the rounding of matmuls of another shape); th
 padded back to (B, T) with zeros. This is the CPU-exact form of padding removal: rows stay padded to the
 micro-batch's own widths, with no varlen packing.
 
+Sequence packing (`pack_sequences`) is rlkit.engines.packing: here it only changes what a micro-batch's size is.
+
 Token budget (`max_tokens`). A micro-batch's size is rows x padded width (P' + T' with padding removal,
-L without), the tensor the model runs on: the budget bounds activation memory, not real tokens. Sequences
+L without), the tensor the model runs on: the budget bounds activation memory, not real tokens. Packed, it is
+the number of tokens the packed row holds, the sum over its rows of max(1, prompt extent) + response extent
+(packing.pack's rule). Sequences
 are sorted longest first so that neighbours have similar widths. Each rank counts the fewest contiguous runs
 of that order within the budget; forward passes of sharded models are collectives, so all ranks take the
 largest count and cut their order into that many runs, with the smallest largest size (a search over the cap).
@@ -39,14 +43,16 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MicroBatching:
-    """An engine's micro-batch options (EngineCommon.remove_padding, .max_tokens_per_micro_batch)."""
+    """An engine's micro-batch options (EngineCommon.remove_padding, .max_tokens_per_micro_batch,
+    .pack_sequences)."""
 
     remove_padding: bool = False
     max_tokens: int | None = None
+    pack_sequences: bool = False
 
     @staticmethod
     def of(config: EngineCommon) -> MicroBatching:
-        return MicroBatching(config.remove_padding, config.max_tokens_per_micro_batch)
+        return MicroBatching(config.remove_padding, config.max_tokens_per_micro_batch, config.pack_sequences)
 
 
 # -- widths ---------------------------------------------------------------------------------------------
@@ -73,6 +79,16 @@ def padded_size(prompt_extent: list[int], response_extent: list[int], rows: list
     """rows x (P' + T'): the number of token slots the model runs on."""
     kept_prompt, kept_response = kept_widths(prompt_extent, response_extent, rows)
     return len(rows) * (kept_prompt + kept_response)
+
+
+def packed_size(prompt_extent: list[int], response_extent: list[int], rows: list[int]) -> int:
+    """The tokens of `rows` packed into one row: each row's prompt extent (at least 1) plus its response extent."""
+    return sum(max(1, prompt_extent[i]) + response_extent[i] for i in rows)
+
+
+def run_size(prompt_extent: list[int], response_extent: list[int], rows: list[int], packed: bool) -> int:
+    """A micro-batch's size under the token budget: packed_size when packing, else padded_size."""
+    return (packed_size if packed else padded_size)(prompt_extent, response_extent, rows)
 
 
 def trim(micro: Batch) -> tuple[dict[str, Tensor], int]:
@@ -103,43 +119,49 @@ def longest_first(prompt_extent: list[int], response_extent: list[int]) -> list[
     return sorted(range(len(prompt_extent)), key=lambda i: -(prompt_extent[i] + response_extent[i]))
 
 
-def greedy_runs(order: list[int], prompt_extent: list[int], response_extent: list[int], cap: int) -> list[list[int]]:
-    """The fewest contiguous runs of `order` whose padded size stays within `cap`; a row over it runs alone.
+def greedy_runs(
+    order: list[int], prompt_extent: list[int], response_extent: list[int], cap: int, *, packed: bool = False
+) -> list[list[int]]:
+    """The fewest contiguous runs of `order` whose size (run_size) stays within `cap`; a row over it runs alone.
     Greedy is optimal here: a run's size only grows as rows join it."""
     runs: list[list[int]] = []
     run: list[int] = []
     kept_prompt = kept_response = 1
+    tokens = 0
     for i in order:
         grown_prompt, grown_response = max(kept_prompt, prompt_extent[i]), max(kept_response, response_extent[i])
-        if run and (len(run) + 1) * (grown_prompt + grown_response) > cap:
+        grown_tokens = tokens + max(1, prompt_extent[i]) + response_extent[i]
+        size = grown_tokens if packed else (len(run) + 1) * (grown_prompt + grown_response)
+        if run and size > cap:
             runs.append(run)
             run = []
             grown_prompt, grown_response = max(1, prompt_extent[i]), max(1, response_extent[i])
+            grown_tokens = max(1, prompt_extent[i]) + response_extent[i]
         run.append(i)
-        kept_prompt, kept_response = grown_prompt, grown_response
+        kept_prompt, kept_response, tokens = grown_prompt, grown_response, grown_tokens
     if run:
         runs.append(run)
     return runs
 
 
 def balanced_runs(
-    order: list[int], prompt_extent: list[int], response_extent: list[int], num_runs: int
+    order: list[int], prompt_extent: list[int], response_extent: list[int], num_runs: int, *, packed: bool = False
 ) -> list[list[int]]:
     """Exactly `num_runs` contiguous runs of `order` (1 <= num_runs <= len(order)) under the smallest cap that
     greedy_runs can meet with at most `num_runs` runs (single rows over the cap run alone, as in greedy_runs):
     the largest run of 2+ rows is as small as such a cut allows, and within any budget that needs no more runs."""
     assert 1 <= num_runs <= len(order), f"{num_runs} micro-batches of {len(order)} sequences"
-    low, high = 1, padded_size(prompt_extent, response_extent, order)
+    low, high = 1, run_size(prompt_extent, response_extent, order, packed)
     while low < high:  # the run count only falls as the cap grows
         cap = (low + high) // 2
-        if len(greedy_runs(order, prompt_extent, response_extent, cap)) <= num_runs:
+        if len(greedy_runs(order, prompt_extent, response_extent, cap, packed=packed)) <= num_runs:
             high = cap
         else:
             low = cap + 1
-    runs = greedy_runs(order, prompt_extent, response_extent, low)
+    runs = greedy_runs(order, prompt_extent, response_extent, low, packed=packed)
     while len(runs) < num_runs:  # halve the largest run of 2+ rows: no run grows
         splittable = [k for k, run in enumerate(runs) if len(run) > 1]
-        k = max(splittable, key=lambda k: padded_size(prompt_extent, response_extent, runs[k]))
+        k = max(splittable, key=lambda k: run_size(prompt_extent, response_extent, runs[k], packed))
         half = len(runs[k]) // 2
         runs[k : k + 1] = [runs[k][:half], runs[k][half:]]
     return runs
@@ -150,14 +172,15 @@ def plan(batch: Batch, micro_batch_size: int, batching: MicroBatching) -> list[l
     number of micro-batches (the local batches must be at least that many rows; equal shards are)."""
     if batching.max_tokens is None:
         return fixed_runs(len(batch), micro_batch_size)
-    if batching.remove_padding:
+    packed = batching.pack_sequences
+    if batching.remove_padding or packed:
         prompt, response = (extent.tolist() for extent in
                             sequence_extents(batch["attention_mask"], batch["response_mask"]))
     else:
         prompt, response = [batch.prompt_width] * len(batch), [batch.response_width] * len(batch)
     order = longest_first(prompt, response)
-    local = greedy_runs(order, prompt, response, batching.max_tokens)
-    if any(padded_size(prompt, response, run) > batching.max_tokens for run in local):
+    local = greedy_runs(order, prompt, response, batching.max_tokens, packed=packed)
+    if any(run_size(prompt, response, run, packed) > batching.max_tokens for run in local):
         _warn_over_budget(batching.max_tokens)
     num_runs = int(all_reduce_max(len(local)))
     if num_runs > len(batch):
@@ -165,12 +188,12 @@ def plan(batch: Batch, micro_batch_size: int, batching: MicroBatching) -> list[l
             f"engine.max_tokens_per_micro_batch={batching.max_tokens}: another rank needs {num_runs} micro-batches "
             f"but this rank holds {len(batch)} sequences; give every rank the same number of sequences"
         )
-    return balanced_runs(order, prompt, response, num_runs)
+    return balanced_runs(order, prompt, response, num_runs, packed=packed)
 
 
 @functools.cache
 def _warn_over_budget(max_tokens: int) -> None:
-    log.warning("engine.max_tokens_per_micro_batch=%d is smaller than some sequences' padded size: each such "
+    log.warning("engine.max_tokens_per_micro_batch=%d is smaller than some sequences' size: each such "
                 "sequence runs alone in its micro-batch (warned once)", max_tokens)
 
 

@@ -5,12 +5,14 @@ Shape legend: B sequences, T response width (see rlkit.batch).
 `module` is whatever runs the scorer's forward: the FSDP2 root itself, or the DeepSpeed engine around it.
 Batches arrive on CPU; each micro-batch moves to `device` for its pass. The engine sets train or eval mode,
 `torch.no_grad` and placement around these calls, and owns the backward. `batching` says how micro-batches
-are formed and whether each is trimmed of its padding (rlkit.engines.micro_batches); either way callers and
-loss functions see (B, T) outputs in the batch's row order.
+are formed and what the model runs on: the padded rows, the rows trimmed of their padding
+(rlkit.engines.micro_batches), or all their real tokens packed into one row (rlkit.engines.packing); either
+way callers and loss functions see (B, T) outputs in the batch's row order.
 """
 
 from __future__ import annotations
 
+import functools
 from contextlib import AbstractContextManager, nullcontext
 from typing import Callable
 
@@ -20,6 +22,7 @@ from torch import Tensor, nn
 from rlkit.batch import Batch
 from rlkit.engines.base import LossFn, ModelOutput
 from rlkit.engines.micro_batches import MicroBatching, in_batch_order, pad_response, plan, trim
+from rlkit.engines.packing import pack
 from rlkit.errors import ConfigError
 from rlkit.models.lora import is_peft_model
 
@@ -35,32 +38,40 @@ def adapters_off(model: nn.Module, base_model: bool) -> AbstractContextManager:
     return model.disable_adapter()
 
 
-def model_inputs(micro: Batch, device: torch.device, remove_padding: bool) -> tuple[dict[str, Tensor], int]:
-    """The scorer's (B, L) inputs on `device` (trimmed to (B, P' + T') with `remove_padding`) and their T."""
-    if remove_padding:
+def model_inputs(
+    micro: Batch, device: torch.device, batching: MicroBatching
+) -> tuple[dict[str, Tensor | int | None], Callable[[Tensor], Tensor]]:
+    """The scorer's inputs on `device`, and what maps its per-token outputs back to (B, T): (B, L) inputs,
+    trimmed to (B, P' + T') with `remove_padding`, or one packed (1, N) row with `pack_sequences`."""
+    if batching.pack_sequences:
+        packed = pack(micro)
+        return packed.scorer_inputs(device), packed.to_batch
+    if batching.remove_padding:
         inputs, response_width = trim(micro)
     else:
         inputs, response_width = {key: micro[key] for key in MODEL_INPUTS}, micro.response_width
-    return {key: value.to(device) for key, value in inputs.items()}, response_width
+    inputs = {key: value.to(device) for key, value in inputs.items()}
+    return {**inputs, "response_width": response_width}, functools.partial(
+        pad_response, response_width=micro.response_width
+    )
 
 
 def score(
-    module: Callable, micro: Batch, device: torch.device, *, with_entropy: bool, remove_padding: bool = False,
-    entropy_grad: bool = True,
+    module: Callable, micro: Batch, device: torch.device, *, with_entropy: bool,
+    batching: MicroBatching = MicroBatching(), entropy_grad: bool = True,
 ) -> tuple[Tensor, Tensor | None]:
     """A policy scorer's (logprobs (B, T), entropy (B, T) or None) on `device`."""
-    inputs, response_width = model_inputs(micro, device, remove_padding)
-    logprobs_BT, entropy_BT = module(
-        **inputs, response_width=response_width, with_entropy=with_entropy, entropy_grad=entropy_grad
-    )
-    width = micro.response_width
-    return pad_response(logprobs_BT, width), pad_response(entropy_BT, width) if entropy_BT is not None else None
+    inputs, to_batch = model_inputs(micro, device, batching)
+    logprobs, entropy = module(**inputs, with_entropy=with_entropy, entropy_grad=entropy_grad)
+    return to_batch(logprobs), to_batch(entropy) if entropy is not None else None
 
 
-def values(module: Callable, micro: Batch, device: torch.device, *, remove_padding: bool = False) -> Tensor:
+def values(
+    module: Callable, micro: Batch, device: torch.device, *, batching: MicroBatching = MicroBatching()
+) -> Tensor:
     """A value scorer's values (B, T) on `device`."""
-    inputs, response_width = model_inputs(micro, device, remove_padding)
-    return pad_response(module(**inputs, response_width=response_width), micro.response_width)
+    inputs, to_batch = model_inputs(micro, device, batching)
+    return to_batch(module(**inputs))
 
 
 def logprobs_of(
@@ -72,9 +83,7 @@ def logprobs_of(
     logprobs, entropies = [], []
     for rows in runs:
         micro = batch.select(rows)
-        logprobs_BT, entropy_BT = score(
-            module, micro, device, with_entropy=with_entropy, remove_padding=batching.remove_padding
-        )
+        logprobs_BT, entropy_BT = score(module, micro, device, with_entropy=with_entropy, batching=batching)
         logprobs.append(logprobs_BT.cpu())
         entropies.append(entropy_BT.cpu() if with_entropy else None)
     return ModelOutput(
@@ -88,7 +97,7 @@ def values_of(
 ) -> Tensor:
     """Values of the whole batch, fp32 (B, T) on CPU."""
     runs = plan(batch, micro_batch_size, batching)
-    pieces = [values(module, batch.select(rows), device, remove_padding=batching.remove_padding).cpu() for rows in runs]
+    pieces = [values(module, batch.select(rows), device, batching=batching).cpu() for rows in runs]
     return in_batch_order(pieces, runs)
 
 
@@ -106,17 +115,16 @@ def accumulate_gradients(
 ) -> dict[str, float]:
     """Forward and `backward(loss)` per micro-batch (outputs stay on the device, with grad); returns the
     loss function's metrics summed over micro-batches. The loss function sees each micro-batch whole (B, T),
-    trimmed or not: it returns a share of the global loss, so the grouping does not change the sum.
+    trimmed, packed or not: it returns a share of the global loss, so the grouping does not change the sum.
     `entropy_grad=False` hands it a detached entropy (TrainEngine.forward_backward)."""
     metrics: dict[str, float] = {}
     for rows in plan(batch, micro_batch_size, batching):
         micro = batch.select(rows).to(device)
         if critic:
-            output = ModelOutput(values=values(module, micro, device, remove_padding=batching.remove_padding))
+            output = ModelOutput(values=values(module, micro, device, batching=batching))
         else:
             logprobs_BT, entropy_BT = score(
-                module, micro, device, with_entropy=True, remove_padding=batching.remove_padding,
-                entropy_grad=entropy_grad,
+                module, micro, device, with_entropy=True, batching=batching, entropy_grad=entropy_grad
             )
             output = ModelOutput(logprobs=logprobs_BT, entropy=entropy_BT)
         loss, micro_metrics = loss_fn(output, micro)

@@ -1,4 +1,4 @@
-"""Padding removal and token-budget micro-batches (rlkit/engines/micro_batches.py).
+"""Padding removal and token-budget micro-batches (rlkit/engines/micro_batches.py); packing: test_packing.py.
 
 The pure functions are checked on hand-made masks; then, on the tiny model, FSDP2 and DeepSpeed ZeRO-3 with
 the switches on must give what fixed micro-batches give (log-probs, entropy, values at the response tokens;
@@ -7,17 +7,11 @@ need different numbers of micro-batches on their own. Last, a small `rlkit train
 """
 
 import logging
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-from engine_cases import max_difference
-from micro_batching_cases import MICRO_BATCH, SWITCHES, build, make_uneven_batch, measure
+from micro_batching_cases import MICRO_BATCH, SWITCHES, assert_same, make_uneven_batch, measure_world1
 
-import rlkit
 from rlkit.batch import Batch
 from rlkit.engines import micro_batches
 from rlkit.engines.base import DistInfo
@@ -34,9 +28,6 @@ from rlkit.engines.micro_batches import (
     sequence_extents,
     trim,
 )
-
-TOLERANCE = 1e-5  # fp32; measured: log-probs, entropy <= 1e-6, loss and grad norms <= 2e-7, weights <= 1e-6
-SCRIPT = Path(__file__).parent / "scripts" / "micro_batching_cases.py"
 
 
 # -- pure functions ----------------------------------------------------------------------------------------
@@ -168,47 +159,13 @@ def test_a_sequence_over_the_budget_runs_alone_and_warns_once(caplog):
 
 
 # -- engines at world size 1 -----------------------------------------------------------------------------
-def run_engines(engine: str, model_dir: str, **switches) -> dict:
-    from transformers import AutoConfig
-
-    if engine == "deepspeed":
-        pytest.importorskip("deepspeed")
-    batch = make_uneven_batch(AutoConfig.from_pretrained(model_dir).vocab_size)
-    actor, critic = (build(engine, model_dir, role, **switches) for role in ("actor", "critic"))
-    return {**measure(actor, critic, batch, DistInfo()), "response_mask": batch["response_mask"]}
-
-
-def assert_same(on: dict, off: dict) -> None:
-    mask = off["response_mask"].bool()
-    for key in ("logprobs", "entropy", "values"):
-        torch.testing.assert_close(on[key][mask], off[key][mask], rtol=0, atol=TOLERANCE, msg=key)
-        assert torch.isfinite(on[key]).all(), key
-    for key in ("loss", "grad_norm", "vf_loss", "critic_grad_norm"):
-        assert on[key] == pytest.approx(off[key], abs=TOLERANCE), key
-    assert max_difference(on["weights"], off["weights"]) < TOLERANCE
-    assert max_difference(on["critic_weights"], off["critic_weights"]) < TOLERANCE
-
-
-@pytest.fixture(scope="module")
-def fixed(tiny_model_dir):
-    """Each engine's fixed micro-batch measurements, run once on first use."""
-    measured: dict[str, dict] = {}
-
-    def of(engine: str) -> dict:
-        if engine not in measured:
-            measured[engine] = run_engines(engine, tiny_model_dir)
-        return measured[engine]
-
-    return of
-
-
 @pytest.mark.parametrize("engine", ["fsdp2", "deepspeed"])
 @pytest.mark.parametrize("switches", [
     SWITCHES, {"remove_padding": True}, {"max_tokens_per_micro_batch": SWITCHES["max_tokens_per_micro_batch"] * 3},
 ], ids=["both", "remove_padding", "budget"])
 def test_switches_match_fixed_micro_batches(engine, switches, tiny_model_dir, fixed):
     off = fixed(engine)
-    on = run_engines(engine, tiny_model_dir, **switches)
+    on = measure_world1(engine, tiny_model_dir, **switches)
     assert_same(on, off)
     assert off["actor_sizes"] == [[2, 2, 2, 2]]
     if "max_tokens_per_micro_batch" in switches:
@@ -224,26 +181,14 @@ def test_switches_match_fixed_micro_batches(engine, switches, tiny_model_dir, fi
 
 
 # -- FSDP2 at world size 2 ---------------------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def world2(tiny_model_dir, tmp_path_factory) -> dict:
-    out_dir = tmp_path_factory.mktemp("micro-batching-world2")
-    repo_root = str(Path(rlkit.__file__).parents[1])
-    env = {**os.environ, "OMP_NUM_THREADS": "1",
-           "PYTHONPATH": os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(SCRIPT)]
-    run = subprocess.run([*command, tiny_model_dir, str(out_dir)], env=env, capture_output=True, text=True,
-                         timeout=300)
-    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-8000:]}"
-    return torch.load(out_dir / "results.pt", weights_only=False)
-
-
 def test_world2_switches_match_world1_fixed_micro_batches(world2, fixed):
+    trimmed = world2["remove_padding"]  # the run with SWITCHES; scripts/micro_batching_cases.py
     # alone, rank 0 (the long rows) needs 3 micro-batches within 40 tokens and rank 1 one; both ran 3
-    assert world2["local_runs"] == [3, 1]
-    assert [len(sizes) for sizes in world2["actor_sizes"]] == [3, 3]
-    assert [len(sizes) for sizes in world2["critic_sizes"]] == [3, 3]
+    assert trimmed["local_runs"] == [3, 1]
+    assert [len(sizes) for sizes in trimmed["actor_sizes"]] == [3, 3]
+    assert [len(sizes) for sizes in trimmed["critic_sizes"]] == [3, 3]
     off = fixed("fsdp2")
-    assert_same({**world2, "response_mask": off["response_mask"]}, off)
+    assert_same({**trimmed, "response_mask": off["response_mask"]}, off)
 
 
 # -- rlkit train -------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
-"""Padding removal and token-budget micro-batches against fixed micro-batches: what both sides measure.
+"""Padding removal, sequence packing and token-budget micro-batches against fixed micro-batches: what both
+sides measure.
 
-Imported by test_micro_batching.py (world size 1, in process) and run as a script under
-`torchrun --nproc_per_node=2 micro_batching_cases.py MODEL_DIR OUT_DIR` (FSDP2 at world size 2, switches on):
-rank 0 writes the gathered measurements to OUT_DIR/results.pt.
+Imported by test_micro_batching.py and test_packing.py (world size 1, in process) and run as a script under
+`torchrun --nproc_per_node=2 micro_batching_cases.py MODEL_DIR OUT_DIR` (FSDP2 at world size 2, with SWITCHES
+and with PACKED_SWITCHES): rank 0 writes the gathered measurements of both to OUT_DIR/results.pt.
 """
 
 from __future__ import annotations
@@ -12,10 +13,10 @@ import sys
 from pathlib import Path
 
 import torch
-from engine_cases import policy_loss, value_loss, weights
+from engine_cases import max_difference, policy_loss, value_loss, weights
 
 from rlkit.batch import Batch
-from rlkit.config.schema import DeepSpeedConfig, FSDP2Config, OptimConfig
+from rlkit.config.schema import DeepSpeedConfig, FSDP2Config, LoraConfig, OptimConfig
 from rlkit.distributed import all_gather_objects, all_reduce_sum
 from rlkit.engines.base import DistInfo, EngineSpec
 from rlkit.engines.micro_batches import greedy_runs, longest_first, sequence_extents
@@ -27,13 +28,16 @@ PROMPT_LENGTHS = [6, 3, 5, 2, 2, 4, 1, 3]
 RESPONSE_LENGTHS = [16, 14, 9, 12, 1, 3, 2, 1]
 MICRO_BATCH = 2
 SWITCHES = {"remove_padding": True, "max_tokens_per_micro_batch": 40}
+PACKED_SWITCHES = {"pack_sequences": True, "max_tokens_per_micro_batch": 40}
+TOLERANCE = 1e-5  # fp32; measured: log-probs, entropy <= 1e-6, loss and grad norms <= 2e-7, weights <= 1e-6
 
 
-def build(engine: str, model_dir: str, role: str, dist: DistInfo = DistInfo(), **switches):
+def build(engine: str, model_dir: str, role: str, dist: DistInfo = DistInfo(), lora: LoraConfig | None = None,
+          **switches):
     """An FSDP2 or DeepSpeed ZeRO-3 actor or critic: AdamW at lr 1e-3 with eps 1e-6. AdamW's first step moves a
     weight by lr * g / (|g| + eps): at lr 1e-2 with the default eps 1e-8, a gradient of ~1e-8 turned a ~1e-10
     difference in summation order into 2e-5 in the weight (measured); here it stays under ~1e-6."""
-    spec = EngineSpec(role=role, model_path=model_dir, total_optimizer_steps=10,
+    spec = EngineSpec(role=role, model_path=model_dir, total_optimizer_steps=10, lora=lora,
                       optim=OptimConfig(lr=1e-3, eps=1e-6, grad_clip=1.0, warmup_steps=1, scheduler="cosine"))
     if engine == "fsdp2":
         from rlkit.engines.fsdp2 import FSDP2Engine
@@ -68,10 +72,11 @@ def make_uneven_batch(vocab_size: int, seed: int = 0) -> Batch:
     })
 
 
-def local_budget_runs(batch: Batch, max_tokens: int) -> int:
-    """How many micro-batches this batch needs under the budget on its own (before ranks agree)."""
+def local_budget_runs(batch: Batch, switches: dict) -> int:
+    """How many micro-batches this batch needs under the budget of `switches` on its own (before ranks agree)."""
     prompt, response = (e.tolist() for e in sequence_extents(batch["attention_mask"], batch["response_mask"]))
-    return len(greedy_runs(longest_first(prompt, response), prompt, response, max_tokens))
+    return len(greedy_runs(longest_first(prompt, response), prompt, response, switches["max_tokens_per_micro_batch"],
+                           packed=switches.get("pack_sequences", False)))
 
 
 def counted(loss_fn, sizes: list[int]):
@@ -84,9 +89,10 @@ def counted(loss_fn, sizes: list[int]):
     return wrapper
 
 
-def measure(actor, critic, batch: Batch, dist: DistInfo) -> dict[str, object]:
+def measure(actor, critic, batch: Batch, dist: DistInfo, switches: dict = SWITCHES) -> dict[str, object]:
     """On this rank's share: log-probs and entropy, one policy step, critic values and one value step.
-    Per-token outputs are gathered over ranks (complete everywhere); micro-batch sizes are this rank's."""
+    Per-token outputs are gathered over ranks (complete everywhere); micro-batch sizes are this rank's;
+    local_runs are what the budget of `switches` (if any) asks of each rank alone."""
     num_tokens = batch["response_mask"].sum().item()
     local = batch.shard(dist.rank, dist.world_size)
     output = actor.compute_logprobs(local, micro_batch_size=MICRO_BATCH, with_entropy=True)
@@ -107,8 +113,32 @@ def measure(actor, critic, batch: Batch, dist: DistInfo) -> dict[str, object]:
         "vf_loss": all_reduce_sum(critic_metrics["vf_loss"]), "critic_grad_norm": critic_step["grad_norm"],
         "critic_weights": weights(critic),
         "actor_sizes": all_gather_objects(actor_sizes), "critic_sizes": all_gather_objects(critic_sizes),
-        "local_runs": all_gather_objects(local_budget_runs(local, SWITCHES["max_tokens_per_micro_batch"])),
+        "local_runs": all_gather_objects(
+            local_budget_runs(local, switches) if "max_tokens_per_micro_batch" in switches else None
+        ),
     }
+
+
+def measure_world1(engine: str, model_dir: str, lora: LoraConfig | None = None, **switches) -> dict:
+    """`measure` of a fresh actor and critic at world size 1, with the batch's response mask."""
+    from transformers import AutoConfig
+
+    batch = make_uneven_batch(AutoConfig.from_pretrained(model_dir).vocab_size)
+    actor, critic = (build(engine, model_dir, role, lora=lora, **switches) for role in ("actor", "critic"))
+    measured = measure(actor, critic, batch, DistInfo(), switches)
+    return {**measured, "response_mask": batch["response_mask"]}
+
+
+def assert_same(on: dict, off: dict) -> None:
+    """Per-token outputs at the response tokens, losses, grad norms and updated weights within TOLERANCE."""
+    mask = off["response_mask"].bool()
+    for key in ("logprobs", "entropy", "values"):
+        torch.testing.assert_close(on[key][mask], off[key][mask], rtol=0, atol=TOLERANCE, msg=key)
+        assert torch.isfinite(on[key]).all(), key
+    for key in ("loss", "grad_norm", "vf_loss", "critic_grad_norm"):
+        assert abs(on[key] - off[key]) <= TOLERANCE, (key, on[key], off[key])
+    assert max_difference(on["weights"], off["weights"]) < TOLERANCE
+    assert max_difference(on["critic_weights"], off["critic_weights"]) < TOLERANCE
 
 
 # -- the world-size-2 run ------------------------------------------------------------------------------
@@ -119,8 +149,10 @@ def main(model_dir: str, out_dir: str) -> None:
 
     dist = init_distributed("cpu")
     batch = make_uneven_batch(AutoConfig.from_pretrained(model_dir).vocab_size)
-    actor, critic = (build("fsdp2", model_dir, role, dist, **SWITCHES) for role in ("actor", "critic"))
-    results = measure(actor, critic, batch, dist)
+    results = {}
+    for name, switches in (("remove_padding", SWITCHES), ("packed", PACKED_SWITCHES)):
+        actor, critic = (build("fsdp2", model_dir, role, dist, **switches) for role in ("actor", "critic"))
+        results[name] = measure(actor, critic, batch, dist, switches)
     if dist.is_main:
         torch.save(results, Path(out_dir) / "results.pt")
     destroy()

@@ -1,0 +1,172 @@
+"""Causal attention over packed rows, as a transformers attention function (engine.pack_sequences).
+
+Shape legend: N packed tokens, S sequences, Hq query heads, Hkv key/value heads, D head dimension.
+
+A packed forward runs the decoder on one row (1, N) that holds S sequences back to back; `cu_seq_lens`
+(S + 1,) int32 gives where each starts (0, n_0, n_0 + n_1, ..., N). Every token attends causally within its
+own sequence and never across a boundary. transformers hands the attention function whatever extra keyword
+arguments the model's forward received, so the packed forward passes the flash-attention names
+`cu_seq_lens_q/_k` and `max_length_q/_k` (`varlen_kwargs`).
+
+Two kernels compute the same thing:
+- on CUDA in fp16/bf16, `torch.nn.attention.varlen.varlen_attn` (PyTorch's flash-attention varlen kernel; no
+  flash-attn package needed);
+- elsewhere (CPU, fp32, a torch without varlen_attn), `scaled_dot_product_attention` once per sequence: exact
+  and slow, so that everything runs and is tested on CPU.
+
+The model's causal-mask builder returns no mask for an implementation it has no mask function for, which
+is what a packed forward needs (the forward passes attention_mask=None too). Read in transformers 5.17 and
+5.23, which agree on all of it: AttentionInterface.register, set_attn_implementation taking a registered
+name, that early return of the mask builders, and Qwen2/Llama passing their forward's kwargs down to here.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from rlkit.errors import ConfigError
+
+ATTENTION_NAME = "rlkit_varlen"  # no "flash" or "sdpa" in it: transformers special-cases those names
+
+
+def use_varlen_attention(hf_model: nn.Module) -> None:
+    """Switch a Hugging Face model (every submodel sharing its config) to the packed attention, for good."""
+    from transformers import AttentionInterface
+
+    AttentionInterface.register(ATTENTION_NAME, varlen_attention_forward)
+    hf_model.set_attn_implementation(ATTENTION_NAME)
+    # set_attn_implementation only warns for a model whose attention does not go through AttentionInterface;
+    # such a model would attend across the packed sequences
+    if hf_model.config._attn_implementation != ATTENTION_NAME:
+        raise ConfigError(
+            f"engine.pack_sequences: model {hf_model.config.name_or_path} ({type(hf_model).__name__}) cannot take a "
+            "custom attention function (transformers' AttentionInterface); turn engine.pack_sequences off"
+        )
+
+
+def varlen_kwargs(cu_seq_lens: Tensor, max_length: int) -> dict[str, Tensor | int]:
+    """The keyword arguments that carry the sequence boundaries through a Hugging Face model's forward."""
+    return {"cu_seq_lens_q": cu_seq_lens, "cu_seq_lens_k": cu_seq_lens,
+            "max_length_q": max_length, "max_length_k": max_length}
+
+
+def varlen_attention_forward(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    sliding_window: int | None = None,
+    cu_seq_lens_q: Tensor | None = None,
+    max_length_q: int | None = None,
+    **kwargs,
+) -> tuple[Tensor, None]:
+    """transformers' attention-function contract: query (1, Hq, N, D), key and value (1, Hkv, N, D) ->
+    (output (1, N, Hq, D), no attention weights)."""
+    if cu_seq_lens_q is None or query.shape[0] != 1:
+        raise RuntimeError(
+            f"the '{ATTENTION_NAME}' attention serves packed forwards only (one row and cu_seq_lens_q): "
+            "this model was switched to it by engine.pack_sequences"
+        )
+    if attention_mask is not None:
+        raise RuntimeError(f"the '{ATTENTION_NAME}' attention takes no attention mask: the packed forward passes none")
+    # what the packed attention does not implement and must not silently leave out
+    extras = {"sliding_window": sliding_window, "softcap": kwargs.get("softcap"), "s_aux": kwargs.get("s_aux"),
+              "dropout": dropout or None}
+    unsupported = [name for name, option in extras.items() if option is not None]
+    if unsupported:
+        raise ConfigError(f"engine.pack_sequences: this model's attention uses {', '.join(unsupported)}, which the "
+                          "packed attention does not implement; turn engine.pack_sequences off")
+    output_NHD = varlen_causal_attention(
+        query[0].transpose(0, 1), key[0].transpose(0, 1), value[0].transpose(0, 1),
+        cu_seq_lens_q, max_length_q, scale=scaling,
+    )
+    return output_NHD.unsqueeze(0), None
+
+
+# Outside torch.compile (engine.torch_compile): the per-sequence loop reads the boundaries on the host, and
+# each new max_length would be another specialisation; the attention is one kernel anyway.
+@torch.compiler.disable
+def varlen_causal_attention(
+    query_NHD: Tensor, key_NHD: Tensor, value_NHD: Tensor, cu_seq_lens: Tensor, max_length: int,
+    *, scale: float | None = None,
+) -> Tensor:
+    """Causal attention within each sequence of a packed row: query (N, Hq, D), key and value (N, Hkv, D),
+    Hq a multiple of Hkv (grouped-query attention) -> (N, Hq, D)."""
+    if flash_supports(query_NHD):
+        return flash_varlen(query_NHD, key_NHD, value_NHD, cu_seq_lens, max_length, scale=scale)
+    return per_sequence_sdpa(query_NHD, key_NHD, value_NHD, cu_seq_lens, scale=scale)
+
+
+def flash_supports(query_NHD: Tensor) -> bool:
+    """Whether PyTorch's flash varlen kernel takes this query: CUDA, fp16/bf16, a head size it has kernels for."""
+    head_dim = query_NHD.shape[-1]
+    return (
+        query_NHD.is_cuda
+        and query_NHD.dtype in (torch.float16, torch.bfloat16)
+        and head_dim % 8 == 0 and head_dim <= 256
+        and _torch_varlen_attn() is not None
+    )
+
+
+def flash_varlen(
+    query_NHD: Tensor, key_NHD: Tensor, value_NHD: Tensor, cu_seq_lens: Tensor, max_length: int,
+    *, scale: float | None = None,
+) -> Tensor:
+    """`torch.nn.attention.varlen.varlen_attn`, causal, across the torch releases that have it."""
+    varlen_attn = _torch_varlen_attn()
+    causal, takes_gqa = _varlen_attn_options()
+    num_groups = query_NHD.shape[1] // key_NHD.shape[1]
+    options = dict(causal)
+    if num_groups > 1 and takes_gqa:
+        options["enable_gqa"] = True
+    elif num_groups > 1:  # a release without enable_gqa wants one key/value head per query head
+        key_NHD, value_NHD = (x.repeat_interleave(num_groups, dim=1) for x in (key_NHD, value_NHD))
+    cu_seq_lens = cu_seq_lens.to(torch.int32)
+    return varlen_attn(
+        query_NHD.contiguous(), key_NHD.contiguous(), value_NHD.contiguous(),
+        cu_seq_lens, cu_seq_lens, max_length, max_length, scale=scale, **options,
+    )
+
+
+def per_sequence_sdpa(
+    query_NHD: Tensor, key_NHD: Tensor, value_NHD: Tensor, cu_seq_lens: Tensor, *, scale: float | None = None
+) -> Tensor:
+    """The exact fallback: causal `scaled_dot_product_attention` on each sequence alone."""
+    bounds = cu_seq_lens.tolist()
+    num_groups = query_NHD.shape[1] // key_NHD.shape[1]
+    outputs = []
+    for start, stop in zip(bounds[:-1], bounds[1:]):
+        query_1HnD, key_1HnD, value_1HnD = (x[start:stop].transpose(0, 1).unsqueeze(0)
+                                            for x in (query_NHD, key_NHD, value_NHD))
+        output_1HnD = F.scaled_dot_product_attention(
+            query_1HnD, key_1HnD, value_1HnD, is_causal=True, scale=scale, enable_gqa=num_groups > 1
+        )
+        outputs.append(output_1HnD[0].transpose(0, 1))
+    return torch.cat(outputs)
+
+
+@functools.cache
+def _torch_varlen_attn() -> Callable | None:
+    try:
+        from torch.nn.attention.varlen import varlen_attn
+    except ImportError:  # torch < 2.10
+        return None
+    return varlen_attn
+
+
+@functools.cache
+def _varlen_attn_options() -> tuple[dict, bool]:
+    """How this torch's varlen_attn asks for causality (torch 2.10: is_causal; 2.11 on: window_size=(-1, 0)),
+    and whether it takes enable_gqa."""
+    parameters = inspect.signature(_torch_varlen_attn()).parameters
+    causal = {"window_size": (-1, 0)} if "window_size" in parameters else {"is_causal": True}
+    return causal, "enable_gqa" in parameters
