@@ -9,6 +9,7 @@ import torch
 
 from rlkit.algorithms.sampling import keep_groups_with_signal
 from rlkit.batch import Batch
+from rlkit.engines.base import TrainEngine
 from rlkit.rewards.base import RewardManager, RewardSample
 from rlkit.rollout.assemble import completions_to_batch
 from rlkit.rollout.base import Completion, RolloutEngine, SamplingParams
@@ -24,6 +25,19 @@ class PromptItem:
     data_source: str
     ground_truth: object
     extra_info: dict
+
+
+def sync_weights(rollout: RolloutEngine, actor: TrainEngine, device: str) -> None:
+    """Wake the rollout engine and stream the actor's current weights into it.
+
+    On CUDA the training phases' freed blocks go back to the driver first: PyTorch's caching allocator
+    keeps them reserved, and vLLM (its own allocator) and SGLang (another process) could not take their
+    memory back from under it; without this a larger micro-batch ran out of memory in vLLM's wake_up.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    rollout.wake_up()
+    rollout.update_weights(actor.full_weights())
 
 
 def generate(rollout: RolloutEngine, prompts: Sequence[PromptItem], params: SamplingParams,

@@ -131,8 +131,7 @@ class RLTrainer:
 
     # -- phases -----------------------------------------------------------------------------------
     def _sync_weights(self) -> None:
-        self.parts.rollout.wake_up()
-        self.parts.rollout.update_weights(self.parts.actor.full_weights())
+        experience.sync_weights(self.parts.rollout, self.parts.actor, self.dist.device)
 
     def _rollout(self, prompt_indices: list[int]) -> tuple[Batch, torch.Tensor, dict[str, float]]:
         params = self._sampling_params(train=True)

@@ -5,7 +5,7 @@ fallback and the layout).
 Errors are measured against fp32 log-probs of the padded model, so "within bf16 noise" means: the packed bf16
 log-probs are about as far from them as the padded bf16 ones (measured on CPU for this model: bf16 rounding
 moves log-probs by ~0.002 on average, 0.008 at most; letting sequences see each other moves them by ~0.2).
-Written 2026-11-21 without a GPU to run it on. Run it with:
+3 passed on an H200 (torch 2.11, transformers 5.17) on 2026-11-21. Run it with:
     python -m pytest tests/gpu/test_packing_gpu.py -m gpu -q
 """
 
