@@ -1,5 +1,5 @@
-"""Shared fixtures for the reliability tests: one finished two-step run for the session, single-threaded
-torch, and a way to run the real CLI in this process (`tiny_model` comes from tests/conftest.py)."""
+"""Shared fixtures for the reliability tests: one finished two-step run for the session and a way to run the
+real CLI in this process (single-threaded torch and `tiny_model` come from tests/conftest.py)."""
 
 import functools
 import hashlib
@@ -9,11 +9,6 @@ from pathlib import Path
 import pytest
 
 from helpers import small_run
-
-
-@pytest.fixture(scope="session", autouse=True)
-def _single_thread(single_thread):
-    """Every test here runs single-threaded (see tests/conftest.py)."""
 
 
 @pytest.fixture(scope="session", name="small_run")
