@@ -30,6 +30,7 @@ from engine_checks import (
     check_lora_trains_only_the_adapters,
     check_non_finite_gradient_skips_the_step,
     check_save_load_resumes_bit_for_bit,
+    check_torch_compile_gives_the_same_logprobs_and_loss,
     check_world2_critic,
     check_world2_lora,
     check_world2_policy_step,
@@ -325,14 +326,6 @@ def test_rlkit_train_runs_with_deepspeed_and_matches_fsdp2(tiny_model_dir, tmp_p
 def test_torch_compile_gives_the_same_logprobs_and_gradients(tiny_model_dir, batch):
     plain = build_ds_engine(tiny_model_dir, 3)
     compiled = build_ds_engine(tiny_model_dir, 3, torch_compile=True)
-    expected = plain.compute_logprobs(batch, micro_batch_size=MICRO_BATCH, with_entropy=True)
-    output = compiled.compute_logprobs(batch, micro_batch_size=MICRO_BATCH, with_entropy=True)
-    torch.testing.assert_close(output.logprobs, expected.logprobs, rtol=0, atol=1e-5)
-    torch.testing.assert_close(output.entropy, expected.entropy, rtol=0, atol=1e-5)
-    batch["old_logprobs"] = expected.logprobs
-    num_tokens = batch["response_mask"].sum().item()
-    losses = [engine.forward_backward(batch, policy_loss(num_tokens), micro_batch_size=MICRO_BATCH)["loss"]
-              for engine in (plain, compiled)]
-    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+    check_torch_compile_gives_the_same_logprobs_and_loss(plain, compiled, batch)
     # the global gradient norm (ZeRO-3 holds gradients partitioned): equal up to the compiler's rounding
     assert compiled.optimizer_step()["grad_norm"] == pytest.approx(plain.optimizer_step()["grad_norm"], rel=1e-4)

@@ -104,6 +104,24 @@ def check_gradient_checkpointing_gives_the_same_step(plain, checkpointed, batch:
     assert max_difference(weights(plain), weights(checkpointed)) < 1e-6
 
 
+def check_torch_compile_gives_the_same_logprobs_and_loss(plain, compiled, batch: Batch) -> None:
+    """engine.torch_compile: log-probs and entropy to 1e-5, then one forward_backward on each engine with the
+    same loss (gradients are left for the caller to compare: each engine holds them its own way)."""
+    from torch._dynamo.utils import counters
+
+    expected = plain.compute_logprobs(batch, micro_batch_size=MICRO_BATCH, with_entropy=True)
+    graphs_before = counters["stats"]["unique_graphs"]
+    output = compiled.compute_logprobs(batch, micro_batch_size=MICRO_BATCH, with_entropy=True)
+    assert counters["stats"]["unique_graphs"] > graphs_before  # dynamo did compile (or recompile) something
+    torch.testing.assert_close(output.logprobs, expected.logprobs, rtol=0, atol=1e-5)
+    torch.testing.assert_close(output.entropy, expected.entropy, rtol=0, atol=1e-5)
+    batch["old_logprobs"] = expected.logprobs
+    num_tokens = batch["response_mask"].sum().item()
+    losses = [engine.forward_backward(batch, policy_loss(num_tokens), micro_batch_size=MICRO_BATCH)["loss"]
+              for engine in (plain, compiled)]
+    assert losses[0] == pytest.approx(losses[1], abs=1e-6)
+
+
 # -- LoRA ---------------------------------------------------------------------------------------------
 def check_lora_trains_only_the_adapters(engine, batch: Batch, full_parameters: Callable) -> None:
     """`full_parameters(engine)`: every parameter of the scorer, gathered and copied, in the scorer's names."""
