@@ -3,7 +3,7 @@
 #
 # Hands the vLLM bundle pieces carried in PIECEDIR to device_install.sh (copied there from
 # shared/gpu/), and once every piece has arrived and unpacked into /tmp/site_vllm, runs
-# tests/gpu/test_vllm.py. Send the pieces in back-to-back commands (the machine keeps /tmp only while
+# tests/gpu/test_vllm.py and test_vllm_torchrun.py. Send the pieces in back-to-back commands (the machine keeps /tmp only while
 # warm); the command carrying the last piece and SHA256SUMS runs the tests. See docs/vllm.md.
 # Writes vllm_tests.log and vllm_numbers.json under $OUT (default /tmp/vllm_out).
 set -uo pipefail
@@ -25,7 +25,7 @@ nvidia-smi --query-gpu=name,memory.total,memory.used --format=csv,noheader
 
 start=$(date +%s)
 # no -x: one device call should report every failing test, not only the first
-timeout 500 python3 -m pytest tests/gpu/test_vllm.py -m gpu -q -s -p no:cacheprovider "$@" 2>&1 \
+timeout 500 python3 -m pytest tests/gpu/test_vllm.py tests/gpu/test_vllm_torchrun.py -m gpu -q -s -p no:cacheprovider "$@" 2>&1 \
   | tee "$OUT/vllm_tests.log"
 rc=${PIPESTATUS[0]}
 echo "pytest exit $rc after $(( $(date +%s) - start ))s"

@@ -8,13 +8,8 @@ Measured numbers are printed and, when RLKIT_GPU_NUMBERS names a file, written t
 Run on the GPU machine with scripts/gpu/vllm_tests.sh; skipped where CUDA or vLLM is missing.
 """
 
-import json
 import math
-import os
 import random
-import subprocess
-import sys
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -29,67 +24,13 @@ from rlkit.engines.base import DistInfo  # noqa: E402
 from rlkit.rollout import vllm as vllm_rollout  # noqa: E402
 from rlkit.rollout.base import SamplingParams  # noqa: E402
 from rlkit.rollout.vllm import VLLMRollout  # noqa: E402
+from vllm_tiny import build_tiny, random_model, record, write_numbers  # noqa: E402
 
 pytestmark = pytest.mark.gpu
 
 LOGPROB_TOLERANCE = 0.05  # max |vLLM - transformers| per token, both bf16
 MEAN_TOLERANCE = 0.01
 GIB = 1024**3
-NUMBERS: dict[str, float] = {}
-
-
-# -- the tiny model ----------------------------------------------------------------------------
-def _build_tiny(directory: str) -> dict[str, int]:
-    """A random Qwen2 and a byte-level BPE tokenizer whose vocabulary is exactly the model's."""
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import GenerationConfig, PreTrainedTokenizerFast, Qwen2ForCausalLM
-
-    rng = random.Random(0)
-    words = "the a cat dog runs over red blue fast model token reward policy value one two three plus is".split()
-    texts = [" ".join(rng.choice(words) for _ in range(rng.randint(5, 30))) for _ in range(1000)]
-    characters = "abcdefghijklmnopqrstuvwxyz0123456789 .,!?+-="
-    texts += ["".join(rng.choice(characters) for _ in range(60)) for _ in range(500)]
-    specials = ["<|endoftext|>", "<|im_start|>", "<|im_end|>", "<|pad|>"]
-    tokenizer = Tokenizer(models.BPE(unk_token=None))
-    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
-    tokenizer.decoder = decoders.ByteLevel()
-    tokenizer.train_from_iterator(
-        texts,
-        trainers.BpeTrainer(
-            vocab_size=600,
-            special_tokens=specials,
-            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
-            show_progress=False,
-        ),
-    )
-    hf_tokenizer = PreTrainedTokenizerFast(tokenizer_object=tokenizer, eos_token="<|im_end|>", pad_token="<|pad|>")
-    hf_tokenizer.save_pretrained(directory)
-    ids = {name: tokenizer.token_to_id(token) for name, token in
-           [("eos", "<|im_end|>"), ("endoftext", "<|endoftext|>"), ("pad", "<|pad|>")]}
-    ids["vocab"] = tokenizer.get_vocab_size()
-    torch.manual_seed(0)
-    model = Qwen2ForCausalLM(_qwen2_config(ids)).to(torch.bfloat16)
-    # two EOS ids, as in Qwen checkpoints: the tokenizer's and one more from generation_config.json
-    model.generation_config = GenerationConfig(eos_token_id=[ids["eos"], ids["endoftext"]], pad_token_id=ids["pad"])
-    model.save_pretrained(directory, safe_serialization=True)
-    return ids
-
-
-def _qwen2_config(ids):
-    from transformers import Qwen2Config
-
-    return Qwen2Config(
-        vocab_size=ids["vocab"], hidden_size=256, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-        num_key_value_heads=2, max_position_embeddings=1024, rope_theta=10000.0, tie_word_embeddings=False,
-        eos_token_id=ids["eos"], pad_token_id=ids["pad"], bos_token_id=None, torch_dtype="bfloat16",
-    )
-
-
-def _random_model(ids, seed):
-    from transformers import Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    return Qwen2ForCausalLM(_qwen2_config(ids)).to(device="cuda", dtype=torch.bfloat16).eval()
 
 
 @pytest.fixture(scope="module")
@@ -97,14 +38,14 @@ def tiny(tmp_path_factory):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     directory = str(tmp_path_factory.mktemp("tiny_qwen2"))
-    ids = _build_tiny(directory)
+    ids = build_tiny(directory)
     model_a = AutoModelForCausalLM.from_pretrained(directory, dtype=torch.bfloat16).to("cuda").eval()
     return {
         "path": directory,
         "ids": ids,
         "tokenizer": AutoTokenizer.from_pretrained(directory),
         "model_a": model_a,  # the weights on disk
-        "model_b": _random_model(ids, seed=1),  # the weights a "trainer" pushes
+        "model_b": random_model(ids, seed=1),  # the weights a "trainer" pushes
     }
 
 
@@ -136,10 +77,7 @@ def engines(tiny):
 def _write_numbers():
     """Write what the tests measured to $RLKIT_GPU_NUMBERS (JSON) once the module is done."""
     yield
-    path = os.environ.get("RLKIT_GPU_NUMBERS")
-    if path and NUMBERS:
-        with open(path, "w") as file:
-            json.dump(NUMBERS, file, indent=1, sort_keys=True)
+    write_numbers()
 
 
 # -- helpers -----------------------------------------------------------------------------------
@@ -178,11 +116,6 @@ def _free_gib() -> float:
     return torch.cuda.mem_get_info()[0] / GIB
 
 
-def _record(name, value):
-    NUMBERS[name] = value
-    print(f"[vllm-gpu] {name} = {value}")
-
-
 # -- tests (in order: one level-1 engine, then one level-2 engine) ------------------------------
 def test_generate_n_per_prompt_with_temperature_scaled_logprobs(engines, tiny):
     rollout = engines(1)
@@ -208,9 +141,9 @@ def test_generate_n_per_prompt_with_temperature_scaled_logprobs(engines, tiny):
         unscaled.append(vllm_lp - _hf_logprobs(tiny["model_a"], c.prompt_ids, c.response_ids, 1.0))
     max_scaled, mean_scaled = _diff(torch.cat(scaled), torch.tensor(0.0))
     _, mean_unscaled = _diff(torch.cat(unscaled), torch.tensor(0.0))
-    _record("sampled_logprob_vs_hf_T0.6_max", max_scaled)
-    _record("sampled_logprob_vs_hf_T0.6_mean", mean_scaled)
-    _record("sampled_logprob_vs_hf_T1_mean", mean_unscaled)
+    record("sampled_logprob_vs_hf_T0.6_max", max_scaled)
+    record("sampled_logprob_vs_hf_T0.6_mean", mean_scaled)
+    record("sampled_logprob_vs_hf_T1_mean", mean_unscaled)
     assert max_scaled < LOGPROB_TOLERANCE and mean_scaled < MEAN_TOLERANCE
     assert mean_unscaled > 5 * mean_scaled  # the log-probs are the temperature-scaled ones
 
@@ -257,18 +190,18 @@ def test_update_weights_in_place_matches_transformers(engines, tiny, monkeypatch
     # the generic path: fp32 CPU tensors, converted and staged on the GPU in 1 MiB buckets (~30 buckets)
     monkeypatch.setattr(vllm_rollout, "WEIGHT_BUCKET_BYTES", 1024**2)
     rollout.update_weights((name, t.detach().float().cpu()) for name, t in tiny["model_b"].state_dict().items())
-    _record("sync_seconds_fp32_cpu_1MiB_buckets", rollout.last_sync_seconds)
+    record("sync_seconds_fp32_cpu_1MiB_buckets", rollout.last_sync_seconds)
     after_vs_b = compare(tiny["model_b"])
     # the trainer's usual path: bf16 tensors already on the GPU, default buckets
     monkeypatch.undo()
     rollout.update_weights(tiny["model_b"].state_dict().items())
-    _record("sync_seconds_bf16_gpu", rollout.last_sync_seconds)
+    record("sync_seconds_bf16_gpu", rollout.last_sync_seconds)
     again_vs_b = compare(tiny["model_b"])
 
-    _record("prompt_logprob_before_update_vs_a_max", before_vs_a[0])
-    _record("prompt_logprob_before_update_vs_b_mean", before_vs_b[1])
-    _record("prompt_logprob_after_update_vs_b_max", after_vs_b[0])
-    _record("prompt_logprob_after_update_vs_b_mean", after_vs_b[1])
+    record("prompt_logprob_before_update_vs_a_max", before_vs_a[0])
+    record("prompt_logprob_before_update_vs_b_mean", before_vs_b[1])
+    record("prompt_logprob_after_update_vs_b_max", after_vs_b[0])
+    record("prompt_logprob_after_update_vs_b_mean", after_vs_b[1])
     assert before_vs_a[0] < LOGPROB_TOLERANCE
     assert before_vs_b[1] > 0.1  # the engine really held other weights before
     assert after_vs_b[0] < LOGPROB_TOLERANCE and after_vs_b[1] < MEAN_TOLERANCE
@@ -280,7 +213,7 @@ def test_update_weights_in_place_matches_transformers(engines, tiny, monkeypatch
         torch.cat([torch.tensor(c.logprobs) for c in greedy]),
         torch.cat([_hf_logprobs(tiny["model_b"], c.prompt_ids, c.response_ids) for c in greedy]),
     )
-    _record("greedy_sampled_logprob_after_update_vs_b_max", sampled_diff[0])
+    record("greedy_sampled_logprob_after_update_vs_b_max", sampled_diff[0])
     assert sampled_diff[0] < LOGPROB_TOLERANCE
 
 
@@ -316,7 +249,7 @@ def test_eos_and_stop_token_ids_end_the_response_and_are_kept(engines, tiny):
         assert all(c.response_ids in ([ids["eos"]], [ids["endoftext"]]) for c in completions)
         assert all(c.text == "" for c in completions)  # special tokens are skipped in the text
         assert all(abs(c.logprobs[0] - math.log(0.5)) < 1e-2 for c in completions)
-        NUMBERS["eos_ids_seen"] = sorted({c.response_ids[0] for c in completions})
+        record("eos_ids_seen", sorted({c.response_ids[0] for c in completions}))
         long = rollout.generate(prompts, SamplingParams(temperature=1.0, max_new_tokens=8, ignore_eos=True))
         assert all(len(c.response_ids) == 8 and c.finish_reason == "length" for c in long)
 
@@ -343,8 +276,8 @@ def test_sleep_level_1_frees_memory_and_keeps_weights(engines, tiny):
         rollout.generate(prompts, SamplingParams())
     rollout.wake_up()
     woken = _free_gib()
-    _record("sleep1_freed_gib", asleep - awake)
-    _record("sleep1_free_after_wake_minus_before_gib", woken - awake)
+    record("sleep1_freed_gib", asleep - awake)
+    record("sleep1_free_after_wake_minus_before_gib", woken - awake)
     assert asleep - awake > 1.0  # the KV cache (~25% of the GPU) and the weights
     assert abs(woken - awake) < 0.5
 
@@ -354,7 +287,7 @@ def test_sleep_level_1_frees_memory_and_keeps_weights(engines, tiny):
         torch.cat([_vllm_prompt_logprobs(rollout, p, r) for p, r in pairs]),
         torch.cat([_hf_logprobs(tiny["model_b"], p, r) for p, r in pairs]),
     )
-    _record("sleep1_prompt_logprob_vs_b_max", max_diff)
+    record("sleep1_prompt_logprob_vs_b_max", max_diff)
     assert max_diff < LOGPROB_TOLERANCE
     # the trainer's order: wake_up, update_weights, generate
     rollout.sleep()
@@ -379,13 +312,13 @@ def test_sleep_level_2_drops_weights_until_they_are_pushed(engines, tiny):
     with pytest.raises(RuntimeError, match="update_weights"):
         rollout.generate(prompts, SamplingParams())
     rollout.update_weights(tiny["model_b"].state_dict().items())
-    _record("sleep2_sync_seconds_after_wake", rollout.last_sync_seconds)
+    record("sleep2_sync_seconds_after_wake", rollout.last_sync_seconds)
     # generate wakes the KV cache
     completions = rollout.generate(prompts, SamplingParams(n=2, max_new_tokens=8, ignore_eos=True))
     woken = _free_gib()
-    _record("sleep2_freed_gib", asleep - awake)
-    _record("sleep2_kv_still_free_after_weight_wake_gib", weights_only - awake)
-    _record("sleep2_free_after_generate_minus_before_gib", woken - awake)
+    record("sleep2_freed_gib", asleep - awake)
+    record("sleep2_kv_still_free_after_weight_wake_gib", weights_only - awake)
+    record("sleep2_free_after_generate_minus_before_gib", woken - awake)
     assert asleep - awake > 1.0
     assert weights_only - awake > 1.0  # the KV cache stays released until generate
     assert abs(woken - awake) < 0.5
@@ -396,8 +329,8 @@ def test_sleep_level_2_drops_weights_until_they_are_pushed(engines, tiny):
         torch.cat([_vllm_prompt_logprobs(rollout, p, r) for p, r in pairs]),
         torch.cat([_hf_logprobs(tiny["model_b"], p, r) for p, r in pairs]),
     )
-    _record("sleep2_prompt_logprob_vs_b_max", max_diff)
-    _record("sleep2_prompt_logprob_vs_b_mean", mean_diff)
+    record("sleep2_prompt_logprob_vs_b_max", max_diff)
+    record("sleep2_prompt_logprob_vs_b_mean", mean_diff)
     assert max_diff < LOGPROB_TOLERANCE and mean_diff < MEAN_TOLERANCE
 
     # sleeping again straight after a weights-only wake (no generate in between) is safe
@@ -405,86 +338,3 @@ def test_sleep_level_2_drops_weights_until_they_are_pushed(engines, tiny):
     rollout.wake_up()
     rollout.update_weights(tiny["model_b"].state_dict().items())
     assert len(rollout.generate(prompts, SamplingParams(max_new_tokens=4))) == 3
-
-
-# -- torchrun: the colocated SPMD layout (needs 2 GPUs) -----------------------------------------
-_SPMD_WORKER = """
-import json, os, sys
-import torch
-import torch.distributed as dist
-from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from rlkit.config.schema import VLLMRolloutConfig
-from rlkit.engines.base import DistInfo
-from rlkit.rollout.base import SamplingParams
-from rlkit.rollout.vllm import VLLMRollout
-
-path, tp, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
-rank, world, local = (int(os.environ[key]) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
-device = torch.device("cuda", local)
-torch.cuda.set_device(device)
-dist.init_process_group("nccl", device_id=device)  # the trainer's group: the engines run on it
-config = VLLMRolloutConfig(
-    tensor_parallel_size=tp, gpu_memory_utilization=0.25, enforce_eager=True, max_model_len=512, sleep_level=1
-)
-dist_info = DistInfo(rank=rank, world_size=world, local_rank=local, device=str(device))
-rollout = VLLMRollout(config, path, AutoTokenizer.from_pretrained(path), dist_info, seed=3)
-prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]  # the same prompts on every rank
-params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, ignore_eos=True)
-before = rollout.generate(prompts, params)
-
-torch.manual_seed(1)  # the "trainer's" new weights, the same on every rank
-model_b = AutoModelForCausalLM.from_config(AutoConfig.from_pretrained(path)).to(device, torch.bfloat16).eval()
-torch.cuda.synchronize()
-free_awake = torch.cuda.mem_get_info()[0]
-rollout.sleep()
-free_asleep = torch.cuda.mem_get_info()[0]
-rollout.wake_up()
-rollout.update_weights(model_b.state_dict().items())
-after = rollout.generate(prompts, params)
-diffs = []
-with torch.no_grad():
-    for c in after:
-        ids = torch.tensor([c.prompt_ids + c.response_ids], device=device)
-        logits = model_b(ids).logits[0, len(c.prompt_ids) - 1 : -1].float()
-        reference = torch.log_softmax(logits, -1).gather(1, ids[0, len(c.prompt_ids) :, None]).squeeze(1)
-        diffs.append((torch.tensor(c.logprobs, device=device) - reference).abs().max().item())
-record = {
-    "before": [c.response_ids for c in before],
-    "after": [c.response_ids for c in after],
-    "logprob_max_diff": max(diffs),
-    "sync_seconds": rollout.last_sync_seconds,
-    "freed_gib": (free_asleep - free_awake) / 2**30,
-}
-with open(os.path.join(out, f"rank{rank}.json"), "w") as file:
-    json.dump(record, file)
-rollout.close()
-dist.barrier()  # the trainer's group survives close()
-dist.destroy_process_group()
-"""
-
-
-@pytest.mark.multi_gpu
-@pytest.mark.parametrize("tp", [1, 2])
-def test_external_launcher_one_engine_per_rank_or_per_tensor_parallel_group(tiny, tmp_path, tp):
-    if torch.cuda.device_count() < 2:
-        pytest.skip("needs 2 GPUs")
-    worker = tmp_path / "spmd_worker.py"
-    worker.write_text(_SPMD_WORKER)
-    repo = str(Path(__file__).resolve().parents[2])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [repo, os.environ.get("PYTHONPATH")]))}
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker),
-               tiny["path"], str(tp), str(tmp_path)]
-    result = subprocess.run(command, env=env, capture_output=True, text=True, timeout=180)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-6000:]
-
-    ranks = [json.loads((tmp_path / f"rank{rank}.json").read_text()) for rank in range(2)]
-    for rank, record in enumerate(ranks):
-        _record(f"torchrun_tp{tp}_rank{rank}_logprob_vs_b_max", record["logprob_max_diff"])
-        _record(f"torchrun_tp{tp}_rank{rank}_sync_seconds", record["sync_seconds"])
-        _record(f"torchrun_tp{tp}_rank{rank}_sleep1_freed_gib", record["freed_gib"])
-        assert record["logprob_max_diff"] < LOGPROB_TOLERANCE
-        assert record["freed_gib"] > 1.0
-    if tp == 2:  # one engine over both GPUs: its two ranks sample the very same tokens
-        assert ranks[0]["before"] == ranks[1]["before"] and ranks[0]["after"] == ranks[1]["after"]
-    else:  # an engine per rank, seeded apart: different samples for the same prompts
-        assert ranks[0]["before"] != ranks[1]["before"]
