@@ -192,7 +192,8 @@ def test_world2_switches_match_world1_fixed_micro_batches(world2, fixed):
 
 
 # -- rlkit train -------------------------------------------------------------------------------------------
-def test_rl_train_runs_with_both_switches(tiny_model, tmp_path):
+@pytest.mark.parametrize("padding_switch", ["engine.remove_padding=true", "engine.pack_sequences=true"])
+def test_rl_train_runs_with_a_token_budget_and(padding_switch, tiny_model, tmp_path):
     import math
 
     from helpers import small_run
@@ -200,7 +201,7 @@ def test_rl_train_runs_with_both_switches(tiny_model, tmp_path):
     from rlkit.config import RunConfig, build_config
     from rlkit.trainer.rl import RLTrainer
 
-    overrides = small_run(tiny_model, tmp_path, "algorithm.adv_estimator=gae", "engine.remove_padding=true",
+    overrides = small_run(tiny_model, tmp_path, "algorithm.adv_estimator=gae", padding_switch,
                           "engine.max_tokens_per_micro_batch=64", "rollout.ignore_eos=false",
                           "trainer.val_before_train=false", "trainer.test_freq=0")
     last = RLTrainer(build_config(RunConfig, None, overrides), DistInfo()).fit()

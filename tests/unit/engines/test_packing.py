@@ -338,22 +338,7 @@ def test_world2_packing_matches_world1_fixed_micro_batches(world2, fixed):
     assert_same({**packed, "response_mask": off["response_mask"]}, off)
 
 
-# -- config and rlkit train -------------------------------------------------------------------------------
+# -- config (rlkit train with packing runs in test_micro_batching.py) ------------------------------
 def test_packing_and_trimming_together_are_refused():
     with pytest.raises(ValueError, match="set engine.remove_padding=false"):
         FSDP2Config(pack_sequences=True, remove_padding=True)
-
-
-def test_rl_train_runs_with_packing(tiny_model, tmp_path):
-    from helpers import small_run
-
-    from rlkit.config import RunConfig, build_config
-    from rlkit.engines.base import DistInfo
-    from rlkit.trainer.rl import RLTrainer
-
-    overrides = small_run(tiny_model, tmp_path, "algorithm.adv_estimator=gae", "engine.pack_sequences=true",
-                          "engine.max_tokens_per_micro_batch=64", "rollout.ignore_eos=false",
-                          "trainer.val_before_train=false", "trainer.test_freq=0")
-    last = RLTrainer(build_config(RunConfig, None, overrides), DistInfo()).fit()
-    for key in ("pg_loss", "vf_loss", "grad_norm", "critic/grad_norm", "entropy"):
-        assert math.isfinite(last[key]), key
