@@ -82,6 +82,13 @@ class AlgorithmConfig(Section):
         Field(description="Use the rollout engine's log-probs as the old log-probs and skip that pass; only for "
               "on-policy updates (ppo_epochs 1, mini_batch_size == data.train_batch_size)."),
     ] = False
+    old_logprobs_from_update: Annotated[
+        bool,
+        Field(description="Skip the old log-prob pass: the update's own log-probs, detached, are the old ones "
+              "(ratio exactly 1, as TRL's GRPO with num_iterations=1); only for on-policy updates (ppo_epochs 1, "
+              "mini_batch_size == data.train_batch_size), not with reuse_rollout_logprobs, use_kl_in_reward or "
+              "rollout_is_cap."),
+    ] = False
     rollout_is_cap: Annotated[
         float | None,
         Field(gt=0, description="Truncated importance sampling: weight the loss by min(p_train/p_rollout, cap)."),

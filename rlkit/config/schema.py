@@ -211,15 +211,36 @@ class RunConfig(Section):
         return self
 
     @model_validator(mode="after")
-    def _reuse_logprobs_only_on_policy(self) -> RunConfig:
+    def _old_logprob_pass_skipped_only_on_policy(self) -> RunConfig:
+        # Either switch stands in for the policy before the update, which only the first of several optimizer
+        # steps on a batch sees: later mini-batches and epochs need the pass.
         algorithm = self.algorithm
-        if algorithm.reuse_rollout_logprobs and (
-            algorithm.ppo_epochs != 1 or algorithm.mini_batch_size != self.data.train_batch_size
-        ):
-            raise ValueError(
-                "algorithm.reuse_rollout_logprobs needs an on-policy update: set algorithm.ppo_epochs=1 and "
-                f"algorithm.mini_batch_size={self.data.train_batch_size} (= data.train_batch_size), or turn it off"
-            )
+        on_policy = algorithm.ppo_epochs == 1 and algorithm.mini_batch_size == self.data.train_batch_size
+        for name in ("reuse_rollout_logprobs", "old_logprobs_from_update"):
+            if getattr(algorithm, name) and not on_policy:
+                raise ValueError(
+                    f"algorithm.{name} needs an on-policy update: set algorithm.ppo_epochs=1 and "
+                    f"algorithm.mini_batch_size={self.data.train_batch_size} (= data.train_batch_size), or turn "
+                    "it off"
+                )
+        return self
+
+    @model_validator(mode="after")
+    def _old_logprobs_from_update_needs_nothing_before_it(self) -> RunConfig:
+        algorithm = self.algorithm
+        if not algorithm.old_logprobs_from_update:
+            return self
+        flag = "algorithm.old_logprobs_from_update"
+        if algorithm.reuse_rollout_logprobs:
+            raise ValueError(f"{flag} and algorithm.reuse_rollout_logprobs both replace the old log-prob pass; "
+                             "pick one and set the other to false")
+        if algorithm.use_kl_in_reward:
+            raise ValueError(f"{flag} cannot be combined with algorithm.use_kl_in_reward, which needs the old "
+                             "log-probs before the update to build the rewards and advantages; set "
+                             f"{flag}=false, or put the KL in the loss (algorithm.use_kl_loss=true) instead")
+        if algorithm.rollout_is_cap is not None:
+            raise ValueError(f"{flag} cannot be combined with algorithm.rollout_is_cap, whose weights compare the "
+                             f"old log-probs with the rollout's; set {flag}=false or algorithm.rollout_is_cap=null")
         return self
 
     @model_validator(mode="after")

@@ -45,13 +45,14 @@ def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts:
     def loss_fn(output: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
         mask = batch["response_mask"]
         advantages = batch["advantages"]
+        old_logprobs = _old_logprobs(cfg, output, batch)
         if cfg.rollout_is_cap is not None and "rollout_logprobs" in batch:
             # Truncated importance sampling (TIS): weight each token by min(p_old / p_rollout, cap). Scaling the
             # advantage by a positive detached weight scales that token's clipped loss by it exactly.
-            weight = torch.exp(batch["old_logprobs"] - batch["rollout_logprobs"]).clamp(max=cfg.rollout_is_cap)
+            weight = torch.exp(old_logprobs - batch["rollout_logprobs"]).clamp(max=cfg.rollout_is_cap)
             advantages = advantages * weight.detach()
         pg_loss, pg_metrics = policy_fn(
-            batch["old_logprobs"], output.logprobs, advantages, mask,
+            old_logprobs, output.logprobs, advantages, mask,
             clip_ratio_low=cfg.clip_ratio_low, clip_ratio_high=cfg.clip_ratio_high, clip_ratio_c=cfg.clip_ratio_c,
             loss_agg_mode=agg_mode, **agg,
         )
@@ -59,6 +60,8 @@ def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts:
         loss = pg_loss
         metrics = {"pg_loss": float(pg_loss.detach())}
         metrics.update({key: float(value) * share for key, value in pg_metrics.items()})
+        if cfg.old_logprobs_from_update:
+            metrics.update(_old_logprob_metrics(old_logprobs, batch, agg))
         if output.entropy is not None:
             # Reported per token whatever the loss mode, so runs with different modes compare.
             metrics["entropy"] = float(agg_loss(output.entropy.detach(), mask, "token-mean", **agg))
@@ -72,6 +75,29 @@ def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts:
         return loss, metrics
 
     return loss_fn
+
+
+def _old_logprobs(cfg: AlgorithmConfig, output: ModelOutput, batch: Batch) -> Tensor:
+    """(B, T) log-probs of the policy before the update: the old-logprob pass's, or with
+    `old_logprobs_from_update` the update's own, detached. On-policy (the config validator checks it) the
+    update's forward runs on the weights before the optimizer step, so the two are the same numbers and the
+    ratio is exactly 1; PPO's gradient there, -A * grad logprob, is the one the separate pass gives."""
+    if cfg.old_logprobs_from_update:
+        return output.logprobs.detach()
+    return batch["old_logprobs"]
+
+
+def _old_logprob_metrics(old_logprobs: Tensor, batch: Batch, agg: dict) -> dict[str, float]:
+    """What the trainer logs from the old-logprob pass, here from the update's forward instead: `kl`
+    (old - ref, k1) and `rollout/logprob_abs_diff`, as this micro-batch's share of the global token mean."""
+    mask = batch["response_mask"]
+    metrics = {}
+    if "ref_logprobs" in batch:
+        metrics["kl"] = float(agg_loss(old_logprobs - batch["ref_logprobs"], mask, "token-mean", **agg))
+    if "rollout_logprobs" in batch:
+        diff = (old_logprobs - batch["rollout_logprobs"]).abs()
+        metrics["rollout/logprob_abs_diff"] = float(agg_loss(diff, mask, "token-mean", **agg))
+    return metrics
 
 
 def critic_loss_fn(cfg: CriticConfig, agg_mode: str, norm_length: int, counts: GlobalCounts) -> LossFn:

@@ -189,23 +189,18 @@ class RLTrainer:
         micro = cfg.micro_batch_size_per_device
         scores = add_overlong_penalty(scores, batch, cfg, self.cfg.rollout.max_new_tokens)
         batch["token_level_scores"] = scores_on_last_token(scores, batch["response_mask"])
-        if cfg.reuse_rollout_logprobs and "rollout_logprobs" in batch:
-            # On-policy (the config validator checks it): the rollout sampled with the weights about to be
-            # updated, so its log-probs are the old log-probs up to kernel noise and that pass is skipped.
-            batch["old_logprobs"] = batch["rollout_logprobs"]
-        else:
-            with self.timer.phase("old_logprobs"):
-                output = self.parts.actor.compute_logprobs(batch, micro_batch_size=micro, with_entropy=True)
-                batch["old_logprobs"] = output.logprobs
-                if "rollout_logprobs" in batch:
-                    metrics["rollout/logprob_abs_diff"] = self._masked_mean(
-                        (batch["old_logprobs"] - batch["rollout_logprobs"]).abs(), batch["response_mask"])
+        # With old_logprobs_from_update there are no old log-probs before the update: the loss takes them from
+        # the update's own forward and reports kl and rollout/logprob_abs_diff from there.
+        if not cfg.old_logprobs_from_update:
+            self._add_old_logprobs(batch, metrics)
         if cfg.use_kl_in_reward or cfg.use_kl_loss:
             with self.timer.phase("ref_logprobs"):
                 ref_engine = self.parts.ref or self.parts.actor
                 batch["ref_logprobs"] = ref_engine.compute_logprobs(
                     batch, micro_batch_size=micro, base_model=self.parts.ref is None).logprobs
-            metrics["kl"] = self._masked_mean(batch["old_logprobs"] - batch["ref_logprobs"], batch["response_mask"])
+            if not cfg.old_logprobs_from_update:
+                metrics["kl"] = self._masked_mean(batch["old_logprobs"] - batch["ref_logprobs"],
+                                                  batch["response_mask"])
         if self.parts.critic is not None:
             with self.timer.phase("values"):
                 batch["values"] = self.parts.critic.compute_values(batch, micro_batch_size=micro)
@@ -218,6 +213,21 @@ class RLTrainer:
                 self.kl_ctrl.update(kl_mean, n_steps=self.cfg.data.train_batch_size * self.cfg.rollout.n)
             batch["advantages"], batch["returns"] = global_advantages(batch, cfg)
         return batch
+
+    def _add_old_logprobs(self, batch: Batch, metrics: dict[str, float]) -> None:
+        cfg = self.cfg.algorithm
+        if cfg.reuse_rollout_logprobs and "rollout_logprobs" in batch:
+            # On-policy (the config validator checks it): the rollout sampled with the weights about to be
+            # updated, so its log-probs are the old log-probs up to kernel noise and that pass is skipped.
+            batch["old_logprobs"] = batch["rollout_logprobs"]
+            return
+        with self.timer.phase("old_logprobs"):
+            output = self.parts.actor.compute_logprobs(batch, micro_batch_size=cfg.micro_batch_size_per_device,
+                                                       with_entropy=True)
+            batch["old_logprobs"] = output.logprobs
+            if "rollout_logprobs" in batch:
+                metrics["rollout/logprob_abs_diff"] = self._masked_mean(
+                    (batch["old_logprobs"] - batch["rollout_logprobs"]).abs(), batch["response_mask"])
 
     def _update(self, batch: Batch) -> dict[str, float]:
         cfg = self.cfg.algorithm
