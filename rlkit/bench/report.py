@@ -8,7 +8,7 @@ import platform
 from pathlib import Path
 from typing import Any
 
-from rlkit.bench.runner import PHASES, BenchResult
+from rlkit.bench.runner import PHASES, BenchResult, PairingResult
 
 # Table columns for the phases, in step order.
 PHASE_HEADERS = {
@@ -20,6 +20,9 @@ PHASE_HEADERS = {
     "update": "update",
     "weight_sync": "sync",
 }
+# A column even when no pairing ran it: the switches that skip this pass are what bench runs compare, and a
+# missing column would read as a table of a different layout rather than as a phase that did not run.
+ALWAYS_SHOWN = ("old_logprobs",)
 
 
 def to_json(result: BenchResult) -> dict[str, Any]:
@@ -68,7 +71,8 @@ def print_table(result: BenchResult, console=None) -> None:
         console = Console()
         if not console.is_terminal:  # a log file or CI: rich would squeeze the table into 80 columns
             console = Console(width=200)
-    phases = [phase for phase in PHASE_HEADERS if any(phase in p.phases for p in result.pairings)]
+    phases = [phase for phase in PHASE_HEADERS
+              if phase in ALWAYS_SHOWN or any(phase in p.phases for p in result.pairings)]
     workload = result.request.workload
     source = result.request.shape or result.model_path or str(result.request.model)
     table = Table(title=f"rlkit bench: {source}, {workload.num_prompts} prompts x {workload.n}, "
@@ -79,7 +83,7 @@ def print_table(result: BenchResult, console=None) -> None:
         table.add_column(header, justify="left" if header in ("pairing", "status") else "right", no_wrap=True)
     for p in result.pairings:
         table.add_row(
-            p.name, p.status, *[_number(p.phases.get(phase)) for phase in phases], _number(p.step_s),
+            p.name, p.status, *[_phase_time(p, phase) for phase in phases], _number(p.step_s),
             _number(p.rollout_tokens_per_s), _number(p.train_tokens_per_s),
             "-" if p.mfu is None else f"{100 * p.mfu:.1f}%", _number(p.peak_memory_gb),
         )
@@ -121,6 +125,13 @@ def plot_phases(result: BenchResult, path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def _phase_time(pairing: PairingResult, phase: str) -> str:
+    """The median seconds of a phase; 'not run' where the pairing ran but its steps skipped the phase."""
+    if pairing.status == "ok" and phase not in pairing.phases:
+        return "not run"
+    return _number(pairing.phases.get(phase))
 
 
 def _number(value: float | None) -> str:

@@ -147,3 +147,22 @@ def test_a_failing_pairing_is_reported_with_its_last_log_line(tmp_path, monkeypa
     result = run_pairing(cfg, request, CPU, num_params=1)
     assert result.status == "failed" and result.reason.startswith("exit code 3: error: the engine fell over")
     assert (tmp_path / "runs/fsdp2-hf/bench_config.yaml").is_file()
+
+
+def test_the_table_says_which_pairing_skipped_the_old_logprob_pass(tmp_path):
+    from rich.console import Console
+
+    from rlkit.bench.report import print_table
+    from rlkit.bench.runner import BenchRequest, BenchResult, PairingResult
+
+    request = BenchRequest(("fsdp2",), ("hf", "vllm"), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path,
+                           shape="tiny", overrides=("algorithm.old_logprobs_from_update=true",))
+    # algorithm.old_logprobs_from_update=true: no time/old_logprobs in any run, yet the column stays.
+    ran = PairingResult("fsdp2", "hf", "ok", phases={"generate": 1.0, "update": 2.0}, step_s=3.0)
+    skipped = PairingResult("fsdp2", "vllm", "skipped", reason="needs a CUDA GPU")
+    console = Console(record=True, width=200)
+    print_table(BenchResult(request, CPU, None, 1, [ran, skipped]), console)
+    text = console.export_text()
+    hf_row, vllm_row = (next(line for line in text.splitlines() if name in line) for name in ("x hf", "x vllm"))
+    assert "old lp" in text and "values" not in text  # only the old-logprob column is always there
+    assert "not run" in hf_row and "not run" not in vllm_row  # a pairing that did not run shows "-"
