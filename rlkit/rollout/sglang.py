@@ -28,7 +28,8 @@ of an uninterrupted one.
 
 Side effects of starting SGLang in the trainer's process: it sets the multiprocessing start method to
 "spawn", sets CUDA_DEVICE_MAX_CONNECTIONS=8 in os.environ, and patches torch's CUDA-tensor pickling to
-name devices by UUID. `close()` (SGLang's shutdown) kills every child process of this process.
+name devices by UUID. Under torchrun the engine starts without TORCHELASTIC_USE_AGENT_STORE in its
+environment (`sglang_args.scheduler_environment`), or its scheduler's process group would never form. `close()` (SGLang's shutdown) kills every child process of this process.
 """
 
 from __future__ import annotations
@@ -103,7 +104,8 @@ class SGLangRollout:
 
         # CUDA tensors are pickled with the device's UUID, so the scheduler finds them whatever its device order.
         monkey_patch_torch_reductions()
-        self.engine = sglang.Engine(**kwargs)
+        with sglang_args.scheduler_environment(os.environ):  # the scheduler processes inherit the environment
+            self.engine = sglang.Engine(**kwargs)
 
     # -- RolloutEngine --------------------------------------------------------------------------
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[Completion]:

@@ -2,6 +2,7 @@
 
 - `engine_kwargs`: the rollout config -> keyword arguments of `sglang.Engine`.
 - `check_environment`: refuses environment variables that change what the log-probs mean.
+- `scheduler_environment`: hides torchrun's agent-store flag from the scheduler processes SGLang spawns.
 - `sampling_params` / `repeat_prompts`: rlkit's SamplingParams -> SGLang's sampling-params dict, prompts
   repeated n times (prompt-major) so that the order of the outputs is the order rlkit wants.
 - `completions_from_outputs`: SGLang's output dicts -> `Completion`s.
@@ -22,9 +23,10 @@ engine refuses to start with it.
 
 from __future__ import annotations
 
+import contextlib
 import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Iterator, Mapping, MutableMapping, Sequence
 
 import torch
 
@@ -38,6 +40,7 @@ if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable wi
 MEMORY_TAGS = ("kv_cache", "weights", "cuda_graph")  # sglang.srt.constants.GPU_MEMORY_ALL_TYPES
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}
 _ORIGINAL_LOGPROB_ENV = "SGLANG_RETURN_ORIGINAL_LOGPROB"
+_AGENT_STORE_ENV = "TORCHELASTIC_USE_AGENT_STORE"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -112,6 +115,23 @@ def check_environment(environ: Mapping[str, str]) -> None:
             f"{_ORIGINAL_LOGPROB_ENV}={environ[_ORIGINAL_LOGPROB_ENV]} makes SGLang return log-probs before the "
             "temperature, which are not those the trainer recomputes; unset it"
         )
+
+
+@contextlib.contextmanager
+def scheduler_environment(environ: MutableMapping[str, str]) -> Iterator[None]:
+    """Start SGLang's scheduler processes without torchrun's TORCHELASTIC_USE_AGENT_STORE (restored after).
+
+    torchrun sets it in every worker, and a process that has it set turns any `tcp://host:port` rendezvous
+    into a client of a store it assumes torchrun's agent hosts there. The scheduler builds its own process
+    group on a free port of its choosing, so with the flag inherited it waits for a server that never starts:
+    the trainer hung at engine start under torchrun. The trainer's own group is already up when this runs.
+    """
+    value = environ.pop(_AGENT_STORE_ENV, None)
+    try:
+        yield
+    finally:
+        if value is not None:
+            environ[_AGENT_STORE_ENV] = value
 
 
 def eos_token_ids(tokenizer, model_path: str) -> list[int]:

@@ -15,7 +15,7 @@ mkdir -p /tmp/bench/cache "/tmp/bench/$NAME"
 ln -sfn /tmp/bench/cache "/tmp/bench/$NAME/cache"
 echo "+ rlkit bench $* --out /tmp/bench/$NAME" | tee "$OUT/$NAME.log"
 start=$(date +%s)
-python3 -m rlkit bench "$@" --out "/tmp/bench/$NAME" 2>&1 | grep -v "Loading\|it/s]" | tee -a "$OUT/$NAME.log"
+python3 -m rlkit bench "$@" --out "/tmp/bench/$NAME" 2>&1 | grep --line-buffered -v "Loading\|it/s]" | tee -a "$OUT/$NAME.log"
 rc=${PIPESTATUS[0]}
 echo "bench exit $rc after $(( $(date +%s) - start ))s" | tee -a "$OUT/$NAME.log"
 cp "/tmp/bench/$NAME/bench.json" "$OUT/$NAME.json" 2>/dev/null

@@ -10,8 +10,11 @@ skip_tokenizer_init=True and return_logprob=True:
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import sys
 import types
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -212,6 +215,7 @@ class FakeEngine:
 
     def __init__(self, **kwargs):
         self.kwargs = kwargs
+        self.agent_store_flag = os.environ.get("TORCHELASTIC_USE_AGENT_STORE")  # what its schedulers inherit
         self.calls: list[tuple] = []
         self.loaded: dict[str, torch.Tensor] = {}
 
@@ -333,3 +337,39 @@ def test_rollout_without_release_memory_never_releases(checkpoint, fake_sglang):
     rollout.generate([[5]], SamplingParams())  # the weights were never dropped: no update needed
     assert rollout.engine.calls == [("generate", 1)]
     assert rollout.engine.kwargs["enable_memory_saver"] is False
+
+
+# ---------------------------------------------------------------------------------------------
+# the scheduler's environment under torchrun
+# ---------------------------------------------------------------------------------------------
+def test_scheduler_environment_hides_the_agent_store_flag_and_restores_it():
+    environ = {"TORCHELASTIC_USE_AGENT_STORE": "True", "OTHER": "1"}
+    with pytest.raises(KeyError), sglang_args.scheduler_environment(environ):
+        assert environ == {"OTHER": "1"}
+        raise KeyError("restored on errors too")
+    assert environ == {"TORCHELASTIC_USE_AGENT_STORE": "True", "OTHER": "1"}
+    unset = {"OTHER": "1"}
+    with sglang_args.scheduler_environment(unset):
+        pass
+    assert unset == {"OTHER": "1"}
+
+
+def test_rollout_starts_the_engine_without_the_agent_store_flag(checkpoint, fake_sglang, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    rollout = make_rollout(checkpoint)
+    assert rollout.engine.agent_store_flag is None and os.environ["TORCHELASTIC_USE_AGENT_STORE"] == "True"
+
+
+def test_a_spawned_scheduler_forms_its_process_group_under_torchrun():
+    """The mechanism itself: under torchrun, a spawned process's tcp:// rendezvous fails with the inherited
+    flag (it waits for an agent's store on its own port) and succeeds inside scheduler_environment."""
+    repo_root = str(Path(sglang_args.__file__).parents[2])
+    env = {**os.environ, "OMP_NUM_THREADS": "1",
+           "PYTHONPATH": os.pathsep.join(filter(None, [repo_root, os.environ.get("PYTHONPATH")]))}
+    script = Path(__file__).parent / "scripts" / "scheduler_rendezvous.py"
+    run = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=1",
+                          str(script)], env=env, capture_output=True, text=True, timeout=180)
+    assert run.returncode == 0, f"torchrun failed:\n{run.stdout[-4000:]}\n{run.stderr[-4000:]}"
+    lines = run.stdout.splitlines()
+    assert "scheduler_environment exit 0" in lines and "restored True" in lines
+    assert "inherited exit 1" in lines, run.stdout  # the hang this guards against, cut short by a 3 s timeout
