@@ -222,8 +222,8 @@ class RLTrainer:
             batch["old_logprobs"] = batch["rollout_logprobs"]
             return
         with self.timer.phase("old_logprobs"):
-            output = self.parts.actor.compute_logprobs(batch, micro_batch_size=cfg.micro_batch_size_per_device,
-                                                       with_entropy=True)
+            # No entropy here: the update reports it, and it would cost a pass over every chunk's vocabulary.
+            output = self.parts.actor.compute_logprobs(batch, micro_batch_size=cfg.micro_batch_size_per_device)
             batch["old_logprobs"] = output.logprobs
             if "rollout_logprobs" in batch:
                 metrics["rollout/logprob_abs_diff"] = self._masked_mean(
