@@ -10,8 +10,9 @@ KL term, random advantages.
         --setting base: --setting mb32:micro_batch_size=32 \
         --setting ckpt:gradient_checkpointing=true --profile base --out bench_passes
 
-A setting is NAME:key=value,key=value; keys are the engine's config fields (`rlkit config docs`, the
-`engine.` section) plus `micro_batch_size` (sequences per micro-batch, 16 by default) and `entropy_grad`
+`--engine deepspeed` times the DeepSpeed engine instead of FSDP2 (one process; settings such as
+`zero2:zero_stage=2`). A setting is NAME:key=value,key=value; keys are that engine's config fields
+(`rlkit config docs`, the `engine.` section) plus `micro_batch_size` (sequences per micro-batch, 16 by default) and `entropy_grad`
 (false by default, as in training without an entropy bonus; true: the entropy's backward runs). Per setting it prints
 and writes to OUT/passes.json: median seconds of the log-prob pass and of the update (forward, backward and
 optimizer step) over --repeats runs after one warm-up, training tokens/s, MFU (6 x parameters x tokens per
@@ -28,15 +29,21 @@ import statistics
 import traceback
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from rlkit.batch import Batch
 from rlkit.bench.shapes import count_parameters
 from rlkit.bench.workload import ensure_model
-from rlkit.config.schema import AlgorithmConfig, FSDP2Config, OptimConfig
+from rlkit.config.loading import parse_override
+from rlkit.config.schema import AlgorithmConfig, DeepSpeedConfig, FSDP2Config, OptimConfig
 from rlkit.engines.base import DistInfo, EngineSpec
+from rlkit.errors import ConfigError
+from rlkit.registry import TRAIN_ENGINES
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
+
+ENGINE_CONFIGS = {"fsdp2": FSDP2Config, "deepspeed": DeepSpeedConfig}
 
 
 def main() -> None:
@@ -71,6 +78,7 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="0.5b")
+    parser.add_argument("--engine", default="fsdp2", choices=sorted(ENGINE_CONFIGS))
     parser.add_argument("--model", default=None, help="a Hugging Face folder instead of --shape")
     parser.add_argument("--seqs", type=int, default=256)
     parser.add_argument("--prompt-len", type=int, default=128)
@@ -84,10 +92,14 @@ def parse_args() -> argparse.Namespace:
     return parser.parse_args()
 
 
-def parse_setting(text: str) -> tuple[str, tuple[tuple[str, str], ...]]:
+def parse_setting(text: str) -> tuple[str, tuple[tuple[str, Any], ...]]:
+    """NAME:key=value,... with values read as YAML, as `rlkit train` overrides are (2, true, null)."""
     name, _, pairs = text.partition(":")
-    fields = tuple(tuple(pair.split("=", 1)) for pair in pairs.split(",") if pair)
-    if not name or any(len(pair) != 2 for pair in fields):
+    try:
+        fields = tuple((".".join(keys), value) for keys, value in map(parse_override, filter(None, pairs.split(","))))
+    except ConfigError as error:
+        raise argparse.ArgumentTypeError(f"--setting {text!r}: {error}") from None
+    if not name:
         raise argparse.ArgumentTypeError(f"--setting {text!r}: expected NAME:key=value,key=value")
     return name, fields
 
@@ -111,11 +123,11 @@ def measure(name: str, fields: dict[str, str], model_path: Path, batch: Batch, d
             args: argparse.Namespace, num_params: int, tokens: int, out: Path) -> dict:
     micro_batch_size = int(fields.pop("micro_batch_size", 16))
     # as the trainer runs it with the default algorithm.entropy_coeff=0: the entropy is only reported
-    entropy_grad = fields.pop("entropy_grad", "false") == "true"
-    from rlkit.engines.fsdp2 import FSDP2Engine
-
-    engine = FSDP2Engine(FSDP2Config(**fields), EngineSpec(role="actor", model_path=str(model_path),
-                                                         optim=OptimConfig(lr=1e-7)), DistInfo(device=device))
+    entropy_grad = bool(fields.pop("entropy_grad", False))
+    engine_class = TRAIN_ENGINES.get(args.engine)  # imports DeepSpeed only when asked for
+    engine = engine_class(ENGINE_CONFIGS[args.engine](**fields),
+                          EngineSpec(role="actor", model_path=str(model_path), optim=OptimConfig(lr=1e-7)),
+                          DistInfo(device=device))
     algorithm = AlgorithmConfig(use_kl_loss=True)
     counts = GlobalCounts(*GlobalCounts.of_local(batch))
     loss_fn = actor_loss_fn(algorithm, "token-mean", args.response_len, counts)
@@ -131,7 +143,7 @@ def measure(name: str, fields: dict[str, str], model_path: Path, batch: Batch, d
         torch.cuda.reset_peak_memory_stats()
     logprob_seconds = timed(logprob_pass, args.repeats, device)
     update_seconds = timed(update, args.repeats, device)
-    result = {"setting": name, "fields": fields, "micro_batch_size": micro_batch_size, "entropy_grad": entropy_grad,
+    result = {"setting": name, "engine": args.engine, "fields": fields, "micro_batch_size": micro_batch_size, "entropy_grad": entropy_grad,
               "logprob_s": logprob_seconds, "update_s": update_seconds,
               "train_tokens_per_s": tokens / update_seconds,
               "mfu": 6 * num_params * tokens / update_seconds / (args.peak_tflops * 1e12) if device != "cpu" else None,
