@@ -29,7 +29,8 @@ of an uninterrupted one.
 Side effects of starting SGLang in the trainer's process: it sets the multiprocessing start method to
 "spawn", sets CUDA_DEVICE_MAX_CONNECTIONS=8 in os.environ, and patches torch's CUDA-tensor pickling to
 name devices by UUID. Under torchrun the engine starts without TORCHELASTIC_USE_AGENT_STORE in its
-environment (`sglang_args.scheduler_environment`), or its scheduler's process group would never form. `close()` (SGLang's shutdown) kills every child process of this process.
+environment (`sglang_args.scheduler_environment`), or its scheduler's process group would never form.
+`close()` (SGLang's shutdown) kills every child process of this process.
 """
 
 from __future__ import annotations

@@ -222,7 +222,7 @@ class RLTrainer:
             batch["old_logprobs"] = batch["rollout_logprobs"]
             return
         with self.timer.phase("old_logprobs"):
-            # No entropy here: the update reports it, and it would cost a pass over every chunk's vocabulary.
+            # No entropy here: the update reports it, and it costs arithmetic over every full-vocabulary chunk.
             output = self.parts.actor.compute_logprobs(batch, micro_batch_size=cfg.micro_batch_size_per_device)
             batch["old_logprobs"] = output.logprobs
             if "rollout_logprobs" in batch:
