@@ -27,19 +27,19 @@ def test_yaml_then_flags_then_overrides(tmp_path):
     assert cfg.algorithm.adv_estimator == "drgrpo"  # the flag wins over the file
 
 
-def test_engine_union_selects_options_by_name():
-    cfg = build_config(RunConfig, None, ["engine.name=deepspeed", "engine.zero_stage=2"])
-    assert cfg.engine.name == "deepspeed" and cfg.engine.zero_stage == 2
-    cfg = build_config(RunConfig, None, ["rollout.name=vllm", "rollout.gpu_memory_utilization=0.3"])
-    assert cfg.rollout.gpu_memory_utilization == 0.3
+def test_the_selected_backend_reads_its_own_block():
+    cfg = build_config(RunConfig, None, ["engine.name=deepspeed", "engine.deepspeed.zero_stage=2"])
+    assert cfg.engine.name == "deepspeed" and cfg.engine.options.zero_stage == 2
+    cfg = build_config(RunConfig, None, ["rollout.name=vllm", "rollout.vllm.gpu_memory_utilization=0.3"])
+    assert cfg.rollout.options.gpu_memory_utilization == 0.3
 
 
 @pytest.mark.parametrize(
     "overrides, expected",
     [
         (["trainer.total_step=3"], "did you mean 'trainer.total_steps'"),
-        (["engine.reshard_after_forwad=false"], "did you mean 'engine.reshard_after_forward'"),
-        (["engine.zero_stage=3"], "unknown key 'engine.zero_stage'"),  # a deepspeed option under fsdp2
+        (["engine.fsdp2.reshard_after_forwad=false"], "did you mean 'engine.fsdp2.reshard_after_forward'"),
+        (["engine.zero_stage=3"], "engine.zero_stage: 'zero_stage' is an option of the deepspeed training engine"),
         (["algorithm.adv_estimator=grpoo"], "Did you mean 'grpo'"),
         (["rollout.n=1"], "rollout.n must be at least 2"),
         (["algorithm.use_kl_loss=true", "algorithm.use_kl_in_reward=true"], "not both"),
