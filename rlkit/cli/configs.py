@@ -78,8 +78,8 @@ def show_command(args: tuple[str, ...], kind: str | None, engine: str | None, ro
     config_file, overrides = split_config_args(args)
     model = config_models()[kind] if kind else (model_for_file(config_file) if config_file else config_models()["train"])
     if rollout is not None and "rollout" not in model.model_fields:
-        raise ConfigError(f"--rollout {rollout}: {config_file or 'this config'} is an SFT run, which runs no rollout "
-                          "engine; drop --rollout")
+        raise ConfigError(f"--rollout {rollout}: {config_file or 'this config'} is an SFT run, which runs no "
+                          "rollout engine; drop --rollout")
     cfg = build_config(model, config_file, overrides, {"engine.name": engine, "rollout.name": rollout})
     dump = cfg.model_dump(mode="json", by_alias=True, context={ALL_BLOCKS: all_blocks})
     click.echo(yaml.safe_dump(dump, sort_keys=False), nl=False)

@@ -56,7 +56,6 @@ ALIASES: dict[str, tuple[str, ...]] = {
     "rollout.num_generations": ("rollout.n",),
     "rollout.n_samples_per_prompt": ("rollout.n",),
     "rollout.num_return_sequences": ("rollout.n",),
-    "rollout.tensor_model_parallel_size": ("rollout.vllm.tensor_parallel_size", "rollout.sglang.tensor_parallel_size"),
     # algorithm
     "algorithm.ppo_mini_batch_size": ("algorithm.mini_batch_size",),
     "algorithm.ppo_micro_batch_size_per_gpu": ("algorithm.micro_batch_size_per_device",),

@@ -181,7 +181,7 @@ class TrainerConfig(Section):
 class RunConfig(Section):
     """An RL training run: `rlkit train`."""
 
-    accepts_verl_keys: ClassVar[bool] = True  # verl's override keys and YAML layout are translated (config/verl.py)
+    accepts_verl_keys: ClassVar[bool] = True  # verl's override keys and YAML layout are translated (rlkit/config/verl/)
 
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()

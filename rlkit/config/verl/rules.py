@@ -1,36 +1,21 @@
-"""verl's config keys, translated to rlkit's, so that a verl override list or a YAML in verl's layout runs as is.
-
-`rlkit train` (and `config show`, `validate`, `config from-verl`) read verl's keys among rlkit's: each one is
-translated to the rlkit key(s) with the same meaning, with one log line per key
-(`verl key actor_rollout_ref.actor.optim.lr -> optim.lr`). A verl key rlkit cannot honour is an error that
-names it and says what to do instead, never a silent drop. docs/verl.md is the table for users.
-
-Which keys are verl's: every key under a section only verl has (`actor_rollout_ref`, `custom_reward_function`,
-`reward_model`, ...), and the keys of RULES elsewhere (`data.max_response_length`, `trainer.logger`). A few
-paths are rlkit's too and are translated only for a value that means something else in verl
-(`trainer.save_freq=-1`, `algorithm.adv_estimator=grpo` with `norm_adv_by_std_in_grpo=False`).
-
-Keys a backend reads (`...rollout.gpu_memory_utilization`) come from the backends' registry entries
-(rlkit.registry.Backend.verl_options), which write them into the block of every backend that has the option,
-so a translated recipe still swaps backends. Where the translation is not a plain rename, the rule below says
-what verl does (read from verl's ppo_trainer.yaml and ray_trainer.py).
-
-Precedence is rlkit's: the file, then the flags, then the overrides, each translated on its own; a rule that
-depends on another key (lora_alpha on lora_rank) reads it from all of them.
-"""
+"""What each verl key means in rlkit: RULES, verl key -> rule. Where a translation is more than a rename, its
+rule says what verl does (read from verl's ppo_trainer.yaml and ray_trainer.py)."""
 
 from __future__ import annotations
 
-import logging
 import os
-from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Any
 
-from rlkit.config.loading import Assignment, set_path
-from rlkit.errors import ConfigError
-
-log = logging.getLogger(__name__)
+from rlkit.config.verl.translation import (
+    Context,
+    Rule,
+    Translation,
+    Unsupported,
+    accepted,
+    interpolation_free,
+    no_effect,
+    rename,
+)
 
 VERL_SECTIONS = ("actor_rollout_ref", "custom_reward_function", "reward_model", "reward_manager", "global_profiler",
                  "ray_kwargs", "transfer_queue", "hydra", "defaults")
@@ -38,78 +23,42 @@ _ACTOR = "actor_rollout_ref.actor."
 _MODEL = "actor_rollout_ref.model."
 _ROLLOUT = "actor_rollout_ref.rollout."
 _REF = "actor_rollout_ref.ref."
-_MISSING = object()
 
 
-class Unsupported(Exception):
-    """A verl setting rlkit cannot honour; the message says what to do instead."""
+# -- the backends (their verl names are in their registry entries) ----------------------------------
+def train_engines() -> Any:
+    from rlkit.registry import TRAIN_ENGINES
+
+    return TRAIN_ENGINES
 
 
-@dataclass
-class Translation:
-    """What one verl key becomes: rlkit assignments (dotted key -> value) and a note for its log line."""
+def rollout_engines() -> Any:
+    from rlkit.registry import ROLLOUT_ENGINES
 
-    assignments: list[tuple[str, Any]] = field(default_factory=list)
-    note: str = ""
+    return ROLLOUT_ENGINES
 
 
-@dataclass
-class Context:
-    """Every layer's keys merged (file, flags, overrides), for rules that depend on another key."""
-
-    tree: dict[str, Any]
-
-    def get(self, dotted: str, default: Any = None) -> Any:
-        node: Any = self.tree
-        for key in dotted.split("."):
-            if not isinstance(node, dict) or key not in node:
-                return default
-            node = node[key]
-        return node
-
-    def given(self, dotted: str) -> bool:
-        return self.get(dotted, _MISSING) is not _MISSING and self.get(dotted) is not None
+def _backend_for(registry: Any, verl_name: Any, kind: str, flag: str) -> str:
+    for entry in registry.entries():
+        if entry.backend is not None and verl_name in entry.backend.verl_names:
+            return entry.name
+    names = ", ".join(f"{entry.name} (verl {'/'.join(entry.backend.verl_names)})" for entry in registry.entries()
+                      if entry.backend is not None and entry.backend.verl_names)
+    raise Unsupported(f"rlkit has no {kind} for verl's {verl_name!r}; choose one of {names} with {flag}")
 
 
-Rule = Callable[[Any, Context], "Translation | None"]  # None: not a verl use of a path rlkit shares
-
-
-# -- rule makers ------------------------------------------------------------------------------------
-def rename(target: str, convert: Callable[[Any], Any] | None = None, note: str = "") -> Rule:
-    def rule(value: Any, context: Context) -> Translation:
-        if value is None:
-            return Translation(note="null: nothing to set")
-        return Translation([(target, convert(value) if convert else value)], note)
-
-    return rule
-
-
-def no_effect(note: str) -> Rule:
-    return lambda value, context: Translation(note=note)
-
-
-def accepted(*values: Any, advice: str) -> Rule:
-    """A verl option whose given value is what rlkit does anyway; any other value is unsupported."""
-
-    def rule(value: Any, context: Context) -> Translation:
-        if value in values:
-            return Translation(note="what rlkit does: nothing to set")
-        raise Unsupported(advice)
-
-    return rule
-
-
+# -- rules that are more than a rename ---------------------------------------------------------------
 def _negative_means_unset(value: Any) -> Any:
     return None if value is not None and value < 0 else value
 
 
-# -- rules that are more than a rename ---------------------------------------------------------------
 def micro_batch(value: Any, context: Context) -> Translation:
     """verl sizes the micro-batches of each pass separately; rlkit runs every pass with
     algorithm.micro_batch_size_per_device: the smallest size given keeps every pass within verl's memory."""
-    given = [context.get(key) for key in MICRO_BATCH_KEYS if context.given(key)]
-    smallest = min(given)
-    note = "" if smallest == value else f"the smallest verl micro-batch size given, {smallest}: rlkit uses one for every pass"
+    if value is None:
+        return Translation(note="null: nothing to set")
+    smallest = min(context.get(key) for key in MICRO_BATCH_KEYS if context.given(key))
+    note = "" if smallest == value else f"the smallest verl micro-batch size given, {smallest}: one for every pass"
     return Translation([("algorithm.micro_batch_size_per_device", smallest)], note)
 
 
@@ -207,7 +156,7 @@ def policy_loss(value: Any, context: Context) -> Translation:
 
 def strategy(value: Any, context: Context) -> Translation:
     """actor.strategy picks the training engine; ref and critic run on the actor's in rlkit."""
-    name = _backend_for(_train_engines(), value, "training engine", "actor_rollout_ref.actor.strategy / --engine")
+    name = _backend_for(train_engines(), value, "training engine", "actor_rollout_ref.actor.strategy / --engine")
     return Translation([("engine.name", name)])
 
 
@@ -216,12 +165,12 @@ def same_strategy(value: Any, context: Context) -> Translation:
     if actor != value:
         raise Unsupported(f"rlkit runs the reference and the critic on the actor's engine (strategy {actor}); "
                           "give them the same strategy")
-    _backend_for(_train_engines(), value, "training engine", "--engine")
+    _backend_for(train_engines(), value, "training engine", "--engine")
     return Translation(note="the actor's engine")
 
 
 def rollout_name(value: Any, context: Context) -> Translation:
-    return Translation([("rollout.name", _backend_for(_rollout_engines(), value, "rollout engine", "--rollout"))])
+    return Translation([("rollout.name", _backend_for(rollout_engines(), value, "rollout engine", "--rollout"))])
 
 
 def norm_adv_by_std(value: Any, context: Context) -> Translation:
@@ -349,19 +298,23 @@ def launcher(value: Any, context: Context) -> Translation:
     return Translation(note=note)
 
 
-def device(value: Any, context: Context) -> Translation:
-    if value not in ("cuda", "cpu"):
-        raise Unsupported("rlkit runs on cuda or cpu (trainer.device)")
-    return Translation([("trainer.device", value)])
+def device(value: Any, context: Context) -> Translation | None:
+    if value in ("auto", "cuda", "cpu"):
+        return None  # rlkit's own key and values
+    raise Unsupported("rlkit runs on cuda or cpu (trainer.device)")
 
 
-def interpolation_free(rule: Rule) -> Rule:
-    def checked(value: Any, context: Context) -> Translation | None:
-        if isinstance(value, str) and "${" in value:
-            raise Unsupported("an OmegaConf interpolation, which rlkit does not resolve: write the value itself")
-        return rule(value, context)
+def same_as_actor(actor_key: str, shared_key: str) -> Rule:
+    """verl lets the critic differ from the actor here; rlkit's critic uses the actor's setting (`shared_key`)."""
 
-    return checked
+    def rule(value: Any, context: Context) -> Translation:
+        actor = context.get(actor_key)
+        if actor == value:
+            return Translation(note=f"the actor's {shared_key}, which the critic shares in rlkit")
+        raise Unsupported(f"rlkit's critic shares {shared_key} with the actor; set {actor_key}={value} too, or drop "
+                          "this key")
+
+    return rule
 
 
 def _optimizer_rules(verl_prefix: str, prefix: str, *, shared: bool) -> dict[str, Rule]:
@@ -446,6 +399,15 @@ RULES: dict[str, Rule] = {
     "critic.forward_micro_batch_size_per_gpu": micro_batch,
     "critic.ppo_micro_batch_size": global_micro_batch,
     "critic.strategy": same_strategy,
+    "critic.ppo_mini_batch_size": same_as_actor(f"{_ACTOR}ppo_mini_batch_size", "algorithm.mini_batch_size"),
+    "critic.ppo_epochs": same_as_actor(f"{_ACTOR}ppo_epochs", "algorithm.ppo_epochs"),
+    "critic.model.enable_gradient_checkpointing": same_as_actor(f"{_MODEL}enable_gradient_checkpointing",
+                                                                "engine.gradient_checkpointing"),
+    "critic.model.use_remove_padding": same_as_actor(f"{_MODEL}use_remove_padding", "engine.pack_sequences"),
+    "critic.model.fsdp_config.param_offload": same_as_actor(f"{_ACTOR}fsdp_config.param_offload",
+                                                            "the engine block's offload options"),
+    "critic.model.fsdp_config.optimizer_offload": same_as_actor(f"{_ACTOR}fsdp_config.optimizer_offload",
+                                                                "the engine block's offload options"),
     **_optimizer_rules("critic.optim", "critic.optim", shared=True),
     # algorithm
     "algorithm.norm_adv_by_std_in_grpo": norm_adv_by_std,
@@ -485,170 +447,3 @@ RULES = {key: interpolation_free(rule) for key, rule in RULES.items()}
 
 
 # -- backends' own keys (from their registry entries) ------------------------------------------------
-def _train_engines() -> Any:
-    from rlkit.registry import TRAIN_ENGINES
-
-    return TRAIN_ENGINES
-
-
-def _rollout_engines() -> Any:
-    from rlkit.registry import ROLLOUT_ENGINES
-
-    return ROLLOUT_ENGINES
-
-
-def _backend_for(registry: Any, verl_name: Any, kind: str, flag: str) -> str:
-    for entry in registry.entries():
-        if entry.backend is not None and verl_name in entry.backend.verl_names:
-            return entry.name
-    names = ", ".join(f"{entry.name} (verl {'/'.join(entry.backend.verl_names)})" for entry in registry.entries()
-                      if entry.backend is not None and entry.backend.verl_names)
-    raise Unsupported(f"rlkit has no {kind} for verl's {verl_name!r}; choose one of {names} with {flag}")
-
-
-def _backend_keys() -> dict[str, list[str]]:
-    """{verl key: rlkit block keys}: every backend block that has the option."""
-    found: dict[str, list[str]] = {}
-    for section, registry in (("engine", _train_engines()), ("rollout", _rollout_engines())):
-        for entry in registry.entries():
-            if entry.backend is None:
-                continue
-            for verl_key, option in entry.backend.verl_options.items():
-                found.setdefault(verl_key, []).append(f"{section}.{entry.name}.{option}")
-    return found
-
-
-def backend_rule(targets: list[str], verl_key: str) -> Rule:
-    def rule(value: Any, context: Context) -> Translation:
-        if value is None:
-            return Translation(note="null: nothing to set")
-        assignments = []
-        for target in targets:
-            # several verl switches may name one option (FSDP2 offloads parameters and optimizer together)
-            siblings = [key for key, keys in _backend_keys().items() if target in keys and key != verl_key]
-            combined = value
-            if isinstance(value, bool):
-                combined = value or any(context.get(key) is True for key in siblings)
-            assignments.append((target, combined))
-        return Translation(assignments)
-
-    return interpolation_free(rule)
-
-
-def rule_for(dotted: str) -> Rule | None:
-    if dotted in RULES:
-        return RULES[dotted]
-    targets = _backend_keys().get(dotted)
-    return backend_rule(targets, dotted) if targets else None
-
-
-def is_verl_section(dotted: str) -> bool:
-    return dotted.split(".", 1)[0] in VERL_SECTIONS
-
-
-# -- translating layers -------------------------------------------------------------------------------
-def translate_layers(
-    file_tree: dict[str, Any], flags: list[Assignment], overrides: list[Assignment], source: str | None = None
-) -> tuple[dict[str, Any], list[Assignment], list[Assignment]]:
-    """The three layers of a config with their verl keys translated (and logged), in rlkit's layout.
-
-    Raises ConfigError listing every verl key rlkit cannot honour, with what to do instead.
-    """
-    context_tree: dict[str, Any] = _copy(file_tree)
-    for keys, value in [*flags, *overrides]:
-        set_path(context_tree, keys, value)
-    context = Context(context_tree)
-    problems: list[str] = []
-    lines: list[str] = []
-    file_tree = _translate_tree(file_tree, context, problems, lines, where=source or "the config file")
-    flags = _translate_assignments(flags, context, problems, lines)
-    overrides = _translate_assignments(overrides, context, problems, lines)
-    if problems:
-        raise ConfigError("verl settings rlkit cannot honour:\n  " + "\n  ".join(problems))
-    for line in lines:
-        log.info("%s", line)
-    return file_tree, flags, overrides
-
-
-def _translate_assignments(assignments: list[Assignment], context: Context, problems: list[str],
-                           lines: list[str]) -> list[Assignment]:
-    translated: list[Assignment] = []
-    for keys, value in assignments:
-        result = _translate_one(".".join(keys), value, context, problems, lines)
-        translated += [(keys, value)] if result is None else [(target.split("."), v) for target, v in result]
-    return translated
-
-
-def _translate_tree(tree: dict[str, Any], context: Context, problems: list[str], lines: list[str],
-                    where: str) -> dict[str, Any]:
-    rlkit_tree: dict[str, Any] = {}
-    assignments: list[tuple[str, Any]] = []
-    for keys, value in _leaves(tree):
-        result = _translate_one(".".join(keys), value, context, problems, lines)
-        if result is None:
-            set_path(rlkit_tree, keys, value)
-        else:
-            assignments += result
-    for target, value in assignments:
-        existing = Context(rlkit_tree).get(target, _MISSING)
-        if existing is not _MISSING and existing != value:
-            problems.append(f"{where} sets {target}={existing!r} and, through a verl key, {target}={value!r}; keep one")
-        set_path(rlkit_tree, target.split("."), value)
-    return rlkit_tree
-
-
-def _translate_one(dotted: str, value: Any, context: Context, problems: list[str],
-                   lines: list[str]) -> list[tuple[str, Any]] | None:
-    """The rlkit assignments of one key, or None when the key is rlkit's own (left as it is)."""
-    if dotted.rsplit(".", 1)[-1] == "_target_":
-        return []  # verl's class paths for its dataclasses: structure, not a setting
-    rule = rule_for(dotted)
-    if rule is None:
-        if not is_verl_section(dotted):
-            return None
-        if value is None or value == {} or value == []:
-            return []  # an unset verl option
-        problems.append(f"{dotted}={value!r}: rlkit has no equivalent; remove it (docs/verl.md lists the verl keys "
-                        "rlkit translates)")
-        return []
-    try:
-        translation = rule(value, context)
-    except Unsupported as error:
-        problems.append(f"{dotted}={value!r}: {error}")
-        return []
-    if translation is None:
-        return None
-    lines.append(_line(dotted, value, translation))
-    return translation.assignments
-
-
-def _line(dotted: str, value: Any, translation: Translation) -> str:
-    targets = ", ".join(key if new == value else f"{key}={_text(new)}" for key, new in translation.assignments)
-    head = f"verl key {dotted} -> {targets}" if targets else f"verl key {dotted}={_text(value)}: nothing to set"
-    if not targets and translation.note:
-        return f"verl key {dotted}={_text(value)}: {translation.note}"
-    return f"{head} ({translation.note})" if translation.note else head
-
-
-def _text(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return str(value).lower()
-    return str(value)
-
-
-def _leaves(tree: dict[str, Any], prefix: tuple[str, ...] = ()) -> list[tuple[list[str], Any]]:
-    """(key path, value) of a YAML tree, stopping at the keys a rule reads whole (a logger list, kwargs)."""
-    found = []
-    for key, value in tree.items():
-        keys = (*prefix, str(key))
-        if isinstance(value, dict) and value and rule_for(".".join(keys)) is None:
-            found += _leaves(value, keys)
-        else:
-            found.append((list(keys), value))
-    return found
-
-
-def _copy(tree: Any) -> Any:
-    return {key: _copy(value) for key, value in tree.items()} if isinstance(tree, dict) else tree
