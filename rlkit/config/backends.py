@@ -118,7 +118,7 @@ class BackendSection(Section):
                 if block is not None:
                     blocks[key] = block
             elif (moved := cls._moved_option(key, selected)) is not None:
-                errors.append({"type": PydanticCustomError("moved_key", moved), "loc": (key,), "input": value})
+                errors.append(_custom("moved_key", moved, (key,), value))
             else:
                 shared[key] = value  # pydantic reports it as an unknown key
         section = None
@@ -162,7 +162,7 @@ class BackendSection(Section):
             return (f"a backend's options now live in its own block: write {cls.section_key}.<name>.OPTION "
                     f"({cls.section_key}.{selected}.OPTION for the selected one)")
         owners = []
-        for entry in cls.registry().entries():  # only backends that describe themselves: nothing is imported
+        for entry in cls.registry().entries():  # backends whose entry says what they are: no plugin is imported
             if entry.backend is None or entry.backend.options is None:
                 continue
             try:
