@@ -11,8 +11,9 @@ KL term, random advantages.
         --setting ckpt:gradient_checkpointing=true --profile base --out bench_passes
 
 `--engine deepspeed` times the DeepSpeed engine instead of FSDP2 (one process; settings such as
-`zero2:zero_stage=2`). A setting is NAME:key=value,key=value; keys are that engine's config fields
-(`rlkit config docs`, the `engine.` section) plus `micro_batch_size` (sequences per micro-batch, 16 by default) and `entropy_grad`
+`zero2:deepspeed.zero_stage=2`). A setting is NAME:key=value,key=value; keys are those of a run's `engine.`
+section (`rlkit config docs`: shared ones such as `torch_compile`, the engine's own in its block such as
+`deepspeed.zero_stage`) plus `micro_batch_size` (sequences per micro-batch, 16 by default) and `entropy_grad`
 (false by default, as in training without an entropy bonus; true: the entropy's backward runs). Per setting it prints
 and writes to OUT/passes.json: median seconds of the log-prob pass and of the update (forward, backward and
 optimizer step) over --repeats runs after one warm-up, training tokens/s, MFU (6 x parameters x tokens per
@@ -36,14 +37,12 @@ import torch
 from rlkit.batch import Batch
 from rlkit.bench.shapes import count_parameters
 from rlkit.bench.workload import ensure_model
-from rlkit.config.loading import parse_override
-from rlkit.config.schema import AlgorithmConfig, DeepSpeedConfig, FSDP2Config, OptimConfig
+from rlkit.config.loading import parse_override, set_path, validate
+from rlkit.config.schema import AlgorithmConfig, EngineConfig, OptimConfig
 from rlkit.engines.base import DistInfo, EngineSpec
 from rlkit.errors import ConfigError
 from rlkit.registry import TRAIN_ENGINES
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
-
-ENGINE_CONFIGS = {"fsdp2": FSDP2Config, "deepspeed": DeepSpeedConfig}
 
 
 def main() -> None:
@@ -78,7 +77,7 @@ def main() -> None:
 def parse_args() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", default="0.5b")
-    parser.add_argument("--engine", default="fsdp2", choices=sorted(ENGINE_CONFIGS))
+    parser.add_argument("--engine", default="fsdp2", choices=TRAIN_ENGINES.names())
     parser.add_argument("--model", default=None, help="a Hugging Face folder instead of --shape")
     parser.add_argument("--seqs", type=int, default=256)
     parser.add_argument("--prompt-len", type=int, default=128)
@@ -125,7 +124,11 @@ def measure(name: str, fields: dict[str, str], model_path: Path, batch: Batch, d
     # as the trainer runs it with the default algorithm.entropy_coeff=0: the entropy is only reported
     entropy_grad = bool(fields.pop("entropy_grad", False))
     engine_class = TRAIN_ENGINES.get(args.engine)  # imports DeepSpeed only when asked for
-    engine = engine_class(ENGINE_CONFIGS[args.engine](**fields),
+    section: dict[str, Any] = {"name": args.engine}
+    for dotted, value in fields.items():
+        set_path(section, dotted.split("."), value)
+    config = validate(EngineConfig, section, source=f"--setting {name}")
+    engine = engine_class(config, config.options,
                           EngineSpec(role="actor", model_path=str(model_path), optim=OptimConfig(lr=1e-7)),
                           DistInfo(device=device))
     algorithm = AlgorithmConfig(use_kl_loss=True)

@@ -35,7 +35,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 def export_checkpoint(checkpoint: Path, out: Path, *, merge_lora: bool = False) -> Path:
     from rlkit.cli.configs import config_models
-    from rlkit.config.loading import validate
+    from rlkit.config.loading import load_saved_config
     from rlkit.trainer.components import resolve_model_path
     from rlkit.registry import TRAIN_ENGINES
 
@@ -44,7 +44,7 @@ def export_checkpoint(checkpoint: Path, out: Path, *, merge_lora: bool = False) 
         raise RlkitError(f"export target {out} exists and is not an empty directory; choose a new directory")
     tree = read_yaml(checkpoint / "config.yaml")
     model_cls = config_models()["sft" if tree.get("kind") == "sft" else "train"]
-    cfg = validate(model_cls, tree, source=str(checkpoint / "config.yaml"))
+    cfg = load_saved_config(model_cls, checkpoint / "config.yaml")
     if cfg.model.lora is not None and not merge_lora:
         raise RlkitError(
             f"{checkpoint} was trained with LoRA: pass --merge-lora to write merged weights (the adapter is "
@@ -60,7 +60,7 @@ def export_checkpoint(checkpoint: Path, out: Path, *, merge_lora: bool = False) 
                           trust_remote_code=cfg.model.trust_remote_code)
         # Export runs in one process on the CPU: engines accept world size 1 without a process group.
         engine_config = cfg.engine.model_copy(update={"precision": "fp32"})
-        engine = TRAIN_ENGINES.get(cfg.engine.name)(engine_config, spec, DistInfo())
+        engine = TRAIN_ENGINES.get(cfg.engine.name)(engine_config, cfg.engine.options, spec, DistInfo())
         engine.load(checkpoint / "actor")
         try:
             engine.export_hf(tmp)

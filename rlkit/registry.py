@@ -6,6 +6,9 @@ One generic :class:`Registry` serves every kind of component. A name resolves, i
   3. a third-party component advertised through an entry point group (``rlkit.rewards``, ...),
   4. an explicit reference: ``package.module:attr`` or ``path/to/file.py:attr``.
 Registering a name twice is an error; an unknown name is an error that lists the known names.
+
+A training or rollout engine is described here once, by its entry's :class:`Backend`: the options block it
+reads (``engine.<name>``, ``rollout.<name>``), whether it needs a GPU, and the options that lower its memory.
 """
 
 from __future__ import annotations
@@ -15,13 +18,38 @@ import importlib
 import importlib.metadata
 import importlib.util
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, TypeVar
+from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
 
 from rlkit.errors import PluginError
 
 T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Backend:
+    """What a training or rollout engine is, beyond its class: the one place that says it.
+
+    options: the pydantic model of its options block (`engine.<name>` / `rollout.<name>`), as a class or as
+        'module:Class' in a module that imports without the backend's own dependencies, so that a config
+        naming it validates where the backend is not installed. None: it takes no options.
+    needs_gpu: it has no CPU path (`rlkit bench` skips it on a machine without CUDA).
+    memory_knobs: options of its block that lower its memory, named in out-of-memory hints (a number is to be
+        lowered, a switch turned on, an unset option set).
+    verl_names: the values of verl's `actor.strategy` / `rollout.name` that select it (rlkit.config.verl).
+    verl_options: verl keys that set an option of its block, {verl key: option}; several verl switches naming
+        one option turn it on when any of them is on.
+
+    A plugin gives its Backend to ``register(..., backend=...)``, or, for an entry point, as the ``backend``
+    attribute of the registered class.
+    """
+
+    options: type | str | None = None
+    needs_gpu: bool = False
+    memory_knobs: tuple[str, ...] = ()
+    verl_names: tuple[str, ...] = ()
+    verl_options: Mapping[str, str] = field(default_factory=dict)
 
 
 @dataclass(frozen=True)
@@ -32,6 +60,7 @@ class Entry:
     source: str  # "built-in", "entry point (dist-name)" or "code"
     target: str  # dotted path of the object
     requires: tuple[str, ...] = ()  # importable modules it needs
+    backend: Backend | None = None  # engines and rollouts: what they are (None: read from the object)
 
     @property
     def missing(self) -> list[str]:
@@ -99,7 +128,8 @@ class Registry(Generic[T]):
         self._loaded = False
 
     # -- registration ---------------------------------------------------------------------------
-    def register(self, name: str, obj: T | None = None, *, aliases: Iterable[str] = ()) -> Any:
+    def register(self, name: str, obj: T | None = None, *, aliases: Iterable[str] = (),
+                 backend: Backend | None = None) -> Any:
         """Register ``obj`` under ``name`` (and aliases); usable as a decorator when obj is None."""
 
         def add(target: T) -> T:
@@ -108,15 +138,16 @@ class Registry(Generic[T]):
             for key in (name, *aliases):
                 self._check_free(key)
                 self._objects[key] = target
-                self._entries[key] = Entry(key, source, dotted)
+                self._entries[key] = Entry(key, source, dotted, backend=backend)
             return target
 
         return add if obj is None else add(obj)
 
-    def register_lazy(self, name: str, target: str, *, requires: Iterable[str] = ()) -> None:
+    def register_lazy(self, name: str, target: str, *, requires: Iterable[str] = (),
+                      backend: Backend | None = None) -> None:
         """Register a built-in by dotted path; it is imported only when selected."""
         self._check_free(name)
-        self._entries[name] = Entry(name, "built-in", target, tuple(requires))
+        self._entries[name] = Entry(name, "built-in", target, tuple(requires), backend)
 
     def unregister(self, name: str) -> None:
         """Remove a name (tests and plugin reloading)."""
@@ -151,6 +182,24 @@ class Registry(Generic[T]):
         if is_reference(name):
             return load_object(name)
         raise PluginError(self.unknown_message(name))
+
+    def backend(self, name: str) -> Backend:
+        """What the engine registered (or referenced) as `name` is; Backend() when it says nothing.
+
+        A built-in's entry says it without importing the engine; a plugin that gave no Backend when it was
+        registered is imported to read its ``backend`` attribute.
+        """
+        self._load()
+        entry = self._entries.get(name)
+        if entry is not None and entry.backend is not None:
+            return entry.backend
+        described = getattr(self.get(name), "backend", None)
+        return described if isinstance(described, Backend) else Backend()
+
+    def options_class(self, name: str) -> type | None:
+        """The pydantic model of the options block of the engine `name`, or None when it takes none."""
+        options = self.backend(name).options
+        return load_object(options) if isinstance(options, str) else options
 
     def __contains__(self, name: str) -> bool:
         self._load()
@@ -202,11 +251,53 @@ POLICY_LOSSES: Registry[Callable[..., Any]] = Registry(
 )
 REWARDS: Registry[Any] = Registry("reward", "rlkit.rewards", ["rlkit.rewards.builtin"])
 
-TRAIN_ENGINES.register_lazy("fsdp2", "rlkit.engines.fsdp2:FSDP2Engine")
-TRAIN_ENGINES.register_lazy("deepspeed", "rlkit.engines.deepspeed:DeepSpeedEngine", requires=["deepspeed"])
-ROLLOUT_ENGINES.register_lazy("hf", "rlkit.rollout.hf:HFRollout")
-ROLLOUT_ENGINES.register_lazy("vllm", "rlkit.rollout.vllm:VLLMRollout", requires=["vllm"])
-ROLLOUT_ENGINES.register_lazy("sglang", "rlkit.rollout.sglang:SGLangRollout", requires=["sglang"])
+# The built-in engines: each one's class, options block, memory knobs and verl names, and nowhere else.
+_VERL_ACTOR = "actor_rollout_ref.actor.fsdp_config."
+_VERL_REF = "actor_rollout_ref.ref.fsdp_config."
+_VERL_ROLLOUT = "actor_rollout_ref.rollout."
+TRAIN_ENGINES.register_lazy(
+    "fsdp2", "rlkit.engines.fsdp2.engine:FSDP2Engine",
+    backend=Backend(
+        "rlkit.engines.fsdp2.options:FSDP2Options", memory_knobs=("cpu_offload",), verl_names=("fsdp", "fsdp2"),
+        verl_options={f"{_VERL_ACTOR}param_offload": "cpu_offload", f"{_VERL_ACTOR}optimizer_offload": "cpu_offload",
+                      f"{_VERL_ACTOR}reshard_after_forward": "reshard_after_forward",
+                      f"{_VERL_REF}param_offload": "offload_ref"},
+    ),
+)
+TRAIN_ENGINES.register_lazy(
+    "deepspeed", "rlkit.engines.deepspeed.engine:DeepSpeedEngine", requires=["deepspeed"],
+    backend=Backend(
+        "rlkit.engines.deepspeed.options:DeepSpeedOptions", memory_knobs=("offload_optimizer", "offload_param"),
+        verl_options={f"{_VERL_ACTOR}param_offload": "offload_param",
+                      f"{_VERL_ACTOR}optimizer_offload": "offload_optimizer", f"{_VERL_REF}param_offload": "offload_ref"},
+    ),
+)
+ROLLOUT_ENGINES.register_lazy(
+    "hf", "rlkit.rollout.hf:HFRollout",
+    backend=Backend("rlkit.rollout.hf_options:HFOptions", memory_knobs=("batch_size",), verl_names=("hf",)),
+)
+ROLLOUT_ENGINES.register_lazy(
+    "vllm", "rlkit.rollout.vllm:VLLMRollout", requires=["vllm"],
+    backend=Backend(
+        "rlkit.rollout.vllm_options:VLLMOptions", needs_gpu=True, memory_knobs=("gpu_memory_utilization",),
+        verl_names=("vllm",),
+        verl_options={f"{_VERL_ROLLOUT}gpu_memory_utilization": "gpu_memory_utilization",
+                      f"{_VERL_ROLLOUT}tensor_model_parallel_size": "tensor_parallel_size",
+                      f"{_VERL_ROLLOUT}enforce_eager": "enforce_eager",
+                      f"{_VERL_ROLLOUT}enable_prefix_caching": "enable_prefix_caching",
+                      f"{_VERL_ROLLOUT}max_model_len": "max_model_len"},
+    ),
+)
+ROLLOUT_ENGINES.register_lazy(
+    "sglang", "rlkit.rollout.sglang:SGLangRollout", requires=["sglang"],
+    backend=Backend(
+        "rlkit.rollout.sglang_options:SGLangOptions", needs_gpu=True, memory_knobs=("mem_fraction_static",),
+        verl_names=("sglang",),
+        verl_options={f"{_VERL_ROLLOUT}gpu_memory_utilization": "mem_fraction_static",
+                      f"{_VERL_ROLLOUT}tensor_model_parallel_size": "tensor_parallel_size",
+                      f"{_VERL_ROLLOUT}enforce_eager": "disable_cuda_graph"},
+    ),
+)
 
 ALL_REGISTRIES = {
     "engines": TRAIN_ENGINES,

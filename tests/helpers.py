@@ -26,13 +26,14 @@ def small_run(tiny_model: str, output_dir: Path, *extra: str) -> list[str]:
     ]
 
 
-def write_reward_distribution(root: Path, package: str, source: str, entry_points: dict[str, str]) -> None:
+def write_reward_distribution(root: Path, package: str, source: str, entry_points: dict[str, str],
+                              group: str = "rlkit.rewards") -> None:
     """Package `package` (its __init__.py holds `source`) and its dist-info under `root`, as `pip install`
-    leaves them; entry_points maps reward names to "module:function" in the `rlkit.rewards` group."""
+    leaves them; entry_points maps names to "module:attr" in the entry point `group` (rewards by default)."""
     (root / package).mkdir()
     (root / package / "__init__.py").write_text(source)
     dist_info = root / f"{package}-0.1.dist-info"
     dist_info.mkdir()
     (dist_info / "METADATA").write_text(f"Metadata-Version: 2.1\nName: {package}\nVersion: 0.1\n")
     lines = "".join(f"{name} = {target}\n" for name, target in entry_points.items())
-    (dist_info / "entry_points.txt").write_text(f"[rlkit.rewards]\n{lines}")
+    (dist_info / "entry_points.txt").write_text(f"[{group}]\n{lines}")

@@ -30,14 +30,12 @@ import yaml
 from rlkit.bench.shapes import count_parameters
 from rlkit.bench.workload import Workload, ensure_model, model_dir, run_settings, write_prompts
 from rlkit.config import RunConfig, build_config
-from rlkit.errors import ConfigError
+from rlkit.errors import ConfigError, PluginError
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES, Entry, Registry, is_reference
 
 log = logging.getLogger(__name__)
 
 PHASES = ("weight_sync", "generate", "reward", "old_logprobs", "ref_logprobs", "values", "advantages", "update")
-# Their kernels have no CPU path: on a machine without CUDA these pairings are skipped, not failed.
-GPU_ONLY_ROLLOUTS = ("vllm", "sglang")
 # Dense bf16 peak FLOP/s of one GPU, by a substring of its name; the first match wins (PCIe/NVL before SXM).
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
                    ("A100", 312e12))
@@ -181,10 +179,22 @@ def run_bench(request: BenchRequest) -> BenchResult:
 
 def skip_reason(engine: str, rollout: str, machine: Machine) -> str | None:
     """Why a pairing cannot run on this machine (missing packages, no CUDA), or None when it can."""
-    reasons = _missing(TRAIN_ENGINES, engine) + _missing(ROLLOUT_ENGINES, rollout)
-    if rollout in GPU_ONLY_ROLLOUTS and not machine.cuda:
-        reasons.append(f"rollout {rollout} needs a CUDA GPU")
+    reasons = []
+    for registry, name in ((TRAIN_ENGINES, engine), (ROLLOUT_ENGINES, rollout)):
+        reasons += _missing(registry, name)
+        # A backend whose registry entry says it has no CPU path is skipped without CUDA, not failed.
+        if not machine.cuda and _needs_gpu(registry, name):
+            reasons.append(f"{registry.kind} {name} needs a CUDA GPU")
     return "; ".join(reasons) or None
+
+
+def _needs_gpu(registry: Registry, name: str) -> bool:
+    if is_reference(name):
+        return False  # a plugin named as 'module:attr': the run finds out
+    try:
+        return registry.backend(name).needs_gpu
+    except PluginError:
+        return False  # a plugin that cannot be imported here: _missing reports it
 
 
 def _missing(registry: Registry, name: str) -> list[str]:

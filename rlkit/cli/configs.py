@@ -1,4 +1,5 @@
-"""`rlkit validate CONFIG...`, `rlkit config show [CONFIG] [overrides]`, `rlkit config docs`."""
+"""`rlkit validate CONFIG...`, `rlkit config show [CONFIG] [overrides]`, `rlkit config from-verl [YAML] [overrides]`,
+`rlkit config docs`."""
 
 from __future__ import annotations
 
@@ -63,14 +64,41 @@ def config_group() -> None:
 @config_group.command("show")
 @click.argument("args", nargs=-1)
 @click.option("--kind", type=click.Choice(["train", "sft"]), default=None, help="Which config (default: from the file).")
-def show_command(args: tuple[str, ...], kind: str | None) -> None:
-    """Print the resolved config (defaults, then CONFIG, then overrides) as YAML."""
+@click.option("--engine", help="Training engine (sets engine.name).")
+@click.option("--rollout", help="Rollout engine (sets rollout.name; RL runs only).")
+@click.option("--all", "all_blocks", is_flag=True,
+              help="Show the options block of every registered engine and rollout, not only the selected ones.")
+def show_command(args: tuple[str, ...], kind: str | None, engine: str | None, rollout: str | None,
+                 all_blocks: bool) -> None:
+    """Print the resolved config (defaults, then CONFIG, then the flags, then overrides) as YAML, with the
+    selected engine's and rollout's options blocks."""
     from rlkit.config import build_config
+    from rlkit.config.backends import ALL_BLOCKS
 
     config_file, overrides = split_config_args(args)
     model = config_models()[kind] if kind else (model_for_file(config_file) if config_file else config_models()["train"])
-    cfg = build_config(model, config_file, overrides)
-    click.echo(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True), sort_keys=False), nl=False)
+    if rollout is not None and "rollout" not in model.model_fields:
+        raise ConfigError(f"--rollout {rollout}: {config_file or 'this config'} is an SFT run, which runs no "
+                          "rollout engine; drop --rollout")
+    cfg = build_config(model, config_file, overrides, {"engine.name": engine, "rollout.name": rollout})
+    dump = cfg.model_dump(mode="json", by_alias=True, context={ALL_BLOCKS: all_blocks})
+    click.echo(yaml.safe_dump(dump, sort_keys=False), nl=False)
+
+
+@config_group.command("from-verl")
+@click.argument("args", nargs=-1)
+def from_verl_command(args: tuple[str, ...]) -> None:
+    """Print the rlkit YAML equivalent to a verl config: a YAML in verl's layout and/or verl's overrides
+    (actor_rollout_ref.actor.optim.lr=1e-6 ...). Each translated key is logged; the result is validated.
+    `rlkit train` accepts the same arguments directly (docs/verl.md)."""
+    from rlkit.config.loading import complete, given_tree
+    from rlkit.config.schema import RunConfig
+
+    config_file, overrides = split_config_args(args)
+    tree = given_tree(RunConfig, config_file, overrides)
+    complete(RunConfig, tree, source=config_file or "the command line")  # fails here on anything rlkit rejects
+    click.echo("# rlkit config translated from verl's by `rlkit config from-verl`; unset keys take rlkit's defaults")
+    click.echo(yaml.safe_dump(tree, sort_keys=False), nl=False)
 
 
 @config_group.command("docs")

@@ -67,13 +67,14 @@ def generate_command(
     builtin:tiny) and print them; with --reward, score them and print the mean."""
     import torch.distributed
 
-    from rlkit.config.schema import HFRolloutConfig, RewardConfig
+    from rlkit.config.schema import RewardConfig, RolloutConfig
     from rlkit.distributed import destroy, init_distributed
     from rlkit.errors import ConfigError
     from rlkit.models.loading import load_tokenizer
     from rlkit.rewards.loading import build_reward_manager
     from rlkit.rollout.base import SamplingParams
     from rlkit.rollout.hf import HFRollout
+    from rlkit.rollout.hf_options import HFOptions
 
     if bool(prompts) == bool(data_file):
         raise ConfigError("give either --prompt TEXT (one or more) or --data FILE")
@@ -87,8 +88,8 @@ def generate_command(
         records = read_prompts(prompts, data_file, tokenizer, ground_truth=ground_truth, limit=limit,
                                prompt_key=prompt_key, answer_key=answer_key, prompt_format=prompt_format,
                                system_prompt=system_prompt)
-        rollout = HFRollout(HFRolloutConfig(batch_size=batch_size), policy.model_path, tokenizer, dist, seed=seed,
-                            trust_remote_code=policy.trust_remote_code)
+        rollout = HFRollout(RolloutConfig(), HFOptions(batch_size=batch_size), policy.model_path, tokenizer, dist,
+                            seed=seed, trust_remote_code=policy.trust_remote_code)
         if policy.weights is not None:
             rollout.update_weights(policy.weights)
             policy.weights = None  # frees the training engine before generating
@@ -135,14 +136,14 @@ def checkpoint_policy(checkpoint: Path, dist: Any) -> Policy:
     """The policy of an rlkit checkpoint: its run's engine, rebuilt here, loads actor/ and streams full weights
     (LoRA merged) into the rollout model, whatever format the engine writes."""
     from rlkit.cli.configs import model_for_file
-    from rlkit.config.loading import build_config
+    from rlkit.config.loading import load_saved_config
     from rlkit.engines.base import EngineSpec
     from rlkit.trainer.checkpoint import verify
     from rlkit.trainer.components import build_engine, resolve_model_path
 
     verify(checkpoint)
     config_file = checkpoint / "config.yaml"
-    cfg = build_config(model_for_file(str(config_file)), config_file)
+    cfg = load_saved_config(model_for_file(str(config_file)), config_file)
     # builtin:tiny is rebuilt (deterministically) where the run kept it: OUTPUT_DIR/checkpoints/step_N
     model_path = resolve_model_path(cfg.model.path, checkpoint.parent.parent)
     engine = build_engine(cfg, EngineSpec(role="actor", model_path=model_path, optim=cfg.optim, lora=cfg.model.lora,

@@ -1,18 +1,31 @@
-"""Training-engine sections (`engine:`, discriminated by `name`) and the optimizer section."""
+"""The training-engine section (`engine:`) and the optimizer section.
+
+`engine` holds the options every training engine reads, `name` (the engine used), and one block per engine
+for its own options (`engine.deepspeed.zero_stage`), typed by the engine's registry entry
+(rlkit.config.backends).
+"""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, ClassVar, Literal
 
-from pydantic import Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import Field, model_validator
 
-from rlkit.config.base import Section, check_registered
-
+from rlkit.config.backends import BackendSection
+from rlkit.config.base import Section
 
 Precision = Literal["auto", "fp32", "bf16"]
 
 
-class EngineCommon(Section):
+class EngineConfig(BackendSection):
+    registry_name: ClassVar[str] = "TRAIN_ENGINES"
+    section_key: ClassVar[str] = "engine"
+
+    name: Annotated[
+        str,
+        Field(description="The training engine: a registered name (`rlkit list` shows them) or "
+              "'module:attr'. Its own options are read from the block of that name (engine.<name>.OPTION)."),
+    ] = "fsdp2"
     precision: Annotated[
         Precision, Field(description="Compute precision: 'auto' is bf16 on GPU and fp32 on CPU.")
     ] = "auto"
@@ -52,59 +65,13 @@ class EngineCommon(Section):
     ] = None
 
     @model_validator(mode="after")
-    def _packing_replaces_trimming(self) -> EngineCommon:
+    def _packing_replaces_trimming(self) -> EngineConfig:
         if self.pack_sequences and self.remove_padding:
             raise ValueError(
                 "engine.pack_sequences and engine.remove_padding are both true: packing already removes all "
                 "padding; set engine.remove_padding=false"
             )
         return self
-
-
-class FSDP2Config(EngineCommon):
-    name: Annotated[Literal["fsdp2"], Field(description="Selects this training engine (--engine fsdp2).")] = "fsdp2"
-    reshard_after_forward: Annotated[bool, Field(description="Free gathered weights after forward (ZeRO-3 like).")] = True
-    cpu_offload: Annotated[bool, Field(description="Keep parameters, gradients and optimizer state on CPU.")] = False
-    offload_ref: Annotated[bool, Field(description="Keep the reference model on CPU between its passes.")] = False
-
-
-class DeepSpeedConfig(EngineCommon):
-    name: Annotated[Literal["deepspeed"], Field(description="Selects this training engine (--engine deepspeed).")] = "deepspeed"
-    zero_stage: Annotated[Literal[1, 2, 3], Field(description="ZeRO stage.")] = 3
-    offload_optimizer: Annotated[bool, Field(description="Optimizer state on CPU (ZeRO-Offload).")] = False
-    offload_param: Annotated[bool, Field(description="Parameters on CPU (ZeRO-3 only).")] = False
-    optimizer_impl: Annotated[
-        Literal["torch", "deepspeed"],
-        Field(description="'torch': torch AdamW (nothing compiles); 'deepspeed': FusedAdam on GPU, CPUAdam on CPU."),
-    ] = "torch"
-    offload_ref: Annotated[bool, Field(description="Reference model parameters on CPU (ZeRO-3 inference).")] = False
-
-
-class PluginEngineConfig(EngineCommon):
-    """A training engine from a plugin: its options are validated by the plugin."""
-
-    name: Annotated[str, Field(description="Registered engine name or 'module:attr' reference.")]
-    options: Annotated[dict[str, Any], Field(description="Options passed to the plugin engine.")] = {}
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        return check_registered("TRAIN_ENGINES", name)
-
-
-def _engine_tag(value: Any) -> str:
-    name = value.get("name", "fsdp2") if isinstance(value, dict) else getattr(value, "name", "fsdp2")
-    return name if name in ("fsdp2", "deepspeed") else "plugin"
-
-
-EngineConfig = Annotated[
-    Union[
-        Annotated[FSDP2Config, Tag("fsdp2")],
-        Annotated[DeepSpeedConfig, Tag("deepspeed")],
-        Annotated[PluginEngineConfig, Tag("plugin")],
-    ],
-    Discriminator(_engine_tag),
-]
 
 
 class OptimConfig(Section):

@@ -1,6 +1,8 @@
 """Build a validated config from a YAML file, then flags, then dotted overrides (`trainer.total_steps=10`).
 
-Errors name the file, key or override and suggest the closest valid key.
+Errors name the file, key or override and suggest the valid key: a renamed concept through the alias table
+(rlkit.config.aliases), else the closest spelling. A config model that accepts verl's keys
+(`accepts_verl_keys`) has them translated first (rlkit.config.verl).
 """
 
 from __future__ import annotations
@@ -15,6 +17,7 @@ from pydantic import BaseModel, ValidationError
 from rlkit.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
+Assignment = tuple[list[str], Any]  # (["trainer", "total_steps"], 10)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -29,10 +32,11 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of sections (model:, data:, ...), not a list or value")
+    check_key_value_spacing(data, [], f"config file {path}")
     return data
 
 
-def parse_override(text: str) -> tuple[list[str], Any]:
+def parse_override(text: str) -> Assignment:
     """`a.b.c=value` -> (["a", "b", "c"], value parsed as YAML: numbers, booleans, lists, null)."""
     key, sep, raw = text.partition("=")
     if not sep or not key or any(not part for part in key.split(".")):
@@ -41,7 +45,26 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw != "" else ""
     except yaml.YAMLError:
         value = raw
+    check_key_value_spacing(value, key.split("."), f"override '{text}'")
     return key.split("."), value
+
+
+def check_key_value_spacing(value: Any, path: list[str], source: str) -> None:
+    """`{method:flexible}` is YAML for one key named 'method:flexible' with no value: say so, where it happened,
+    instead of letting the section that receives it report a strange key."""
+    if isinstance(value, dict):
+        for key, child in value.items():
+            if isinstance(key, str) and ":" in key and child is None and not key.endswith(":"):
+                name, _, rest = key.partition(":")
+                where = ".".join(path) or "the top level"
+                raise ConfigError(
+                    f"{source}: '{key}' under {where} is one key without a value, because YAML needs a space after "
+                    f"the colon of key: value; write {{{name}: {rest}}}"
+                )
+            check_key_value_spacing(child, [*path, str(key)], source)
+    elif isinstance(value, list):
+        for item in value:
+            check_key_value_spacing(item, path, source)
 
 
 def set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
@@ -62,32 +85,97 @@ def build_config(
     flags: dict[str, Any] | None = None,
 ) -> ConfigT:
     """The config of `model_cls` from a YAML file, then flags ({dotted.key: value}), then overrides."""
-    tree: dict[str, Any] = read_yaml(config_file) if config_file else {}
-    for dotted, value in (flags or {}).items():
-        if value is not None:
-            set_path(tree, dotted.split("."), value)
-    for override in overrides:
-        keys, value = parse_override(override)
+    tree = given_tree(model_cls, config_file, overrides, flags)
+    return complete(model_cls, tree, source=str(config_file) if config_file else "the command line")
+
+
+def complete(model_cls: type[ConfigT], tree: dict[str, Any], source: str) -> ConfigT:
+    """The validated config of the keys in `tree`, the rest from the defaults."""
+    return validate(model_cls, merge_trees(customised_defaults(model_cls()), tree), source)
+
+
+def given_tree(
+    model_cls: type[BaseModel],
+    config_file: str | Path | None = None,
+    overrides: Iterable[str] = (),
+    flags: dict[str, Any] | None = None,
+) -> dict[str, Any]:
+    """What the file, the flags and the overrides set, in that order of precedence, as one tree in rlkit's
+    layout (verl's keys translated where the model accepts them); nothing of the defaults."""
+    file_tree: dict[str, Any] = read_yaml(config_file) if config_file else {}
+    flag_assignments = [(dotted.split("."), value) for dotted, value in (flags or {}).items() if value is not None]
+    override_assignments = [parse_override(override) for override in overrides]
+    if getattr(model_cls, "accepts_verl_keys", False):
+        from rlkit.config.verl import translate_layers
+
+        file_tree, flag_assignments, override_assignments = translate_layers(
+            file_tree, flag_assignments, override_assignments, source=str(config_file) if config_file else None
+        )
+    tree = file_tree
+    for keys, value in [*flag_assignments, *override_assignments]:
         set_path(tree, keys, value)
-    tree = merge_onto_defaults(model_cls().model_dump(mode="json", by_alias=True), tree)
-    return validate(model_cls, tree, source=str(config_file) if config_file else "the command line")
+    return tree
 
 
-def merge_onto_defaults(defaults: Any, given: Any) -> Any:
-    """`given` laid over the defaults, section by section.
+def customised_defaults(instance: BaseModel) -> dict[str, Any]:
+    """The values of a default config that differ from its sections' class defaults (the embedded run's
+    learning rate, say), as a tree to lay the given keys over.
 
-    Without this, setting one key of a section whose default is a customised instance (the embedded run's
-    learning rate, say) would rebuild that section from the class defaults and silently drop the rest. A
-    union section given another `name` (engine, rollout) starts from nothing but what was given.
+    Pydantic completes a section given in part from its class, which would drop such values; merging only
+    these (not every default) also lets a validator see which keys a config really set (trainer.total_epochs
+    replacing the default total_steps).
     """
-    if not isinstance(defaults, dict) or not isinstance(given, dict):
+    baseline = type(instance)()
+    tree: dict[str, Any] = {}
+    for name, field in type(instance).model_fields.items():
+        value = getattr(instance, name)
+        if isinstance(value, BaseModel):
+            inner = customised_defaults(value)  # against the section's own class defaults
+            if inner:
+                tree[field.alias or name] = inner
+        elif value != getattr(baseline, name):
+            tree[field.alias or name] = _dump(value)
+    return tree
+
+
+def _dump(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump(mode="json", by_alias=True)
+    if isinstance(value, tuple):
+        return list(value)
+    return value
+
+
+def merge_trees(base: Any, given: Any) -> Any:
+    """`given` laid over `base`, mapping by mapping."""
+    if not isinstance(base, dict) or not isinstance(given, dict):
         return given
-    if "name" in given and given["name"] != defaults.get("name", given["name"]):
-        return given
-    merged = dict(defaults)
+    merged = dict(base)
     for key, value in given.items():
-        merged[key] = merge_onto_defaults(defaults.get(key), value) if key in defaults else value
+        merged[key] = merge_trees(base.get(key), value) if key in base else value
     return merged
+
+
+def load_saved_config(model_cls: type[ConfigT], path: str | Path) -> ConfigT:
+    """The config a run saved with its checkpoint (config.yaml), also one written by an older rlkit."""
+    return complete(model_cls, upgrade_saved_config(model_cls, read_yaml(path)), source=str(path))
+
+
+def upgrade_saved_config(model_cls: type[BaseModel], tree: dict[str, Any]) -> dict[str, Any]:
+    """An older rlkit's dump in today's layout: backend options flat in `engine`/`rollout` move into their
+    blocks; `total_epochs` beside a `total_steps` (which then won) is dropped."""
+    from rlkit.config.backends import BackendSection
+    from rlkit.config.sections import child_model
+
+    upgraded = dict(tree)
+    for key, section in tree.items():
+        model = child_model(model_cls, key)
+        if isinstance(section, dict) and model is not None and issubclass(model, BackendSection):
+            upgraded[key] = model.upgrade_flat(section)
+    trainer = upgraded.get("trainer")
+    if isinstance(trainer, dict) and trainer.get("total_steps") is not None and trainer.get("total_epochs") is not None:
+        upgraded["trainer"] = {key: value for key, value in trainer.items() if key != "total_epochs"}
+    return upgraded
 
 
 def validate(model_cls: type[ConfigT], tree: dict[str, Any], source: str) -> ConfigT:
@@ -98,15 +186,20 @@ def validate(model_cls: type[ConfigT], tree: dict[str, Any], source: str) -> Con
 
 
 def format_validation_error(error: ValidationError, model_cls: type[BaseModel], tree: dict, source: str) -> str:
+    from rlkit.config.sections import section_keys
+
     lines = []
     for item in error.errors():
-        location = [str(part) for part in item["loc"] if not _is_union_tag(part, model_cls)]
+        location = [str(part) for part in item["loc"]]
         dotted = ".".join(location)
         if item["type"] == "extra_forbidden":
-            valid = _valid_keys(model_cls, tree, location[:-1])
-            close = difflib.get_close_matches(location[-1], valid, n=1)
-            hint = f"; did you mean '{'.'.join(location[:-1] + [close[0]])}'?" if close else ""
-            lines.append(f"unknown key '{dotted}'{hint} (valid here: {', '.join(sorted(valid))})")
+            valid = section_keys(model_cls, location[:-1])
+            lines.append(f"unknown key '{dotted}'{_did_you_mean(model_cls, location, valid)} "
+                         f"(valid here: {', '.join(sorted(valid))})")
+        elif item["type"] in ("moved_key", "no_options", "block_type", "plugin_error"):
+            lines.append(f"{dotted}: {item['msg']}")
+        elif dotted and isinstance(item.get("input"), dict):  # a rule across a section's keys
+            lines.append(f"{dotted}: {_clean(item['msg'])}")
         elif dotted:
             lines.append(f"{dotted}: {_clean(item['msg'])} (got {item.get('input')!r})")
         else:
@@ -114,20 +207,18 @@ def format_validation_error(error: ValidationError, model_cls: type[BaseModel], 
     return f"invalid config ({source}):\n  " + "\n  ".join(lines)
 
 
+def _did_you_mean(model_cls: type[BaseModel], location: list[str], valid: list[str]) -> str:
+    """A renamed concept from the alias table when it names a key of this config, else the closest spelling."""
+    from rlkit.config.aliases import ALIASES
+    from rlkit.config.sections import is_valid_key
+
+    dotted = ".".join(location)
+    renamed = [key for key in ALIASES.get(dotted, ()) if is_valid_key(model_cls, key.split("."))]
+    if renamed:
+        return f"; did you mean {' or '.join(repr(key) for key in renamed)}?"
+    close = difflib.get_close_matches(location[-1], valid, n=1)
+    return f"; did you mean '{'.'.join(location[:-1] + [close[0]])}'?" if close else ""
+
+
 def _clean(message: str) -> str:
     return message.removeprefix("Value error, ")
-
-
-def _is_union_tag(part: Any, model_cls: type[BaseModel]) -> bool:
-    # pydantic puts the discriminated union's tag ('fsdp2', 'plugin') into error locations.
-    return part in ("fsdp2", "deepspeed", "plugin", "hf", "vllm", "sglang") and part not in model_cls.model_fields
-
-
-def _valid_keys(model_cls: type[BaseModel], tree: dict, path: list[str]) -> list[str]:
-    """Field names (by alias) of the section at `path`, following the discriminated unions."""
-    from rlkit.config.sections import section_model
-
-    model = section_model(model_cls, tree, path)
-    if model is None:
-        return []
-    return [field.alias or name for name, field in model.model_fields.items()]

@@ -1,15 +1,25 @@
-"""Rollout-engine sections (`rollout:`, discriminated by `name`): shared sampling fields, then each engine's own."""
+"""The rollout-engine section (`rollout:`): the sampling options every rollout engine reads, `name` (the engine
+used), and one block per engine for its own options (`rollout.vllm.gpu_memory_utilization`), typed by the
+engine's registry entry (rlkit.config.backends)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal, Union
+from typing import Annotated, ClassVar
 
-from pydantic import Discriminator, Field, Tag, field_validator
+from pydantic import Field
 
-from rlkit.config.base import Section, check_registered
+from rlkit.config.backends import BackendSection
 
 
-class RolloutCommon(Section):
+class RolloutConfig(BackendSection):
+    registry_name: ClassVar[str] = "ROLLOUT_ENGINES"
+    section_key: ClassVar[str] = "rollout"
+
+    name: Annotated[
+        str,
+        Field(description="The rollout engine: a registered name (`rlkit list` shows them) or "
+              "'module:attr'. Its own options are read from the block of that name (rollout.<name>.OPTION)."),
+    ] = "hf"
     n: Annotated[int, Field(ge=1, description="Responses sampled per prompt.")] = 8
     temperature: Annotated[float, Field(ge=0, description="Sampling temperature; 0 is greedy.")] = 1.0
     top_p: Annotated[float, Field(gt=0, le=1, description="Nucleus sampling mass.")] = 1.0
@@ -25,62 +35,3 @@ class RolloutCommon(Section):
     ] = True
     val_temperature: Annotated[float, Field(ge=0, description="Temperature for validation; 0 is greedy.")] = 0.0
     val_n: Annotated[int, Field(ge=1, description="Responses per validation prompt.")] = 1
-
-
-class HFRolloutConfig(RolloutCommon):
-    name: Annotated[Literal["hf"], Field(description="Selects this rollout engine (--rollout hf).")] = "hf"
-    batch_size: Annotated[
-        int | None, Field(ge=1, description="Prompts per generate call (memory knob); default: all at once.")
-    ] = None
-
-
-class VLLMRolloutConfig(RolloutCommon):
-    name: Annotated[Literal["vllm"], Field(description="Selects this rollout engine (--rollout vllm).")] = "vllm"
-    tensor_parallel_size: Annotated[int, Field(ge=1, description="GPUs per vLLM engine.")] = 1
-    gpu_memory_utilization: Annotated[float, Field(gt=0, le=1, description="Fraction of GPU memory vLLM may use.")] = (
-        0.5
-    )
-    enforce_eager: Annotated[bool, Field(description="Disable CUDA graphs (faster start, slower decode).")] = False
-    enable_prefix_caching: Annotated[bool, Field(description="Reuse KV cache across shared prompt prefixes.")] = True
-    max_model_len: Annotated[int | None, Field(ge=1, description="Context length; default: the model's.")] = None
-    sleep_level: Annotated[
-        Literal[0, 1, 2],
-        Field(description="0: stay awake; 1: free the KV cache while training; 2: free weights too."),
-    ] = 1
-    seed: Annotated[int | None, Field(description="vLLM sampling seed; default: trainer.seed + rank.")] = None
-
-
-class SGLangRolloutConfig(RolloutCommon):
-    name: Annotated[Literal["sglang"], Field(description="Selects this rollout engine (--rollout sglang).")] = "sglang"
-    tensor_parallel_size: Annotated[int, Field(ge=1, description="GPUs per SGLang engine.")] = 1
-    mem_fraction_static: Annotated[float, Field(gt=0, le=1, description="Fraction of GPU memory for weights+KV.")] = 0.5
-    attention_backend: Annotated[str, Field(description="SGLang attention backend.")] = "triton"
-    sampling_backend: Annotated[str, Field(description="SGLang sampling backend.")] = "pytorch"
-    disable_cuda_graph: Annotated[bool, Field(description="Disable CUDA graphs.")] = False
-    release_memory: Annotated[bool, Field(description="Release weights and KV cache while training.")] = True
-
-
-class PluginRolloutConfig(RolloutCommon):
-    name: Annotated[str, Field(description="Registered rollout name or 'module:attr' reference.")]
-    options: Annotated[dict[str, Any], Field(description="Options passed to the plugin rollout engine.")] = {}
-
-    @field_validator("name")
-    @classmethod
-    def _registered(cls, name: str) -> str:
-        return check_registered("ROLLOUT_ENGINES", name)
-
-
-def _rollout_tag(value: Any) -> str:
-    name = value.get("name", "hf") if isinstance(value, dict) else getattr(value, "name", "hf")
-    return name if name in ("hf", "vllm", "sglang") else "plugin"
-
-
-RolloutConfig = Annotated[
-    Union[
-        Annotated[HFRolloutConfig, Tag("hf")],
-        Annotated[VLLMRolloutConfig, Tag("vllm")],
-        Annotated[SGLangRolloutConfig, Tag("sglang")],
-        Annotated[PluginRolloutConfig, Tag("plugin")],
-    ],
-    Discriminator(_rollout_tag),
-]

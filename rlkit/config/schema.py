@@ -7,9 +7,9 @@ as arguments. The defaults are the embedded default run (a tiny model built loca
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import Field, model_validator
+from pydantic import BeforeValidator, Field, model_validator
 
 from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of a run, in one place
     AlgorithmConfig,
@@ -20,23 +20,21 @@ from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of
     RewardConfig,
 )
 from rlkit.config.base import Section
-from rlkit.config.engines import (  # noqa: F401
-    DeepSpeedConfig,
-    EngineCommon,
-    EngineConfig,
-    FSDP2Config,
-    OptimConfig,
-    PluginEngineConfig,
-)
-from rlkit.config.rollouts import (  # noqa: F401
-    HFRolloutConfig,
-    PluginRolloutConfig,
-    RolloutCommon,
-    RolloutConfig,
-    SGLangRolloutConfig,
-    VLLMRolloutConfig,
-)
+from rlkit.config.engines import EngineConfig, OptimConfig  # noqa: F401
+from rlkit.config.rollouts import RolloutConfig  # noqa: F401
 from rlkit.errors import PluginError
+
+
+def _file_list(value: Any) -> Any:
+    """verl writes one file as a plain string and no files as null; both mean a list here."""
+    if value is None:
+        return []
+    if isinstance(value, str):
+        return [value]
+    return value
+
+
+FileList = Annotated[list[str], BeforeValidator(_file_list)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -73,12 +71,13 @@ class ModelConfig(Section):
 # ---------------------------------------------------------------------------------------------
 class DataConfig(Section):
     train_files: Annotated[
-        list[str],
-        Field(description="Prompt files (.jsonl, .json, .parquet), or 'builtin:<task>' for a built-in task."),
+        FileList,
+        Field(description="Prompt files (.jsonl, .json, .parquet), or 'builtin:<task>' for a built-in task; one "
+              "file may be given as a string."),
     ] = ["builtin:letters"]
-    val_files: Annotated[list[str], Field(description="Validation prompt files; empty for none.")] = [
-        "builtin:letters-val"
-    ]
+    val_files: Annotated[
+        FileList, Field(description="Validation prompt files (a list, or one as a string); empty or null for none.")
+    ] = ["builtin:letters-val"]
     schema_: Annotated[
         Literal["auto", "flat", "verl"],
         Field(
@@ -127,8 +126,15 @@ Logger = Literal["console", "jsonl", "tensorboard", "wandb"]
 
 
 class TrainerConfig(Section):
-    total_steps: Annotated[int | None, Field(ge=1, description="Training steps; null: total_epochs of data.")] = 100
-    total_epochs: Annotated[int, Field(ge=1, description="Epochs over the prompts when total_steps is null.")] = 1
+    total_steps: Annotated[
+        int | None,
+        Field(ge=1, description="Training steps (the default unless total_epochs is set); null: total_epochs (or "
+              "one epoch) of the data."),
+    ] = 100
+    total_epochs: Annotated[
+        int | None,
+        Field(ge=1, description="Epochs over the data instead of total_steps; setting both is an error."),
+    ] = None
     output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/default"
     seed: Annotated[int, Field(description="Seed for data order, sampling and initialisation.")] = 1
     save_freq: Annotated[int, Field(ge=0, description="Checkpoint every N steps (0: only at the end).")] = 0
@@ -150,6 +156,24 @@ class TrainerConfig(Section):
     project_name: Annotated[str, Field(description="wandb project.")] = "rlkit"
     experiment_name: Annotated[str | None, Field(description="wandb run name; default: output_dir's name.")] = None
 
+    @model_validator(mode="before")
+    @classmethod
+    def _epochs_replace_steps(cls, data: Any) -> Any:
+        # Sees only what a config gave (rlkit.config.loading merges nothing but customised defaults), so the
+        # default total_steps yields to a given total_epochs and two given lengths are an error.
+        if not isinstance(data, dict) or data.get("total_epochs") is None:
+            return data
+        if data.get("total_steps") is not None:
+            raise ValueError(
+                f"trainer.total_steps={data['total_steps']} and trainer.total_epochs={data['total_epochs']} are both "
+                "set; give one (the other null): steps, or epochs over the data"
+            )
+        return {**data, "total_steps": None}
+
+    def num_steps(self, steps_per_epoch: int) -> int:
+        """The run's length: total_steps, else total_epochs (default one) epochs of `steps_per_epoch`."""
+        return self.total_steps or steps_per_epoch * (self.total_epochs or 1)
+
 
 # ---------------------------------------------------------------------------------------------
 # the whole run
@@ -157,12 +181,14 @@ class TrainerConfig(Section):
 class RunConfig(Section):
     """An RL training run: `rlkit train`."""
 
+    accepts_verl_keys: ClassVar[bool] = True  # verl's override keys and YAML layout are translated (rlkit/config/verl/)
+
     model: ModelConfig = ModelConfig()
     data: DataConfig = DataConfig()
-    engine: EngineConfig = FSDP2Config()
+    engine: EngineConfig = EngineConfig()
     # The defaults of the embedded run: a tiny model learns fast with a large learning rate.
     optim: Annotated[OptimConfig, Field(description="Policy optimizer.")] = OptimConfig(lr=5e-3, grad_clip=1.0)
-    rollout: RolloutConfig = HFRolloutConfig()
+    rollout: RolloutConfig = RolloutConfig()
     algorithm: AlgorithmConfig = AlgorithmConfig(mini_batch_size=8)
     critic: CriticConfig = CriticConfig()
     reward: RewardConfig = RewardConfig()
@@ -198,6 +224,18 @@ class RunConfig(Section):
                 f"algorithm.dynamic_sampling cannot be combined with algorithm.adv_estimator="
                 f"{self.algorithm.adv_estimator}, whose greedy baselines belong to the first generation; "
                 "remove algorithm.dynamic_sampling or choose grpo"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _critic_warmup_needs_a_critic(self) -> RunConfig:
+        from rlkit.algorithms.advantages import estimator_for
+
+        if self.critic.warmup_steps and not estimator_for(self.algorithm.adv_estimator).needs_values:
+            raise ValueError(
+                f"critic.warmup_steps={self.critic.warmup_steps} trains only the critic for the first steps, but "
+                f"algorithm.adv_estimator={self.algorithm.adv_estimator} uses no critic, so those steps would train "
+                "nothing; set critic.warmup_steps=0 (or use adv_estimator=gae)"
             )
         return self
 

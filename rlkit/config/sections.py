@@ -27,31 +27,45 @@ def _models_in(annotation: Any) -> list[type[BaseModel]]:
     return []
 
 
-def _pick(models: list[type[BaseModel]], subtree: Any) -> type[BaseModel] | None:
-    """The union member a subtree selects by its `name` (the last member is the plugin fallback)."""
-    if len(models) <= 1:
-        return models[0] if models else None
-    name = subtree.get("name") if isinstance(subtree, dict) else None
-    for model in models:
-        field = model.model_fields.get("name")
-        if field is not None and name is None and field.default is not None:
-            return model  # no name given: the union's default member comes first
-        if field is not None and field.default == name:
-            return model
-    return models[-1]
+def child_model(model: type[BaseModel], key: str) -> type[BaseModel] | None:
+    """The section model under `key` of `model`: a field's, or a backend block's in an engine/rollout section."""
+    from rlkit.config.backends import BackendSection
+
+    field = _field_by_key(model, key)
+    if field is not None:
+        members = _models_in(field.annotation)
+        return members[0] if members else None
+    if issubclass(model, BackendSection):
+        return model.block_model(key)
+    return None
 
 
-def section_model(root: type[BaseModel], tree: Any, path: list[str]) -> type[BaseModel] | None:
+def section_model(root: type[BaseModel], path: list[str]) -> type[BaseModel] | None:
+    """The section model at a dotted path of `root` (['engine', 'deepspeed']), or None."""
     model: type[BaseModel] | None = root
     for key in path:
         if model is None:
             return None
-        field = _field_by_key(model, key)
-        if field is None:
-            return None
-        tree = tree.get(key, {}) if isinstance(tree, dict) else {}
-        model = _pick(_models_in(field.annotation), tree)
+        model = child_model(model, key)
     return model
+
+
+def section_keys(root: type[BaseModel], path: list[str]) -> list[str]:
+    """The keys (by alias) valid at `path`: a section's fields and, in an engine/rollout section, its blocks."""
+    from rlkit.config.backends import BackendSection
+
+    model = section_model(root, path)
+    if model is None:
+        return []
+    keys = [field.alias or name for name, field in model.model_fields.items()]
+    if issubclass(model, BackendSection):
+        keys += [name for name in model.registry().names() if name not in keys]
+    return keys
+
+
+def is_valid_key(root: type[BaseModel], path: list[str]) -> bool:
+    """True when `path` names a section or a leaf of `root` (blocks included)."""
+    return bool(path) and path[-1] in section_keys(root, path[:-1])
 
 
 def _field_by_key(model: type[BaseModel], key: str) -> FieldInfo | None:
@@ -78,26 +92,30 @@ def _default_text(value: Any) -> str:
 
 def reference_rows(model: type[BaseModel], prefix: str = "", instance: BaseModel | None = None
                    ) -> list[tuple[str, str, str, str]]:
-    """(dotted key, type, default, description) for every leaf field, sections expanded in order.
+    """(dotted key, type, default, description) for every leaf field, sections expanded in order; an engine or
+    rollout section is followed by the block of each built-in backend.
 
     Defaults are read from `instance` where one is given, since a section's default may be a customised
     instance (the embedded run's learning rate) rather than the class defaults.
     """
+    from rlkit.config.backends import BackendSection
+
     rows = []
     for name, field in model.model_fields.items():
         key = f"{prefix}{field.alias or name}"
         default = getattr(instance, name) if instance is not None else field.get_default(call_default_factory=True)
         members = _models_in(field.annotation)
-        if len(members) > 1 and all("name" in member.model_fields for member in members):
-            for member in members:
-                tag = member.model_fields["name"].default
-                label = f"{key}[name={tag}]" if isinstance(tag, str) else f"{key}[name=<plugin>]"
-                member_default = default if isinstance(default, member) and type(default) is member else None
-                rows.extend(reference_rows(member, label + ".", member_default))
-        elif members:
+        if members:
             rows.extend(reference_rows(members[0], key + ".", default if isinstance(default, BaseModel) else None))
         else:
             rows.append((key, _type_name(field.annotation), _default_text(default), field.description or ""))
+    if issubclass(model, BackendSection):
+        kind = model.registry().kind
+        for backend, options in model.documented_backends():
+            block = f"{prefix}{backend}"
+            rows.append((block, "block", "(section)", f"Options of the {backend} {kind}, read when "
+                         f"{prefix}name={backend}; validated whenever present."))
+            rows.extend(reference_rows(options, block + "."))
     return rows
 
 

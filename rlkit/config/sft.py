@@ -15,7 +15,7 @@ from pydantic import Field, model_validator
 
 from rlkit.config.schema import (
     EngineConfig,
-    FSDP2Config,
+    FileList,
     ModelConfig,
     OptimConfig,
     Section,
@@ -25,12 +25,14 @@ from rlkit.config.schema import (
 
 class SFTDataConfig(Section):
     train_files: Annotated[
-        list[str],
+        FileList,
         Field(description="Demonstration files (.jsonl, .json, .parquet), or 'builtin:<task>' for the "
-              "demonstrations of a built-in task (letters, letters-val)."),
+              "demonstrations of a built-in task (letters, letters-val); one file may be given as a string."),
     ] = ["builtin:letters"]
     val_files: Annotated[
-        list[str], Field(description="Validation files; their loss is logged as val/loss. Empty for none.")
+        FileList,
+        Field(description="Validation files (a list, or one as a string); their loss is logged as val/loss. Empty "
+              "or null for none."),
     ] = ["builtin:letters-val"]
     format: Annotated[
         Literal["auto", "prompt_response", "messages"],
@@ -95,8 +97,8 @@ class SFTTrainerConfig(TrainerConfig):
 
     total_steps: Annotated[
         int | None,
-        Field(ge=1, description="Optimizer steps, each over data.train_batch_size samples; null: total_epochs of "
-              "the training data."),
+        Field(ge=1, description="Optimizer steps, each over data.train_batch_size samples (the default unless "
+              "total_epochs is set); null: total_epochs (or one epoch) of the training data."),
     ] = 60
     output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/sft"
 
@@ -109,7 +111,7 @@ class SFTConfig(Section):
     ] = "sft"
     model: ModelConfig = ModelConfig()
     data: SFTDataConfig = SFTDataConfig()
-    engine: EngineConfig = FSDP2Config()
+    engine: EngineConfig = EngineConfig()
     optim: Annotated[SFTOptimConfig, Field(description="Optimizer and learning-rate schedule.")] = SFTOptimConfig()
     trainer: Annotated[
         SFTTrainerConfig,

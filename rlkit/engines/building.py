@@ -13,7 +13,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rlkit.config.schema import EngineCommon
+from rlkit.config.engines import EngineConfig
 from rlkit.engines.base import EngineSpec
 from rlkit.engines.sequences import PolicyScorer, ValueScorer
 from rlkit.engines.varlen_attention import use_varlen_attention
@@ -23,14 +23,14 @@ from rlkit.models.lora import apply_lora, hf_model_of
 VALUE_HEAD = "score"  # the head of transformers' *ForTokenClassification decoders
 
 
-def compute_dtype(config: EngineCommon, device: str) -> torch.dtype:
+def compute_dtype(config: EngineConfig, device: str) -> torch.dtype:
     """'auto' is bf16 on GPU and fp32 on CPU."""
     if config.precision == "auto":
         return torch.bfloat16 if device.startswith("cuda") else torch.float32
     return {"fp32": torch.float32, "bf16": torch.bfloat16}[config.precision]
 
 
-def build_scorer(spec: EngineSpec, config: EngineCommon, *, reference_dtype: torch.dtype | None) -> nn.Module:
+def build_scorer(spec: EngineSpec, config: EngineConfig, *, reference_dtype: torch.dtype | None) -> nn.Module:
     """Load the model in fp32, add LoRA, wrap it in its scorer. A frozen reference is cast to `reference_dtype`
     (None: left as loaded, for an engine that casts it itself). Seeded, so every rank builds identical new
     weights (value head, lora_A)."""

@@ -35,7 +35,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rlkit.batch import Batch
-from rlkit.config.schema import EngineCommon
+from rlkit.config.engines import EngineConfig
 from rlkit.distributed import all_reduce_max
 
 log = logging.getLogger(__name__)
@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class MicroBatching:
-    """An engine's micro-batch options (EngineCommon.remove_padding, .max_tokens_per_micro_batch,
+    """An engine's micro-batch options (EngineConfig.remove_padding, .max_tokens_per_micro_batch,
     .pack_sequences)."""
 
     remove_padding: bool = False
@@ -51,7 +51,7 @@ class MicroBatching:
     pack_sequences: bool = False
 
     @staticmethod
-    def of(config: EngineCommon) -> MicroBatching:
+    def of(config: EngineConfig) -> MicroBatching:
         return MicroBatching(config.remove_padding, config.max_tokens_per_micro_batch, config.pack_sequences)
 
 

@@ -5,7 +5,7 @@ raises AssertionError on a broken contract. The hf engine runs them on CPU; vLLM
 same checks on GPU (`tests/rollout_behaviour`), with a looser log-prob tolerance for bf16.
 
     ref = Reference(model_path, tokenizer, prompts=tiny_prompts(tokenizer))
-    run_all(lambda: HFRollout(HFRolloutConfig(), model_path, tokenizer, DistInfo()), ref)
+    run_all(lambda: HFRollout(RolloutConfig(), HFOptions(), model_path, tokenizer, DistInfo()), ref)
 
 Checks that change the weights put the original ones back, so they may run in any order on one engine.
 Every engine is used as the trainer uses it: wake_up -> update_weights -> generate -> sleep.

@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
-from rlkit.config.schema import HFRolloutConfig
+from rlkit.config.rollouts import RolloutConfig
 from rlkit.engines.base import DistInfo
 from rlkit.rollout.base import (
     RANK_SEED_STRIDE,
@@ -30,6 +30,7 @@ from rlkit.rollout.base import (
     stop_token_ids,
     unique_ids,
 )
+from rlkit.rollout.hf_options import HFOptions
 from rlkit.rollout.weights import check_weight
 
 
@@ -66,8 +67,8 @@ class HFRollout:
     """RolloutEngine over `model.generate` with its own copy of the weights.
 
     Args:
-        config: the rollout section (`batch_size` prompts per generate call; sampling defaults live in the
-            trainer, which turns them into SamplingParams).
+        config: the rollout section (sampling defaults live in the trainer, which turns them into SamplingParams).
+        options: the hf block (`batch_size` prompts per generate call).
         model_path: local Hugging Face folder of the initial policy.
         tokenizer: the run's tokenizer (pad, EOS and decoding).
         dist: this process's rank and device; sampling streams differ by rank.
@@ -78,7 +79,8 @@ class HFRollout:
 
     def __init__(
         self,
-        config: HFRolloutConfig,
+        config: RolloutConfig,
+        options: HFOptions,
         model_path: str,
         tokenizer,
         dist: DistInfo,
@@ -88,6 +90,7 @@ class HFRollout:
         trust_remote_code: bool = False,
     ):
         self.config = config
+        self.options = options
         self.model_path = model_path
         self.tokenizer = tokenizer
         self.dist = dist
@@ -118,7 +121,7 @@ class HFRollout:
         check_prompts(prompts)
         seed = self.seed + self.num_generate_calls + self.dist.rank * RANK_SEED_STRIDE
         self.num_generate_calls += 1
-        per_call = self.config.batch_size or max(len(prompts), 1)
+        per_call = self.options.batch_size or max(len(prompts), 1)
         cuda_devices = [] if self.device.type != "cuda" else [
             self.device.index if self.device.index is not None else torch.cuda.current_device()
         ]

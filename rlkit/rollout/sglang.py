@@ -47,7 +47,8 @@ from rlkit.rollout.base import Completion, SamplingParams, check_prompts
 from rlkit.rollout.weights import bucket_weights, check_weight, weight_shapes
 
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
-    from rlkit.config.schema import SGLangRolloutConfig
+    from rlkit.config.rollouts import RolloutConfig
+    from rlkit.rollout.sglang_options import SGLangOptions
     from rlkit.engines.base import DistInfo
 
 WEIGHT_BUCKET_BYTES = 512 * 1024**2  # GPU memory a weight update stages at once
@@ -58,7 +59,8 @@ class SGLangRollout:
     """RolloutEngine over an `sglang.Engine` (one per process).
 
     Args:
-        config: the rollout section (engine options; sampling options arrive per call as SamplingParams).
+        config: the rollout section (shared options; sampling options arrive per call as SamplingParams).
+        options: the sglang block (rollout.sglang): the engine's own options.
         model_path: local Hugging Face folder of the initial policy.
         tokenizer: the run's tokenizer: EOS ids and decoding (SGLang's own tokenizer is not loaded).
         dist: this process's rank and device; the engine runs on dist.device's GPU.
@@ -73,7 +75,8 @@ class SGLangRollout:
 
     def __init__(
         self,
-        config: SGLangRolloutConfig,
+        config: RolloutConfig,
+        options: SGLangOptions,
         model_path: str,
         tokenizer,
         dist: DistInfo,
@@ -84,9 +87,10 @@ class SGLangRollout:
     ):
         sglang_args.check_environment(os.environ)
         kwargs = sglang_args.engine_kwargs(
-            config, model_path, dist=dist, seed=seed, dtype=dtype, trust_remote_code=trust_remote_code
+            options, model_path, dist=dist, seed=seed, dtype=dtype, trust_remote_code=trust_remote_code
         )
         self.config = config
+        self.options = options
         self.model_path = model_path
         self.tokenizer = tokenizer
         self.dist = dist
@@ -150,8 +154,8 @@ class SGLangRollout:
         self.last_sync_seconds = time.perf_counter() - start
 
     def sleep(self) -> None:
-        """Release the KV cache, weights and CUDA graphs (no-op unless config.release_memory)."""
-        if not self.config.release_memory or self._asleep:
+        """Release the KV cache, weights and CUDA graphs (no-op unless options.release_memory)."""
+        if not self.options.release_memory or self._asleep:
             return
         resident = [tag for tag in sglang_args.MEMORY_TAGS if tag not in self._released]
         if resident:  # after a wake_up without generate, only the weights are resident

@@ -1,6 +1,6 @@
 """The SGLang rollout's pure logic, kept free of any SGLang import so that it runs (and is tested) on CPU.
 
-- `engine_kwargs`: the rollout config -> keyword arguments of `sglang.Engine`.
+- `engine_kwargs`: the sglang options block (rollout.sglang) -> keyword arguments of `sglang.Engine`.
 - `check_environment`: refuses environment variables that change what the log-probs mean.
 - `scheduler_environment`: hides torchrun's agent-store flag from the scheduler processes SGLang spawns.
 - `sampling_params` / `repeat_prompts`: rlkit's SamplingParams -> SGLang's sampling-params dict, prompts
@@ -34,7 +34,7 @@ from rlkit.errors import ConfigError
 from rlkit.rollout.base import RANK_SEED_STRIDE, Completion, SamplingParams, dtype_name, stop_token_ids, unique_ids
 
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
-    from rlkit.config.schema import SGLangRolloutConfig
+    from rlkit.rollout.sglang_options import SGLangOptions
     from rlkit.engines.base import DistInfo
 
 MEMORY_TAGS = ("kv_cache", "weights", "cuda_graph")  # sglang.srt.constants.GPU_MEMORY_ALL_TYPES
@@ -68,7 +68,7 @@ def gpu_index(dist: DistInfo) -> int:
 
 
 def engine_kwargs(
-    config: SGLangRolloutConfig,
+    options: SGLangOptions,
     model_path: str,
     *,
     dist: DistInfo,
@@ -81,11 +81,11 @@ def engine_kwargs(
     One engine per rank, on the rank's GPU (`base_gpu_id`). tensor_parallel_size > 1 spans GPUs
     base_gpu_id .. base_gpu_id + tp - 1 and is only possible in a single process (world size 1).
     """
-    tp = config.tensor_parallel_size
+    tp = options.tensor_parallel_size
     if dist.world_size > 1 and tp > 1:
         raise ConfigError(
-            f"rollout.tensor_parallel_size={tp} under torchrun (world size {dist.world_size}): the sglang rollout "
-            "runs one engine per rank; set rollout.tensor_parallel_size=1, or run a single process"
+            f"rollout.sglang.tensor_parallel_size={tp} under torchrun (world size {dist.world_size}): the sglang rollout "
+            "runs one engine per rank; set rollout.sglang.tensor_parallel_size=1, or run a single process"
         )
     return {
         "model_path": model_path,
@@ -94,11 +94,11 @@ def engine_kwargs(
         "tp_size": tp,
         "base_gpu_id": gpu_index(dist),
         "random_seed": seed + dist.rank * RANK_SEED_STRIDE,
-        "mem_fraction_static": config.mem_fraction_static,
-        "attention_backend": config.attention_backend,
-        "sampling_backend": config.sampling_backend,
-        "disable_cuda_graph": config.disable_cuda_graph,
-        "enable_memory_saver": config.release_memory,
+        "mem_fraction_static": options.mem_fraction_static,
+        "attention_backend": options.attention_backend,
+        "sampling_backend": options.sampling_backend,
+        "disable_cuda_graph": options.disable_cuda_graph,
+        "enable_memory_saver": options.release_memory,
         # Prompts arrive as token ids and rlkit decodes the text itself (with the stop token kept).
         "skip_tokenizer_init": True,
         # "model" would fill unset options (repetition_penalty, ...) from generation_config.json.

@@ -35,7 +35,8 @@ from rlkit.rollout.base import Completion, SamplingParams, check_prompts
 from rlkit.rollout.weights import bucket_weights
 
 if TYPE_CHECKING:  # the schema imports pydantic and yaml; keep this module importable with torch alone
-    from rlkit.config.schema import VLLMRolloutConfig
+    from rlkit.config.rollouts import RolloutConfig
+    from rlkit.rollout.vllm_options import VLLMOptions
     from rlkit.engines.base import DistInfo
 
 WEIGHT_BUCKET_BYTES = 512 * 1024**2  # GPU memory a weight update stages at once
@@ -55,12 +56,13 @@ class VLLMRollout:
     """RolloutEngine over an in-process `vllm.LLM`.
 
     Args:
-        config: the rollout section (engine options; sampling options arrive per call as SamplingParams).
+        config: the rollout section (shared options; sampling options arrive per call as SamplingParams).
+        options: the vllm block (rollout.vllm): the engine's own options.
         model_path: local Hugging Face folder of the initial policy.
         tokenizer: the run's tokenizer; vLLM loads the same one from its `name_or_path` folder.
         dist: this process's rank and world size; world size > 1 selects the external_launcher backend.
         dtype: weights' dtype (torch dtype or name); default bfloat16.
-        seed: base seed; the engine seed is config.seed or seed + (rank // tp) * 1000003, and the requests of
+        seed: base seed; the engine seed is options.seed or seed + (rank // tp) * 1000003, and the requests of
             generate call k get seeds hashed from (engine seed, k), so a resumed run that restores
             `state_dict()` samples what an uninterrupted one would.
         trust_remote_code: allow custom modelling code in model_path.
@@ -72,7 +74,8 @@ class VLLMRollout:
 
     def __init__(
         self,
-        config: VLLMRolloutConfig,
+        config: RolloutConfig,
+        options: VLLMOptions,
         model_path: str,
         tokenizer,
         dist: DistInfo,
@@ -82,6 +85,7 @@ class VLLMRollout:
         trust_remote_code: bool = False,
     ):
         self.config = config
+        self.options = options
         self.model_path = model_path
         self.tokenizer = tokenizer
         self.dist = dist
@@ -93,7 +97,7 @@ class VLLMRollout:
 
         tokenizer_path = getattr(tokenizer, "name_or_path", None)
         kwargs = vllm_args.engine_kwargs(
-            config,
+            options,
             model_path,
             dist=dist,
             seed=seed,
@@ -165,7 +169,7 @@ class VLLMRollout:
 
     def sleep(self) -> None:
         """Free GPU memory for training: KV cache and weights (kept on CPU at level 1, dropped at level 2)."""
-        level = self.config.sleep_level
+        level = self.options.sleep_level
         if level == 0 or self._asleep:
             return
         if self._kv_cache_asleep:  # woken at level 2 but never generated: make the engine whole first
@@ -178,7 +182,7 @@ class VLLMRollout:
         """Take the memory back. At sleep_level 2 only the weights' memory; call update_weights next."""
         if not self._asleep:
             return
-        if self.config.sleep_level == 2:
+        if self.options.sleep_level == 2:
             self.llm.wake_up(tags=["weights"])
             self._kv_cache_asleep = True
             self._weights_stale = True

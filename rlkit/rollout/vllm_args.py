@@ -1,6 +1,6 @@
 """The vLLM rollout's pure logic, kept free of any vLLM import so that it runs (and is tested) on CPU.
 
-- `engine_kwargs`: the rollout config -> keyword arguments of `vllm.LLM`.
+- `engine_kwargs`: the vllm options block (rollout.vllm) -> keyword arguments of `vllm.LLM`.
 - `engine_env`: the environment variables the engine needs, set before vLLM is imported.
 - `sampling_kwargs` / `prompt_copies` / `request_seeds`: rlkit's SamplingParams -> keyword arguments of
   `vllm.SamplingParams`, one seed per request.
@@ -23,7 +23,7 @@ from rlkit.errors import ConfigError
 from rlkit.rollout.base import RANK_SEED_STRIDE, Completion, SamplingParams, dtype_name
 
 if TYPE_CHECKING:  # the schema imports pydantic; this module must import without it on the GPU machine
-    from rlkit.config.schema import VLLMRolloutConfig
+    from rlkit.rollout.vllm_options import VLLMOptions
     from rlkit.engines.base import DistInfo
 
 LOGPROBS_MODE = "processed_logprobs"  # log_softmax(logits / T) after top-k/top-p, see the module docstring
@@ -50,19 +50,19 @@ def vllm_dtype(dtype: Any) -> str:
     return dtype_name(dtype, _DTYPE_NAMES, "vLLM")
 
 
-def engine_seed(config: VLLMRolloutConfig, seed: int, dist: DistInfo) -> int:
-    """config.seed, or seed offset by this engine's data-parallel index.
+def engine_seed(options: VLLMOptions, seed: int, dist: DistInfo) -> int:
+    """options.seed, or seed offset by this engine's data-parallel index.
 
     The ranks of one tensor-parallel group each run a scheduler and a sampler (external_launcher) and must
     draw the same tokens, so they share a seed: the offset is rank // tensor_parallel_size, not the rank.
     """
-    if config.seed is not None:
-        return config.seed
-    return seed + (dist.rank // config.tensor_parallel_size) * RANK_SEED_STRIDE
+    if options.seed is not None:
+        return options.seed
+    return seed + (dist.rank // options.tensor_parallel_size) * RANK_SEED_STRIDE
 
 
 def engine_kwargs(
-    config: VLLMRolloutConfig,
+    options: VLLMOptions,
     model_path: str,
     *,
     dist: DistInfo,
@@ -77,15 +77,15 @@ def engine_kwargs(
     or per group of `tensor_parallel_size` consecutive ranks, through vLLM's `external_launcher` backend,
     on the process group the trainer already runs (the colocated SPMD layout).
     """
-    tp = config.tensor_parallel_size
+    tp = options.tensor_parallel_size
     if dist.world_size == 1 and tp > 1:
         raise ConfigError(
-            f"rollout.tensor_parallel_size={tp} needs {tp} processes: launch with torchrun --nproc_per_node={tp} "
-            "(or more, a multiple), or set rollout.tensor_parallel_size=1"
+            f"rollout.vllm.tensor_parallel_size={tp} needs {tp} processes: launch with torchrun --nproc_per_node={tp} "
+            "(or more, a multiple), or set rollout.vllm.tensor_parallel_size=1"
         )
     if dist.world_size % tp:
         raise ConfigError(
-            f"rollout.tensor_parallel_size={tp} does not divide the world size {dist.world_size}; "
+            f"rollout.vllm.tensor_parallel_size={tp} does not divide the world size {dist.world_size}; "
             f"choose a tensor_parallel_size that divides {dist.world_size}"
         )
     kwargs: dict[str, Any] = {
@@ -93,16 +93,16 @@ def engine_kwargs(
         "tokenizer": tokenizer_path or model_path,
         "trust_remote_code": trust_remote_code,
         "dtype": vllm_dtype(dtype),
-        "seed": engine_seed(config, seed, dist),
+        "seed": engine_seed(options, seed, dist),
         "tensor_parallel_size": tp,
-        "gpu_memory_utilization": config.gpu_memory_utilization,
-        "enforce_eager": config.enforce_eager,
-        "enable_prefix_caching": config.enable_prefix_caching,
-        "enable_sleep_mode": config.sleep_level > 0,
+        "gpu_memory_utilization": options.gpu_memory_utilization,
+        "enforce_eager": options.enforce_eager,
+        "enable_prefix_caching": options.enable_prefix_caching,
+        "enable_sleep_mode": options.sleep_level > 0,
         "logprobs_mode": LOGPROBS_MODE,
     }
-    if config.max_model_len is not None:
-        kwargs["max_model_len"] = config.max_model_len
+    if options.max_model_len is not None:
+        kwargs["max_model_len"] = options.max_model_len
     if dist.world_size > 1:
         kwargs["distributed_executor_backend"] = "external_launcher"
     return kwargs

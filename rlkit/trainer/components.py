@@ -68,16 +68,18 @@ def check_against_world(cfg: RunConfig, dist: DistInfo) -> None:
             f"algorithm.mini_batch_size={cfg.algorithm.mini_batch_size} does not split over {world} ranks; "
             f"make it a multiple of {world}"
         )
-    tp = getattr(cfg.rollout, "tensor_parallel_size", 1)
+    tp = getattr(cfg.rollout.options, "tensor_parallel_size", 1)
     if tp > 1:
         raise ConfigError(
-            f"rollout.tensor_parallel_size={tp}: the trainer runs one rollout engine per rank for now; set it to 1"
+            f"rollout.{cfg.rollout.name}.tensor_parallel_size={tp}: the trainer runs one rollout engine per rank for "
+            "now; set it to 1"
         )
 
 
 def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo) -> TrainEngine:
+    """An engine gets the shared engine section and its own block (engine.<name>)."""
     engine_cls = TRAIN_ENGINES.get(cfg.engine.name)
-    return engine_cls(cfg.engine, spec, dist)
+    return engine_cls(cfg.engine, cfg.engine.options, spec, dist)
 
 
 def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
@@ -102,7 +104,7 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
             f"data.train_batch_size={cfg.data.train_batch_size} is larger than the {len(train_data)} training prompts; "
             "lower it or add data"
         )
-    total_steps = cfg.trainer.total_steps or steps_per_epoch * cfg.trainer.total_epochs
+    total_steps = cfg.trainer.num_steps(steps_per_epoch)
     reward = build_reward_manager(cfg.reward)
     rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
     critic_path = None
@@ -123,7 +125,7 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
         critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
                                               **common), dist)
 
-    rollout = rollout_cls(cfg.rollout, model_path, tokenizer, dist, seed=cfg.trainer.seed)
+    rollout = rollout_cls(cfg.rollout, cfg.rollout.options, model_path, tokenizer, dist, seed=cfg.trainer.seed)
     return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps)
 
 

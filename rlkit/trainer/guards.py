@@ -148,16 +148,7 @@ def _phase_of(error: BaseException) -> tuple[str, tuple[str, ...]]:
 def _knobs(kind: str, cfg: Any) -> list[str]:
     rollout, engine, algorithm = cfg.rollout, cfg.engine, cfg.algorithm
     if kind == "rollout":
-        batch_size = getattr(rollout, "batch_size", None) or "all"
-        by_engine = {
-            "hf": f"lower rollout.batch_size (prompts per generate call; now {batch_size})",
-            "vllm": f"lower rollout.gpu_memory_utilization (now {getattr(rollout, 'gpu_memory_utilization', '?')})",
-            "sglang": f"lower rollout.mem_fraction_static (now {getattr(rollout, 'mem_fraction_static', '?')})",
-        }
-        return [
-            by_engine.get(rollout.name, "lower the rollout engine's memory settings (rollout.options)"),
-            f"lower rollout.max_new_tokens (now {rollout.max_new_tokens})",
-        ]
+        return [*_backend_knobs(rollout), f"lower rollout.max_new_tokens (now {rollout.max_new_tokens})"]
     if kind == "micro":
         return [f"lower algorithm.micro_batch_size_per_device (now {algorithm.micro_batch_size_per_device})"]
     if kind == "chunk":
@@ -165,10 +156,25 @@ def _knobs(kind: str, cfg: Any) -> list[str]:
     if kind == "checkpointing":
         return [] if engine.gradient_checkpointing else ["set engine.gradient_checkpointing=true"]
     if kind == "offload":
-        if engine.name == "fsdp2":
-            return [] if engine.cpu_offload else ["set engine.cpu_offload=true"]
-        if engine.name == "deepspeed":
-            return [knob for knob, on in (("set engine.offload_optimizer=true", engine.offload_optimizer),
-                                          ("set engine.offload_param=true", engine.offload_param)) if not on]
-        return ["offload the training engine to CPU (engine.options)"]
+        return _backend_knobs(engine)
     raise ValueError(f"unknown knob kind {kind!r}")
+
+
+def _backend_knobs(section: Any) -> list[str]:
+    """The memory knobs the selected backend's registry entry names, as advice on its block's current values."""
+    where = f"{section.section_key}.{section.name}"
+    knobs = section.registry().backend(section.name).memory_knobs
+    if not knobs:
+        return [f"lower the {section.name} {section.registry().kind}'s memory settings ({where}.*)"]
+    advice = []
+    for knob in knobs:
+        value = getattr(section.options, knob)
+        if isinstance(value, bool):
+            if not value:
+                advice.append(f"set {where}.{knob}=true")
+        elif value is None:
+            meaning = type(section.options).model_fields[knob].description or ""
+            advice.append(f"set {where}.{knob} (now unset: {meaning.rstrip('.')})")
+        else:
+            advice.append(f"lower {where}.{knob} (now {value})")
+    return advice

@@ -92,7 +92,7 @@ class SFTTrainer:
                              if data.val_files else None)
             self.sampler = EpochSampler(len(self.train_data), data.train_batch_size, seed=cfg.trainer.seed,
                                         shuffle=data.shuffle)
-            self.total_steps = cfg.trainer.total_steps or self.sampler.steps_per_epoch * cfg.trainer.total_epochs
+            self.total_steps = cfg.trainer.num_steps(self.sampler.steps_per_epoch)
             self.engine: TrainEngine = build_engine(cfg, EngineSpec(
                 role="actor", model_path=self.model_path, optim=cfg.optim, lora=cfg.model.lora,
                 trust_remote_code=cfg.model.trust_remote_code, total_optimizer_steps=self.total_steps,

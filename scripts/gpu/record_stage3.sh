@@ -9,8 +9,8 @@ install_wheels .gpu/extra_plot /tmp/site_extra
 [ -f /tmp/site_vllm/.installed ] || { echo "vLLM bundle missing: run stages 1 and 2 first, back to back"; exit 3; }
 BENCH="--shape 0.5b --prompts 32 --n 8 --prompt-len 128 --response-len 256 --steps 3 --warmup 1 --out /tmp/bench05_ds"
 mkdir -p /tmp/bench05_ds && cp -r /tmp/bench05/cache /tmp/bench05_ds/ 2>/dev/null
-echo "+ rlkit bench $BENCH --engine deepspeed --rollout vllm engine.zero_stage=3" | tee "$OUT/bench_deepspeed.log"
-python3 -m rlkit bench $BENCH --engine deepspeed --rollout vllm engine.zero_stage=3 2>&1 | tee -a "$OUT/bench_deepspeed.log"
+echo "+ rlkit bench $BENCH --engine deepspeed --rollout vllm engine.deepspeed.zero_stage=3" | tee "$OUT/bench_deepspeed.log"
+python3 -m rlkit bench $BENCH --engine deepspeed --rollout vllm engine.deepspeed.zero_stage=3 2>&1 | tee -a "$OUT/bench_deepspeed.log"
 cp /tmp/bench05_ds/bench.json "$OUT/bench_deepspeed.json"; cp /tmp/bench05_ds/bench.png "$OUT/bench_deepspeed.png" 2>/dev/null
 for run in /tmp/bench05_ds/runs/*; do tail -n 30 "$run/bench.log" > "$OUT/log_$(basename "$run").txt"; done
 SFT="model.path=/tmp/bench05/cache/qwen2.5-0.5b-random-v1 model.lora.rank=16 engine.gradient_checkpointing=true

@@ -10,13 +10,14 @@ import time
 import torch
 from transformers import AutoTokenizer
 
-from rlkit.config.schema import VLLMRolloutConfig
+from rlkit.config.schema import RolloutConfig
 from rlkit.engines.base import DistInfo
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm import VLLMRollout
+from rlkit.rollout.vllm_options import VLLMOptions
 
 model = sys.argv[1]
-rollout = VLLMRollout(VLLMRolloutConfig(gpu_memory_utilization=0.5, sleep_level=0), model,
+rollout = VLLMRollout(RolloutConfig(), VLLMOptions(gpu_memory_utilization=0.5, sleep_level=0), model,
                       AutoTokenizer.from_pretrained(model), DistInfo(device="cuda:0"))
 generator = torch.Generator().manual_seed(0)
 prompts = [torch.randint(100, 20000, (128,), generator=generator).tolist() for _ in range(32)]

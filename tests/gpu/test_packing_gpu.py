@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from rlkit.batch import Batch
-from rlkit.config.schema import FSDP2Config, OptimConfig
+from rlkit.config.schema import EngineConfig, OptimConfig
 from rlkit.engines import varlen_attention
 from rlkit.engines.base import DistInfo, EngineSpec, ModelOutput
 from rlkit.engines.packing import pack
@@ -120,6 +120,7 @@ def test_fsdp2_bf16_step_packed_matches_padded(tmp_path, kernel_calls):
     """One FSDP2 training step in bf16 with and without packing: log-probs, entropy, loss and grad norm; the
     flash kernel runs forward and backward."""
     from rlkit.engines.fsdp2 import FSDP2Engine
+    from rlkit.engines.fsdp2.options import FSDP2Options
 
     random_qwen2(head_dim=64).save_pretrained(tmp_path / "model")
     batch = uneven_batch()
@@ -134,8 +135,8 @@ def test_fsdp2_bf16_step_packed_matches_padded(tmp_path, kernel_calls):
     for packing in (False, True):
         spec = EngineSpec(role="actor", model_path=str(tmp_path / "model"), optim=OptimConfig(lr=1e-5),
                           total_optimizer_steps=1)
-        engine = FSDP2Engine(FSDP2Config(pack_sequences=packing, max_tokens_per_micro_batch=256), spec,
-                             DistInfo(device="cuda:0"))
+        engine = FSDP2Engine(EngineConfig(pack_sequences=packing, max_tokens_per_micro_batch=256), FSDP2Options(),
+                             spec, DistInfo(device="cuda:0"))
         output = engine.compute_logprobs(batch, micro_batch_size=4, with_entropy=True)
         metrics = engine.forward_backward(batch, loss_fn, micro_batch_size=4)
         measured[packing] = {"logprobs": output.logprobs, "entropy": output.entropy, **metrics,

@@ -19,8 +19,8 @@ pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(),
 
 ROLLOUT_OPTIONS = {
     "hf": [],
-    "vllm": ["rollout.gpu_memory_utilization=0.3", "rollout.enforce_eager=true"],
-    "sglang": ["rollout.mem_fraction_static=0.3", "rollout.disable_cuda_graph=true"],
+    "vllm": ["rollout.vllm.gpu_memory_utilization=0.3", "rollout.vllm.enforce_eager=true"],
+    "sglang": ["rollout.sglang.mem_fraction_static=0.3", "rollout.sglang.disable_cuda_graph=true"],
 }
 
 

@@ -21,10 +21,11 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 pytest.importorskip("sglang")
 
-from rlkit.config.schema import SGLangRolloutConfig  # noqa: E402
+from rlkit.config.schema import RolloutConfig  # noqa: E402
 from rlkit.engines.base import DistInfo  # noqa: E402
 from rlkit.registry import ROLLOUT_ENGINES  # noqa: E402
 from rlkit.rollout import sglang as sglang_rollout  # noqa: E402
+from rlkit.rollout.sglang_options import SGLangOptions  # noqa: E402
 from rlkit.rollout.base import Completion, RolloutEngine, SamplingParams  # noqa: E402
 from rlkit.rollout.behaviour import (  # noqa: E402
     CHECKS, Reference, build_tiny_checkpoint, reference_logprobs, tiny_prompts,
@@ -53,9 +54,10 @@ def reference(tmp_path_factory) -> Reference:
 
 @pytest.fixture(scope="module")
 def rollout(reference):
-    config = SGLangRolloutConfig(mem_fraction_static=0.3, disable_cuda_graph=True)
+    options = SGLangOptions(mem_fraction_static=0.3, disable_cuda_graph=True)
     start = time.perf_counter()
-    engine = SGLangRollout(config, reference.model_path, reference.tokenizer, DistInfo(device="cuda:0"), seed=3)
+    engine = SGLangRollout(RolloutConfig(name="sglang"), options, reference.model_path, reference.tokenizer,
+                           DistInfo(device="cuda:0"), seed=3)
     _record("engine_start_seconds", time.perf_counter() - start)
     yield engine
     engine.close()

@@ -19,7 +19,8 @@ if not torch.cuda.is_available():
     pytest.skip("needs a CUDA GPU", allow_module_level=True)
 vllm = pytest.importorskip("vllm")
 
-from rlkit.config.schema import VLLMRolloutConfig  # noqa: E402
+from rlkit.config.schema import RolloutConfig  # noqa: E402
+from rlkit.rollout.vllm_options import VLLMOptions  # noqa: E402
 from rlkit.engines.base import DistInfo  # noqa: E402
 from rlkit.rollout import vllm as vllm_rollout  # noqa: E402
 from rlkit.rollout.base import SamplingParams  # noqa: E402
@@ -60,11 +61,12 @@ def engines(tiny):
             for rollout in current.values():
                 rollout.close()
             current.clear()
-            config = VLLMRolloutConfig(
+            options = VLLMOptions(
                 gpu_memory_utilization=0.25, enforce_eager=True, max_model_len=512, sleep_level=sleep_level
             )
             current[sleep_level] = VLLMRollout(
-                config, tiny["path"], tiny["tokenizer"], DistInfo(device="cuda:0"), seed=3
+                RolloutConfig(name="vllm"), options, tiny["path"], tiny["tokenizer"], DistInfo(device="cuda:0"),
+                seed=3,
             )
         return current[sleep_level]
 

@@ -42,21 +42,23 @@ import json, os, sys
 import torch
 import torch.distributed as dist
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
-from rlkit.config.schema import VLLMRolloutConfig
+from rlkit.config.schema import RolloutConfig
 from rlkit.engines.base import DistInfo
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm import VLLMRollout
+from rlkit.rollout.vllm_options import VLLMOptions
 
 path, tp, out = sys.argv[1], int(sys.argv[2]), sys.argv[3]
 rank, world, local = (int(os.environ[key]) for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK"))
 device = torch.device("cuda", local)
 torch.cuda.set_device(device)
 dist.init_process_group("nccl", device_id=device)  # the trainer's group: the engines run on it
-config = VLLMRolloutConfig(
+options = VLLMOptions(
     tensor_parallel_size=tp, gpu_memory_utilization=0.25, enforce_eager=True, max_model_len=512, sleep_level=1
 )
 dist_info = DistInfo(rank=rank, world_size=world, local_rank=local, device=str(device))
-rollout = VLLMRollout(config, path, AutoTokenizer.from_pretrained(path), dist_info, seed=3)
+rollout = VLLMRollout(RolloutConfig(name="vllm"), options, path, AutoTokenizer.from_pretrained(path), dist_info,
+                      seed=3)
 prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]  # the same prompts on every rank
 params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, ignore_eos=True)
 before = rollout.generate(prompts, params)

@@ -42,6 +42,14 @@ def test_each_estimator_trains(estimator, tiny_model, tmp_path):
     assert (tmp_path / "checkpoints/step_00000002/manifest.json").is_file()
 
 
+def test_critic_warmup_trains_only_the_critic_first(tiny_model, tmp_path):
+    # verl's trainer.critic_warmup=2 updates the actor from step 2 on: rlkit's critic.warmup_steps=1
+    train(small_run(tiny_model, tmp_path, "algorithm.adv_estimator=gae", "trainer.critic_warmup=2"))
+    first, second = (record for record in read_metrics(tmp_path) if record["step"] > 0)
+    assert "critic/grad_norm" in first and "grad_norm" not in first and "pg_loss" not in first
+    assert "critic/grad_norm" in second and math.isfinite(second["grad_norm"]) and "pg_loss" in second
+
+
 def test_kl_loss_and_kl_in_reward(tiny_model, tmp_path):
     last = train(small_run(tiny_model, tmp_path / "loss", "algorithm.use_kl_loss=true"))
     assert math.isfinite(last["kl"]) and math.isfinite(last["kl_loss"])

@@ -12,7 +12,7 @@ import pytest
 import torch
 from transformers import AutoTokenizer
 
-from rlkit.config.schema import HFRolloutConfig, RolloutCommon, SGLangRolloutConfig, VLLMRolloutConfig
+from rlkit.config.schema import RolloutConfig
 from rlkit.engines.base import DistInfo
 from rlkit.registry import ROLLOUT_ENGINES
 from rlkit.rollout.base import RolloutEngine
@@ -23,7 +23,7 @@ needs_gpu = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), 
 
 @dataclass(frozen=True)
 class Case:
-    config: RolloutCommon
+    config: RolloutConfig  # selects the engine by name; its own options come from its block
     device: str
     logprob_errors: tuple[float, float]  # largest and mean |engine - fp32 reference| (see Reference)
     requires: str | None = None  # the package the engine needs
@@ -31,15 +31,19 @@ class Case:
 
 FP32, BF16 = (1e-4, 1e-4), (0.5, 0.1)
 CASES = [
-    pytest.param(Case(HFRolloutConfig(), "cpu", FP32), id="hf"),
-    pytest.param(Case(HFRolloutConfig(), "cuda:0", BF16), id="hf-cuda", marks=needs_gpu),
+    pytest.param(Case(RolloutConfig(name="hf"), "cpu", FP32), id="hf"),
+    pytest.param(Case(RolloutConfig(name="hf"), "cuda:0", BF16), id="hf-cuda", marks=needs_gpu),
     pytest.param(
-        Case(VLLMRolloutConfig(gpu_memory_utilization=0.3, enforce_eager=True), "cuda:0", BF16, "vllm"),
+        Case(RolloutConfig.model_validate({"name": "vllm", "vllm": {"gpu_memory_utilization": 0.3,
+                                                                    "enforce_eager": True}}),
+             "cuda:0", BF16, "vllm"),
         id="vllm",
         marks=needs_gpu,
     ),
     pytest.param(
-        Case(SGLangRolloutConfig(mem_fraction_static=0.3, disable_cuda_graph=True), "cuda:0", BF16, "sglang"),
+        Case(RolloutConfig.model_validate({"name": "sglang", "sglang": {"mem_fraction_static": 0.3,
+                                                                        "disable_cuda_graph": True}}),
+             "cuda:0", BF16, "sglang"),
         id="sglang",
         marks=needs_gpu,
     ),
@@ -70,7 +74,7 @@ def subject(request, checkpoint) -> tuple[RolloutEngine, Reference]:
         pytest.importorskip(case.requires)
     model_path, tokenizer = checkpoint
     engine_class = ROLLOUT_ENGINES.get(case.config.name)
-    engine = engine_class(case.config, model_path, tokenizer, DistInfo(device=case.device), seed=1)
+    engine = engine_class(case.config, case.config.options, model_path, tokenizer, DistInfo(device=case.device), seed=1)
     reference = Reference(model_path, tokenizer, tiny_prompts(tokenizer), case.device, *case.logprob_errors)
     yield engine, reference
     if hasattr(engine, "close"):  # GPU engines shut down their workers and free the GPU

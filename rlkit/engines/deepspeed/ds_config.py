@@ -1,4 +1,4 @@
-"""The DeepSpeed config dict of one engine, built from DeepSpeedConfig, OptimConfig and runtime values.
+"""The DeepSpeed config dict of one engine, built from DeepSpeedOptions, OptimConfig and runtime values.
 
 rlkit, not DeepSpeed, drives gradient accumulation: `forward_backward` may run any number of micro-batches
 before `optimizer_step`, so the micro-batch count is unknown when the engine is built. The config therefore
@@ -15,25 +15,16 @@ from typing import Any
 
 import torch
 
-from rlkit.config.schema import DeepSpeedConfig, OptimConfig
+from rlkit.config.engines import OptimConfig
 from rlkit.engines.base import Role
-from rlkit.errors import ConfigError
+from rlkit.engines.deepspeed.options import DeepSpeedOptions
 
 # DeepSpeed prints a progress line every `steps_per_print` steps; rlkit logs its own metrics.
 _NEVER = 2**62
 
 
-def check_config(config: DeepSpeedConfig) -> None:
-    """Cross-field rules of the engine config that the schema cannot see."""
-    if config.offload_param and config.zero_stage != 3:
-        raise ConfigError(
-            f"engine.offload_param=true needs engine.zero_stage=3 (it is {config.zero_stage}): only ZeRO-3 "
-            "partitions parameters; set engine.zero_stage=3 or engine.offload_param=false"
-        )
-
-
 def build_ds_config(
-    config: DeepSpeedConfig,
+    options: DeepSpeedOptions,
     *,
     role: Role,
     optim: OptimConfig | None,
@@ -43,10 +34,9 @@ def build_ds_config(
 ) -> dict[str, Any]:
     """The dict handed to `deepspeed.initialize(config=...)`.
 
-    Actor and critic: ZeRO `config.zero_stage` with an optimizer. The reference: a ZeRO-3 inference engine
+    Actor and critic: ZeRO `options.zero_stage` with an optimizer. The reference: a ZeRO-3 inference engine
     (parameters partitioned, no optimizer), its parameters on CPU with `offload_ref`.
     """
-    check_config(config)
     bf16 = compute_dtype == torch.bfloat16
     ds_config: dict[str, Any] = {
         "train_micro_batch_size_per_gpu": 1,
@@ -58,7 +48,7 @@ def build_ds_config(
     }
     if role == "ref":
         zero: dict[str, Any] = {"stage": 3}
-        if config.offload_ref:
+        if options.offload_ref:
             zero["offload_param"] = {"device": "cpu", "pin_memory": on_cuda}
         ds_config["zero_optimization"] = zero
         return ds_config
@@ -71,8 +61,8 @@ def build_ds_config(
             "gradient_clipping": optim.grad_clip if optim.grad_clip is not None else 0.0,
             # a torch AdamW passed to deepspeed.initialize: nothing is compiled
             "zero_allow_untested_optimizer": True,
-            "zero_force_ds_cpu_optimizer": config.optimizer_impl == "deepspeed",
-            "zero_optimization": _zero_block(config, on_cuda),
+            "zero_force_ds_cpu_optimizer": options.optimizer_impl == "deepspeed",
+            "zero_optimization": _zero_block(options, on_cuda),
         }
     )
     if bf16:
@@ -82,16 +72,16 @@ def build_ds_config(
     return ds_config
 
 
-def _zero_block(config: DeepSpeedConfig, on_cuda: bool) -> dict[str, Any]:
+def _zero_block(options: DeepSpeedOptions, on_cuda: bool) -> dict[str, Any]:
     zero: dict[str, Any] = {
-        "stage": config.zero_stage,
+        "stage": options.zero_stage,
         # overlapping reduction with backward needs side streams (GPU) and, with caller-driven
         # accumulation, partitioned gradients (ZeRO-2/3)
-        "overlap_comm": on_cuda and config.zero_stage >= 2,
+        "overlap_comm": on_cuda and options.zero_stage >= 2,
         "contiguous_gradients": True,
     }
-    if config.offload_optimizer:
+    if options.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_cuda}
-    if config.offload_param:
+    if options.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": on_cuda}
     return zero

@@ -26,12 +26,13 @@ import torch.distributed as torch_dist
 from torch import Tensor
 
 from rlkit.batch import Batch
-from rlkit.config.schema import DeepSpeedConfig
+from rlkit.config.engines import EngineConfig
 from rlkit.engines import passes
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
 from rlkit.engines.building import apply_activation_checkpointing, build_scorer, compile_decoder_layers, compute_dtype
 from rlkit.engines.deepspeed import state
-from rlkit.engines.deepspeed.ds_config import build_ds_config, check_config
+from rlkit.engines.deepspeed.ds_config import build_ds_config
+from rlkit.engines.deepspeed.options import DeepSpeedOptions
 from rlkit.engines.micro_batches import MicroBatching
 from rlkit.engines.optim import build_optimizer, build_scheduler
 from rlkit.errors import ConfigError, PluginError
@@ -48,22 +49,23 @@ warnings.filterwarnings(
 class DeepSpeedEngine:
     """TrainEngine over DeepSpeed ZeRO (see rlkit.engines.base.TrainEngine for the contract of each method)."""
 
-    def __init__(self, config: DeepSpeedConfig, spec: EngineSpec, dist: DistInfo):
+    def __init__(self, config: EngineConfig, options: DeepSpeedOptions, spec: EngineSpec, dist: DistInfo):
+        """`config`: the options every engine shares (engine.*); `options`: DeepSpeed's own (engine.deepspeed.*)."""
         import deepspeed
 
         if spec.role in ("actor", "critic") and spec.optim is None:
             raise ConfigError(f"the {spec.role} engine needs an optimizer config (EngineSpec.optim is None)")
-        check_config(config)
         check_deepspeed_version()
         self.role = spec.role
         self.config = config
+        self.options = options
         self.spec = spec
         self.dist = dist
         self.device = torch.device(dist.device)
         self.batching = MicroBatching.of(config)
         self.compute_dtype = compute_dtype(config, dist.device)
         self.trainable = spec.role != "ref"
-        self.zero_stage = 3 if spec.role == "ref" else config.zero_stage
+        self.zero_stage = 3 if spec.role == "ref" else options.zero_stage
 
         ensure_process_group(dist)  # before deepspeed.initialize, which would look for MPI otherwise
         self.scorer = build_scorer(spec, config, reference_dtype=None)  # fp32: DeepSpeed casts it itself
@@ -77,7 +79,7 @@ class DeepSpeedEngine:
             # the schedule drives the optimizer's own param groups, which ZeRO keeps (it swaps their params)
             self.scheduler = build_scheduler(self.optimizer, spec.optim, spec.total_optimizer_steps)
         ds_config = build_ds_config(
-            config, role=spec.role, optim=spec.optim, world_size=dist.world_size,
+            options, role=spec.role, optim=spec.optim, world_size=dist.world_size,
             compute_dtype=self.compute_dtype, on_cuda=self.device.type == "cuda",
         )
         self.ds_engine, *_ = deepspeed.initialize(
@@ -91,12 +93,12 @@ class DeepSpeedEngine:
         the optimizer state lives on the GPU, DeepSpeedCPUAdam where it lives on CPU."""
         params = [param for param in self.scorer.parameters() if param.requires_grad]
         optim = self.spec.optim
-        if self.config.optimizer_impl == "torch":
+        if self.options.optimizer_impl == "torch":
             return build_optimizer(params, optim)
         from deepspeed.ops.adam import DeepSpeedCPUAdam, FusedAdam
 
         hyper = dict(lr=optim.lr, betas=optim.betas, eps=optim.eps, weight_decay=optim.weight_decay)
-        if self.device.type == "cpu" or self.config.offload_optimizer:
+        if self.device.type == "cpu" or self.options.offload_optimizer:
             return DeepSpeedCPUAdam(params, adamw_mode=True, **hyper)
         return FusedAdam(params, adam_w_mode=True, **hyper)
 
@@ -191,7 +193,7 @@ class DeepSpeedEngine:
         return (
             self.device.type == "cuda"
             and self.trainable
-            and not self.config.offload_param
+            and not self.options.offload_param
             and hasattr(self.ds_engine.optimizer, "offload_states")
         )
 

@@ -20,11 +20,12 @@ from torch import Tensor
 from torch.distributed.tensor import DTensor
 
 from rlkit.batch import Batch
-from rlkit.config.schema import FSDP2Config
+from rlkit.config.engines import EngineConfig
 from rlkit.engines import passes
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
 from rlkit.engines.building import build_scorer, compute_dtype
 from rlkit.engines.fsdp2 import parallelize, state
+from rlkit.engines.fsdp2.options import FSDP2Options
 from rlkit.engines.micro_batches import MicroBatching
 from rlkit.engines.optim import build_optimizer, build_scheduler
 from rlkit.errors import ConfigError
@@ -34,11 +35,13 @@ from rlkit.models.lora import is_peft_model
 class FSDP2Engine:
     """TrainEngine over FSDP2 (see rlkit.engines.base.TrainEngine for the contract of each method)."""
 
-    def __init__(self, config: FSDP2Config, spec: EngineSpec, dist: DistInfo):
+    def __init__(self, config: EngineConfig, options: FSDP2Options, spec: EngineSpec, dist: DistInfo):
+        """`config`: the options every engine shares (engine.*); `options`: FSDP2's own (engine.fsdp2.*)."""
         if spec.role in ("actor", "critic") and spec.optim is None:
             raise ConfigError(f"the {spec.role} engine needs an optimizer config (EngineSpec.optim is None)")
         self.role = spec.role
         self.config = config
+        self.options = options
         self.spec = spec
         self.dist = dist
         self.device = torch.device(dist.device)
@@ -50,7 +53,8 @@ class FSDP2Engine:
         # fp32 master weights; a frozen reference is stored in the compute dtype directly
         self.scorer = build_scorer(spec, config, reference_dtype=self.param_dtype)
         parallelize.parallelize(
-            self.scorer, self.mesh, config, param_dtype=self.param_dtype, device=dist.device, trainable=self.trainable
+            self.scorer, self.mesh, config, options, param_dtype=self.param_dtype, device=dist.device,
+            trainable=self.trainable,
         )
 
         self.optimizer = self.scheduler = None
@@ -59,7 +63,7 @@ class FSDP2Engine:
             self.optimizer = build_optimizer(trainable, spec.optim)
             self.scheduler = build_scheduler(self.optimizer, spec.optim, spec.total_optimizer_steps)
         self._ref_offloaded = False
-        if self.role == "ref" and config.offload_ref:
+        if self.role == "ref" and options.offload_ref:
             self.offload()
             self._ref_offloaded = True
 
@@ -157,13 +161,13 @@ class FSDP2Engine:
     # -- placement ---------------------------------------------------------------------------------
     def offload(self) -> None:
         """Parameters, gradients and optimizer state to CPU (a no-op on CPU and with cpu_offload)."""
-        if self.device.type == "cpu" or self.config.cpu_offload:
+        if self.device.type == "cpu" or self.options.cpu_offload:
             return
         self._move(torch.device("cpu"))
         torch.cuda.empty_cache()
 
     def onload(self) -> None:
-        if self.device.type == "cpu" or self.config.cpu_offload:
+        if self.device.type == "cpu" or self.options.cpu_offload:
             return
         self._move(self.device)
 

@@ -18,9 +18,10 @@ from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
-from rlkit.config.schema import FSDP2Config
+from rlkit.config.engines import EngineConfig
 from rlkit.engines.base import DistInfo
 from rlkit.engines.building import apply_activation_checkpointing, compile_decoder_layers, decoder_layers
+from rlkit.engines.fsdp2.options import FSDP2Options
 from rlkit.models.lora import hf_model_of
 
 logger = logging.getLogger(__name__)
@@ -38,7 +39,8 @@ def build_mesh(dist_info: DistInfo) -> DeviceMesh:
 
 
 def parallelize(
-    scorer: nn.Module, mesh: DeviceMesh, config: FSDP2Config, *, param_dtype: torch.dtype, device: str, trainable: bool
+    scorer: nn.Module, mesh: DeviceMesh, config: EngineConfig, options: FSDP2Options, *, param_dtype: torch.dtype,
+    device: str, trainable: bool,
 ) -> None:
     """Shard `scorer` in place over `mesh`."""
     if config.gradient_checkpointing and trainable:
@@ -47,11 +49,11 @@ def parallelize(
     if config.torch_compile:  # before fully_shard: FSDP's hooks stay outside the compiled forwards
         compile_decoder_layers(scorer)
     # the layers before the root: the root then takes only the parameters no layer claimed
-    apply_fully_shard(scorer, mesh, config, param_dtype=param_dtype, device=device)
+    apply_fully_shard(scorer, mesh, options, param_dtype=param_dtype, device=device)
 
 
 def apply_fully_shard(
-    scorer: nn.Module, mesh: DeviceMesh, config: FSDP2Config, *, param_dtype: torch.dtype, device: str
+    scorer: nn.Module, mesh: DeviceMesh, options: FSDP2Options, *, param_dtype: torch.dtype, device: str
 ) -> None:
     """Shard every decoder layer as its own unit, then the root (embeddings, final norm, heads).
 
@@ -59,7 +61,7 @@ def apply_fully_shard(
     reduces gradients in fp32.
     """
     mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
-    offload_policy = CPUOffloadPolicy(pin_memory=device.startswith("cuda")) if config.cpu_offload else OffloadPolicy()
+    offload_policy = CPUOffloadPolicy(pin_memory=device.startswith("cuda")) if options.cpu_offload else OffloadPolicy()
     layers = decoder_layers(scorer)
     if not layers:
         logger.warning("no decoder layers found (model._no_split_modules is empty): the model is one FSDP unit")
@@ -67,7 +69,7 @@ def apply_fully_shard(
         fully_shard(
             layer,
             mesh=mesh,
-            reshard_after_forward=config.reshard_after_forward,
+            reshard_after_forward=options.reshard_after_forward,
             mp_policy=mp_policy,
             offload_policy=offload_policy,
         )

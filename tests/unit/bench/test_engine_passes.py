@@ -27,8 +27,8 @@ def load_script():
 def test_settings_parse_values_as_yaml():
     parse = load_script().parse_setting
     assert parse("base:") == ("base", ())
-    assert parse("z2:zero_stage=2,entropy_grad=true,logprob_chunk_size=null") == (
-        "z2", (("zero_stage", 2), ("entropy_grad", True), ("logprob_chunk_size", None)))
+    assert parse("z2:deepspeed.zero_stage=2,entropy_grad=true,logprob_chunk_size=null") == (
+        "z2", (("deepspeed.zero_stage", 2), ("entropy_grad", True), ("logprob_chunk_size", None)))
     with pytest.raises(Exception, match="key.path=value"):
         parse("broken:zero_stage")
 

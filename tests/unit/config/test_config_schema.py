@@ -27,19 +27,19 @@ def test_yaml_then_flags_then_overrides(tmp_path):
     assert cfg.algorithm.adv_estimator == "drgrpo"  # the flag wins over the file
 
 
-def test_engine_union_selects_options_by_name():
-    cfg = build_config(RunConfig, None, ["engine.name=deepspeed", "engine.zero_stage=2"])
-    assert cfg.engine.name == "deepspeed" and cfg.engine.zero_stage == 2
-    cfg = build_config(RunConfig, None, ["rollout.name=vllm", "rollout.gpu_memory_utilization=0.3"])
-    assert cfg.rollout.gpu_memory_utilization == 0.3
+def test_the_selected_backend_reads_its_own_block():
+    cfg = build_config(RunConfig, None, ["engine.name=deepspeed", "engine.deepspeed.zero_stage=2"])
+    assert cfg.engine.name == "deepspeed" and cfg.engine.options.zero_stage == 2
+    cfg = build_config(RunConfig, None, ["rollout.name=vllm", "rollout.vllm.gpu_memory_utilization=0.3"])
+    assert cfg.rollout.options.gpu_memory_utilization == 0.3
 
 
 @pytest.mark.parametrize(
     "overrides, expected",
     [
         (["trainer.total_step=3"], "did you mean 'trainer.total_steps'"),
-        (["engine.reshard_after_forwad=false"], "did you mean 'engine.reshard_after_forward'"),
-        (["engine.zero_stage=3"], "unknown key 'engine.zero_stage'"),  # a deepspeed option under fsdp2
+        (["engine.fsdp2.reshard_after_forwad=false"], "did you mean 'engine.fsdp2.reshard_after_forward'"),
+        (["engine.zero_stage=3"], "engine.zero_stage: 'zero_stage' is an option of the deepspeed training engine"),
         (["algorithm.adv_estimator=grpoo"], "Did you mean 'grpo'"),
         (["rollout.n=1"], "rollout.n must be at least 2"),
         (["algorithm.use_kl_loss=true", "algorithm.use_kl_in_reward=true"], "not both"),
@@ -91,3 +91,108 @@ def test_every_field_is_described():
 
     missing = [key for key, _, _, description in reference_rows(RunConfig) if not description]
     assert not missing, f"fields without a description: {missing}"
+
+
+def test_epochs_take_effect_and_both_lengths_are_an_error():
+    cfg = build_config(RunConfig, None, ["trainer.total_epochs=3"])
+    assert cfg.trainer.total_steps is None and cfg.trainer.num_steps(steps_per_epoch=5) == 15
+    assert build_config(RunConfig, None, []).trainer.num_steps(steps_per_epoch=5) == 100  # the default length
+    assert build_config(RunConfig, None, ["trainer.total_steps=null"]).trainer.num_steps(steps_per_epoch=5) == 5
+    with pytest.raises(ConfigError, match="trainer.total_steps=4 and trainer.total_epochs=3 are both set"):
+        build_config(RunConfig, None, ["trainer.total_epochs=3", "trainer.total_steps=4"])
+
+
+def test_a_config_dump_reads_back_as_the_same_config(tmp_path):
+    import yaml
+
+    for overrides in ([], ["trainer.total_epochs=2", "engine.name=deepspeed", "rollout.name=vllm"]):
+        cfg = build_config(RunConfig, None, overrides)
+        dumped = tmp_path / "dump.yaml"
+        dumped.write_text(yaml.safe_dump(cfg.model_dump(mode="json", by_alias=True)))
+        assert build_config(RunConfig, dumped) == cfg
+
+
+def test_file_lists_take_a_string_or_null():
+    cfg = build_config(RunConfig, None, ["data.train_files=/x.parquet", "data.val_files=null"])
+    assert cfg.data.train_files == ["/x.parquet"] and cfg.data.val_files == []
+
+
+@pytest.mark.parametrize("where", ["override", "file"])
+def test_key_value_without_a_space_names_yaml_not_the_section(where, tmp_path):
+    if where == "override":
+        args = (None, ["reward.kwargs={method:flexible}"])
+    else:
+        (tmp_path / "run.yaml").write_text("reward:\n  kwargs: {method:flexible}\n")
+        args = (tmp_path / "run.yaml", [])
+    with pytest.raises(ConfigError, match="YAML needs a space after the colon of key: value; write {method: flexible}"):
+        build_config(RunConfig, *args)
+
+
+@pytest.mark.parametrize(
+    "override, hint",
+    [
+        ("optim.learning_rate=1e-6", "did you mean 'optim.lr'?"),
+        ("rollout.num_samples=4", "did you mean 'rollout.n'?"),
+        ("algorithm.clip_ratio=0.3", "did you mean 'algorithm.clip_ratio_low' or 'algorithm.clip_ratio_high'?"),
+        ("trainer.max_steps=10", "did you mean 'trainer.total_steps'?"),
+        ("rollout.response_length=64", "did you mean 'rollout.max_new_tokens'?"),
+    ],
+)
+def test_renamed_concepts_suggest_rlkits_key_not_the_nearest_spelling(override, hint):
+    with pytest.raises(ConfigError) as error:
+        build_config(RunConfig, None, [override])
+    assert hint in str(error.value)
+
+
+def test_an_alias_is_suggested_only_where_its_key_exists():
+    from rlkit.config.sft import SFTConfig
+
+    with pytest.raises(ConfigError) as error:  # SFT has no rollout: spelling decides
+        build_config(SFTConfig, None, ["data.max_response_length=64"])
+    assert "rollout.max_new_tokens" not in str(error.value) and "did you mean 'data." in str(error.value)
+
+
+def test_a_checkpoint_config_of_the_flat_layout_still_loads(tmp_path):
+    from rlkit.config.loading import load_saved_config
+
+    saved = tmp_path / "config.yaml"  # what rlkit wrote before backend blocks
+    saved.write_text(
+        "engine:\n  name: deepspeed\n  precision: fp32\n  zero_stage: 2\n  offload_ref: true\n"
+        "rollout:\n  name: vllm\n  n: 4\n  gpu_memory_utilization: 0.3\n  sleep_level: 2\n"
+        "trainer:\n  total_steps: 100\n  total_epochs: 1\n"
+    )
+    cfg = load_saved_config(RunConfig, saved)
+    assert cfg.engine.precision == "fp32" and cfg.engine.options.zero_stage == 2 and cfg.engine.options.offload_ref
+    assert cfg.rollout.n == 4 and cfg.rollout.options.gpu_memory_utilization == 0.3
+    assert cfg.rollout.options.sleep_level == 2 and cfg.trainer.total_steps == 100
+
+
+def test_every_block_present_is_validated_and_only_the_selected_one_is_used(tmp_path):
+    recipe = tmp_path / "recipe.yaml"
+    recipe.write_text("engine:\n  name: fsdp2\n  fsdp2: {cpu_offload: true}\n  deepspeed: {zero_stage: 2}\n"
+                      "rollout:\n  name: hf\n  vllm: {gpu_memory_utilization: 0.7}\n"
+                      "  sglang: {mem_fraction_static: 2}\n")
+    with pytest.raises(ConfigError, match="rollout.sglang.mem_fraction_static: Input should be less than or equal"):
+        build_config(RunConfig, recipe)  # a block of an engine not selected is still checked
+    recipe.write_text(recipe.read_text().replace("mem_fraction_static: 2", "mem_fraction_static: 0.2"))
+    cfg = build_config(RunConfig, recipe)
+    assert cfg.engine.options.cpu_offload is True and cfg.rollout.options.batch_size is None
+    swapped = build_config(RunConfig, recipe, flags={"engine.name": "deepspeed", "rollout.name": "vllm"})
+    assert swapped.engine.options.zero_stage == 2 and swapped.rollout.options.gpu_memory_utilization == 0.7
+
+
+@pytest.mark.parametrize(
+    "override, place",
+    [
+        ("rollout.gpu_memory_utilization=0.3", "write rollout.vllm.gpu_memory_utilization"),
+        ("rollout.batch_size=4", "write rollout.hf.batch_size"),
+        ("rollout.mem_fraction_static=0.3", "write rollout.sglang.mem_fraction_static"),
+        ("engine.cpu_offload=true", "write engine.fsdp2.cpu_offload"),
+        ("engine.offload_ref=true", "write engine.fsdp2.offload_ref or engine.deepspeed.offload_ref"),
+        ("engine.options={a: 1}", "write engine.<name>.OPTION (engine.fsdp2.OPTION for the selected one)"),
+    ],
+)
+def test_an_old_flat_key_names_its_new_place(override, place):
+    with pytest.raises(ConfigError) as error:
+        build_config(RunConfig, None, [override])
+    assert place in str(error.value)

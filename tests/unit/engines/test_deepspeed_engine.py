@@ -37,10 +37,14 @@ from engine_checks import (
 )
 from fsdp2_cases import build_engine as build_fsdp2_engine
 
-from rlkit.config.schema import DeepSpeedConfig, OptimConfig
+from pydantic import ValidationError
+
+from rlkit.config import RunConfig, build_config
+from rlkit.config.schema import OptimConfig
 from rlkit.engines.base import DistInfo
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config
+from rlkit.engines.deepspeed.options import DeepSpeedOptions
 from rlkit.errors import CheckpointError, ConfigError
 
 STAGES = [1, 2, 3]
@@ -54,7 +58,7 @@ def full_parameters(engine) -> dict[str, torch.Tensor]:
 
 # -- the DeepSpeed config -------------------------------------------------------------------------------
 def ds_config(optim=OptimConfig(), role="actor", world_size=1, dtype=torch.float32, **config):
-    return build_ds_config(DeepSpeedConfig(**config), role=role, optim=optim, world_size=world_size,
+    return build_ds_config(DeepSpeedOptions(**config), role=role, optim=optim, world_size=world_size,
                            compute_dtype=dtype, on_cuda=False)
 
 
@@ -81,9 +85,12 @@ def test_config_of_bf16_offload_and_the_reference():
     assert "gradient_clipping" not in ref and "managed_gradient_accumulation" not in ref
 
 
-def test_offload_param_needs_zero3(tiny_model_dir):
-    with pytest.raises(ConfigError, match="engine.zero_stage=3"):
-        build_ds_engine(tiny_model_dir, 2, offload_param=True)
+def test_offload_param_needs_zero3():
+    with pytest.raises(ValidationError, match="engine.deepspeed.zero_stage=3"):
+        DeepSpeedOptions(zero_stage=2, offload_param=True)
+    with pytest.raises(ConfigError, match="engine.deepspeed: offload_param=true needs zero_stage=3"):
+        build_config(RunConfig, None, ["engine.name=deepspeed", "engine.deepspeed.zero_stage=2",
+                                       "engine.deepspeed.offload_param=true"])
 
 
 # -- forward passes -------------------------------------------------------------------------------------

@@ -18,7 +18,7 @@ from engine_cases import LORA
 from micro_batching_cases import MICRO_BATCH, PACKED_SWITCHES, assert_same, make_uneven_batch, measure_world1
 
 from rlkit.batch import Batch
-from rlkit.config.schema import FSDP2Config
+from rlkit.config.schema import EngineConfig
 from rlkit.engines import varlen_attention
 from rlkit.engines.micro_batches import (
     MicroBatching,
@@ -341,4 +341,4 @@ def test_world2_packing_matches_world1_fixed_micro_batches(world2, fixed):
 # -- config (rlkit train with packing runs in test_micro_batching.py) ------------------------------
 def test_packing_and_trimming_together_are_refused():
     with pytest.raises(ValueError, match="set engine.remove_padding=false"):
-        FSDP2Config(pack_sequences=True, remove_padding=True)
+        EngineConfig(pack_sequences=True, remove_padding=True)

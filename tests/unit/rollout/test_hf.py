@@ -9,11 +9,12 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
-from rlkit.config.schema import HFRolloutConfig
+from rlkit.config.schema import RolloutConfig
 from rlkit.engines.base import DistInfo
 from rlkit.rollout.base import RolloutEngine, SamplingParams
 from rlkit.rollout.behaviour import build_tiny_checkpoint, reference_logprobs, tiny_prompts
 from rlkit.rollout.hf import HFRollout
+from rlkit.rollout.hf_options import HFOptions
 
 SAMPLED = SamplingParams(n=3, temperature=0.7, top_k=8, top_p=0.9, max_new_tokens=10)
 GREEDY = SamplingParams(n=1, temperature=0.0, max_new_tokens=10)
@@ -33,8 +34,8 @@ def prompts(checkpoint):
 
 def make(checkpoint, *, seed: int = 1, rank: int = 0, batch_size: int | None = None, path: str | None = None):
     model_path, tokenizer = checkpoint
-    config = HFRolloutConfig(batch_size=batch_size)
-    return HFRollout(config, path or model_path, tokenizer, DistInfo(rank=rank), seed=seed)
+    return HFRollout(RolloutConfig(), HFOptions(batch_size=batch_size), path or model_path, tokenizer,
+                     DistInfo(rank=rank), seed=seed)
 
 
 def as_tuples(completions):
@@ -94,7 +95,7 @@ def test_a_tokenizer_without_pad_pads_with_eos(checkpoint, prompts):
     model_path, tokenizer = checkpoint
     no_pad = copy.deepcopy(tokenizer)
     no_pad.pad_token = None
-    engine = HFRollout(HFRolloutConfig(), model_path, no_pad, DistInfo())
+    engine = HFRollout(RolloutConfig(), HFOptions(), model_path, no_pad, DistInfo())
     assert engine.pad_token_id == tokenizer.eos_token_id
     assert as_tuples(engine.generate(prompts, GREEDY)) == as_tuples(make(checkpoint).generate(prompts, GREEDY))
 
@@ -204,7 +205,7 @@ def test_sleep_and_wake_up_round_trip(checkpoint, prompts):
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a GPU")
 def test_sleep_moves_the_weights_off_the_gpu(checkpoint, prompts):
     model_path, tokenizer = checkpoint
-    engine = HFRollout(HFRolloutConfig(), model_path, tokenizer, DistInfo(device="cuda:0"))
+    engine = HFRollout(RolloutConfig(), HFOptions(), model_path, tokenizer, DistInfo(device="cuda:0"))
     assert next(engine.model.parameters()).dtype == torch.bfloat16
     before = engine.generate(prompts, GREEDY)
     engine.sleep()

@@ -20,7 +20,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlkit.config.schema import SGLangRolloutConfig
+from rlkit.config.schema import RolloutConfig
+from rlkit.rollout.sglang_options import SGLangOptions
 from rlkit.engines.base import DistInfo
 from rlkit.errors import ConfigError
 from rlkit.rollout import sglang_args
@@ -57,7 +58,7 @@ def output(response, logprobs, reason):
 # engine kwargs
 # ---------------------------------------------------------------------------------------------
 def test_engine_kwargs_defaults():
-    kwargs = sglang_args.engine_kwargs(SGLangRolloutConfig(), "/m", dist=GPU0, seed=7)
+    kwargs = sglang_args.engine_kwargs(SGLangOptions(), "/m", dist=GPU0, seed=7)
     assert kwargs == {
         "model_path": "/m",
         "dtype": "bfloat16",
@@ -77,7 +78,7 @@ def test_engine_kwargs_defaults():
 
 
 def test_engine_kwargs_follow_the_config_rank_and_device():
-    config = SGLangRolloutConfig(
+    config = SGLangOptions(
         mem_fraction_static=0.3, attention_backend="fa3", sampling_backend="flashinfer", disable_cuda_graph=True,
         release_memory=False,
     )
@@ -94,7 +95,7 @@ def test_engine_kwargs_follow_the_config_rank_and_device():
 
 
 def test_engine_kwargs_tensor_parallel_only_in_a_single_process():
-    config = SGLangRolloutConfig(tensor_parallel_size=2)
+    config = SGLangOptions(tensor_parallel_size=2)
     assert sglang_args.engine_kwargs(config, "/m", dist=GPU0, seed=1)["tp_size"] == 2
     with pytest.raises(ConfigError, match="tensor_parallel_size=2"):
         sglang_args.engine_kwargs(config, "/m", dist=DistInfo(world_size=2, device="cuda:0"), seed=1)
@@ -102,9 +103,9 @@ def test_engine_kwargs_tensor_parallel_only_in_a_single_process():
 
 def test_engine_kwargs_refuse_cpu_and_unknown_dtypes():
     with pytest.raises(ConfigError, match="needs a CUDA GPU"):
-        sglang_args.engine_kwargs(SGLangRolloutConfig(), "/m", dist=DistInfo(), seed=1)
+        sglang_args.engine_kwargs(SGLangOptions(), "/m", dist=DistInfo(), seed=1)
     with pytest.raises(ConfigError, match="int8"):
-        sglang_args.engine_kwargs(SGLangRolloutConfig(), "/m", dist=GPU0, seed=1, dtype="int8")
+        sglang_args.engine_kwargs(SGLangOptions(), "/m", dist=GPU0, seed=1, dtype="int8")
     assert sglang_args.engine_dtype("bfloat16") == "bfloat16"
     assert sglang_args.torch_dtype(sglang_args.engine_dtype(torch.float32)) is torch.float32
 
@@ -259,7 +260,7 @@ def make_rollout(checkpoint, **config):
     from rlkit.rollout.sglang import SGLangRollout
 
     model_path, tokenizer = checkpoint
-    rollout = SGLangRollout(SGLangRolloutConfig(**config), model_path, tokenizer, GPU0, seed=3)
+    rollout = SGLangRollout(RolloutConfig(), SGLangOptions(**config), model_path, tokenizer, GPU0, seed=3)
     rollout.device = torch.device("cpu")  # the fake engine takes CPU tensors
     return rollout
 

@@ -12,10 +12,10 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlkit.config.schema import VLLMRolloutConfig
 from rlkit.engines.base import DistInfo
 from rlkit.errors import ConfigError, PluginError
 from rlkit.rollout.base import SamplingParams
+from rlkit.rollout.vllm_options import VLLMOptions
 from rlkit.rollout.vllm_args import (
     RANK_SEED_STRIDE,
     completions_from_outputs,
@@ -50,7 +50,7 @@ def test_vllm_dtype_rejects_others():
 
 
 def test_engine_kwargs_single_process():
-    config = VLLMRolloutConfig(gpu_memory_utilization=0.3, enforce_eager=True, sleep_level=2)
+    config = VLLMOptions(gpu_memory_utilization=0.3, enforce_eager=True, sleep_level=2)
     kwargs = engine_kwargs(config, "/models/tiny", dist=DistInfo(), seed=7)
     assert kwargs == {
         "model": "/models/tiny",
@@ -68,7 +68,7 @@ def test_engine_kwargs_single_process():
 
 
 def test_engine_kwargs_options():
-    config = VLLMRolloutConfig(sleep_level=0, max_model_len=4096, enable_prefix_caching=False, seed=123)
+    config = VLLMOptions(sleep_level=0, max_model_len=4096, enable_prefix_caching=False, seed=123)
     kwargs = engine_kwargs(
         config, "/m", dist=DistInfo(), seed=7, dtype=torch.float16, tokenizer_path="/tok", trust_remote_code=True
     )
@@ -80,11 +80,11 @@ def test_engine_kwargs_options():
     assert kwargs["tokenizer"] == "/tok"
     assert kwargs["trust_remote_code"] is True
     assert "distributed_executor_backend" not in kwargs
-    assert "max_model_len" not in engine_kwargs(VLLMRolloutConfig(), "/m", dist=DistInfo(), seed=7)
+    assert "max_model_len" not in engine_kwargs(VLLMOptions(), "/m", dist=DistInfo(), seed=7)
 
 
 def test_engine_kwargs_under_torchrun_share_seeds_within_a_tensor_parallel_group():
-    config = VLLMRolloutConfig(tensor_parallel_size=2)
+    config = VLLMOptions(tensor_parallel_size=2)
     seeds = []
     for rank in range(4):
         kwargs = engine_kwargs(config, "/m", dist=DistInfo(rank=rank, world_size=4, local_rank=rank), seed=1)
@@ -96,16 +96,16 @@ def test_engine_kwargs_under_torchrun_share_seeds_within_a_tensor_parallel_group
 
 
 def test_engine_kwargs_one_engine_per_rank_without_tensor_parallelism():
-    config = VLLMRolloutConfig()
+    config = VLLMOptions()
     seeds = [engine_kwargs(config, "/m", dist=DistInfo(rank=r, world_size=2), seed=1)["seed"] for r in range(2)]
     assert seeds == [1, 1 + RANK_SEED_STRIDE]
 
 
 def test_engine_kwargs_reject_impossible_layouts():
     with pytest.raises(ConfigError, match="tensor_parallel_size=2 needs 2 processes"):
-        engine_kwargs(VLLMRolloutConfig(tensor_parallel_size=2), "/m", dist=DistInfo(), seed=1)
+        engine_kwargs(VLLMOptions(tensor_parallel_size=2), "/m", dist=DistInfo(), seed=1)
     with pytest.raises(ConfigError, match="does not divide the world size 3"):
-        engine_kwargs(VLLMRolloutConfig(tensor_parallel_size=2), "/m", dist=DistInfo(world_size=3), seed=1)
+        engine_kwargs(VLLMOptions(tensor_parallel_size=2), "/m", dist=DistInfo(world_size=3), seed=1)
 
 
 # -- sampling arguments ------------------------------------------------------------------------

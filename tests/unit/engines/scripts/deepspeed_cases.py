@@ -13,9 +13,9 @@ import importlib
 import sys
 from pathlib import Path
 
-from engine_cases import LORA, actor_results, critic_results, engine_spec, lora_results, make_batch
+from engine_cases import LORA, actor_results, critic_results, engine_configs, engine_spec, lora_results, make_batch
 
-from rlkit.config.schema import DeepSpeedConfig
+from rlkit.engines.deepspeed.options import DeepSpeedOptions
 from rlkit.engines.base import DistInfo
 
 
@@ -34,7 +34,8 @@ def build_ds_engine(model_dir: str, stage: int = 3, role: str = "actor", dist: D
     from rlkit.engines.deepspeed import DeepSpeedEngine
 
     spec = engine_spec(model_dir, role, config.pop("lora", None))
-    return DeepSpeedEngine(DeepSpeedConfig(zero_stage=stage, logprob_chunk_size=7, **config), spec, dist)
+    return DeepSpeedEngine(*engine_configs(DeepSpeedOptions, zero_stage=stage, logprob_chunk_size=7, **config), spec,
+                           dist)
 
 
 # -- the world-size-2 checks (run by deepspeed_world2.py) ----------------------------------------------

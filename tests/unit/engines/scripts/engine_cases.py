@@ -14,7 +14,7 @@ from typing import Callable
 import torch
 
 from rlkit.batch import Batch
-from rlkit.config.schema import LoraConfig, OptimConfig
+from rlkit.config.schema import EngineConfig, LoraConfig, OptimConfig
 from rlkit.distributed import all_gather_objects, all_reduce_sum
 from rlkit.engines.base import DistInfo, EngineSpec, ModelOutput
 
@@ -22,6 +22,13 @@ GLOBAL_BATCH = 8
 MICRO_BATCH = 2
 PROMPT_WIDTH, RESPONSE_WIDTH = 5, 6
 LORA = LoraConfig(rank=4, alpha=8.0, target_modules="all-linear")
+
+
+def engine_configs(options_class: type, **settings) -> tuple[EngineConfig, object]:
+    """The shared engine section and an engine's own block (of `options_class`) from one set of settings."""
+    own = {key: value for key, value in settings.items() if key in options_class.model_fields}
+    shared = {key: value for key, value in settings.items() if key not in own}
+    return EngineConfig(**shared), options_class(**own)
 
 
 def engine_spec(model_dir: str, role: str, lora: LoraConfig | None) -> EngineSpec:

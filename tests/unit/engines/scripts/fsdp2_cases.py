@@ -14,16 +14,16 @@ import tempfile
 from pathlib import Path
 
 import torch
-from engine_cases import LORA, actor_results, critic_results, engine_spec, lora_results, make_batch
+from engine_cases import LORA, actor_results, critic_results, engine_configs, engine_spec, lora_results, make_batch
 
-from rlkit.config.schema import FSDP2Config
 from rlkit.engines.base import DistInfo
 from rlkit.engines.fsdp2 import FSDP2Engine
+from rlkit.engines.fsdp2.options import FSDP2Options
 
 
 def build_engine(model_dir: str, role: str = "actor", dist: DistInfo = DistInfo(), **config) -> FSDP2Engine:
     spec = engine_spec(model_dir, role, config.pop("lora", None))
-    return FSDP2Engine(FSDP2Config(logprob_chunk_size=7, **config), spec, dist)
+    return FSDP2Engine(*engine_configs(FSDP2Options, logprob_chunk_size=7, **config), spec, dist)
 
 
 # -- the world-size-2 run ------------------------------------------------------------------------------

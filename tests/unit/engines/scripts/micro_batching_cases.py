@@ -16,7 +16,7 @@ import torch
 from engine_cases import max_difference, policy_loss, value_loss, weights
 
 from rlkit.batch import Batch
-from rlkit.config.schema import DeepSpeedConfig, FSDP2Config, LoraConfig, OptimConfig
+from rlkit.config.schema import EngineConfig, LoraConfig, OptimConfig
 from rlkit.distributed import all_gather_objects, all_reduce_sum
 from rlkit.engines.base import DistInfo, EngineSpec
 from rlkit.engines.micro_batches import greedy_runs, longest_first, sequence_extents
@@ -42,14 +42,18 @@ def build(engine: str, model_dir: str, role: str, dist: DistInfo = DistInfo(), l
     if engine == "fsdp2":
         from rlkit.engines.fsdp2 import FSDP2Engine
 
-        return FSDP2Engine(FSDP2Config(logprob_chunk_size=7, **switches), spec, dist)
+        from rlkit.engines.fsdp2.options import FSDP2Options
+
+        return FSDP2Engine(EngineConfig(logprob_chunk_size=7, **switches), FSDP2Options(), spec, dist)
     from deepspeed_cases import skip_shm_op_build
 
     from rlkit.engines.deepspeed import DeepSpeedEngine
 
     skip_shm_op_build()  # importing deepspeed_cases already did; said here so the reason is visible
 
-    return DeepSpeedEngine(DeepSpeedConfig(zero_stage=3, logprob_chunk_size=7, **switches), spec, dist)
+    from rlkit.engines.deepspeed.options import DeepSpeedOptions
+
+    return DeepSpeedEngine(EngineConfig(logprob_chunk_size=7, **switches), DeepSpeedOptions(zero_stage=3), spec, dist)
 
 
 def make_uneven_batch(vocab_size: int, seed: int = 0) -> Batch:

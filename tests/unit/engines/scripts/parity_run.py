@@ -23,7 +23,7 @@ from engine_cases import MICRO_BATCH, RESPONSE_WIDTH, hf_logprobs, make_batch
 
 from rlkit.algorithms.advantages import estimator_for
 from rlkit.batch import Batch
-from rlkit.config.schema import AlgorithmConfig, DeepSpeedConfig, FSDP2Config, OptimConfig
+from rlkit.config.schema import AlgorithmConfig, EngineConfig, OptimConfig
 from rlkit.distributed import all_reduce_sum
 from rlkit.engines.base import DistInfo, EngineSpec
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
@@ -53,10 +53,14 @@ def build(name: str, model_dir: str, dist: DistInfo):
     if name == "fsdp2":
         from rlkit.engines.fsdp2 import FSDP2Engine
 
-        return FSDP2Engine(FSDP2Config(precision="fp32"), spec, dist)
+        from rlkit.engines.fsdp2.options import FSDP2Options
+
+        return FSDP2Engine(EngineConfig(precision="fp32"), FSDP2Options(), spec, dist)
     from rlkit.engines.deepspeed import DeepSpeedEngine
 
-    return DeepSpeedEngine(DeepSpeedConfig(precision="fp32", zero_stage=int(name[-1])), spec, dist)
+    from rlkit.engines.deepspeed.options import DeepSpeedOptions
+
+    return DeepSpeedEngine(EngineConfig(precision="fp32"), DeepSpeedOptions(zero_stage=int(name[-1])), spec, dist)
 
 
 def grpo_steps(engine, batch: Batch, dist: DistInfo) -> dict[str, list[float]]:

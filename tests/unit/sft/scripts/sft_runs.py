@@ -37,7 +37,7 @@ def sft_config(model_dir: str, output_dir: Path | str, *overrides: str, engine: 
         "trainer.progress_bar=false", "trainer.val_before_train=true",
     ]
     if engine == "deepspeed":
-        base += ["engine.zero_stage=2"]
+        base += ["engine.deepspeed.zero_stage=2"]
         skip_shm_op_build()
     return build_config(SFTConfig, None, base + list(overrides))
 

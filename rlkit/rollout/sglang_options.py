@@ -1,0 +1,21 @@
+"""The SGLang rollout's own options: the `rollout.sglang` block (the shared ones are rlkit.config.rollouts).
+
+Imports without SGLang, so that a recipe carrying this block validates where SGLang is not installed.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from pydantic import Field
+
+from rlkit.config.base import Section
+
+
+class SGLangOptions(Section):
+    tensor_parallel_size: Annotated[int, Field(ge=1, description="GPUs per SGLang engine.")] = 1
+    mem_fraction_static: Annotated[float, Field(gt=0, le=1, description="Fraction of GPU memory for weights+KV.")] = 0.5
+    attention_backend: Annotated[str, Field(description="SGLang attention backend.")] = "triton"
+    sampling_backend: Annotated[str, Field(description="SGLang sampling backend.")] = "pytorch"
+    disable_cuda_graph: Annotated[bool, Field(description="Disable CUDA graphs.")] = False
+    release_memory: Annotated[bool, Field(description="Release weights and KV cache while training.")] = True
