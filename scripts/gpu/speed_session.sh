@@ -23,7 +23,8 @@
 #                                                   the vLLM-alone rows; and 1a on real text (GSM8K prompts).
 #                                                   Look for: step <= 4.4 s; step / vLLM <= 1.3x; gen / vLLM <= 1.11x.
 #  5   (none)                                   5   the speed switches by hand, fsdp2 and deepspeed x vllm (the
-#                                                   "auto" design's targets), and DeepSpeed's passes on $MODEL.
+#                                                   "auto" design's targets), and DeepSpeed's passes on $MODEL
+#                                                   (also without overlap_comm, which one rank cannot use).
 #                                                   Look for: deepspeed step <= 1.2x fsdp2's.
 #  6   .gpu/sglang_p0                           1   stores SGLang piece 0; the FSDP2 passes on $MODEL with the
 #                                                   machine's transformers (5.17): the reference for step 7.
@@ -93,7 +94,8 @@ case $STEP in
   bench switches $WORKLOAD --engine fsdp2,deepspeed --rollout vllm --no-baseline --steps 4 \
     engine.torch_compile=true engine.pack_sequences=true engine.max_tokens_per_micro_batch=16384 \
     rollout.return_logprobs=false algorithm.old_logprobs_from_update=true
-  $PASSES --engine deepspeed --model "$MODEL" --out /tmp/speed/passes_smollm "${DS_SETTINGS[@]}" 2>&1 | log
+  $PASSES --engine deepspeed --model "$MODEL" --out /tmp/speed/passes_smollm "${DS_SETTINGS[@]}" \
+    --setting z3_no_overlap:ds.overlap_comm=false --setting z2_no_overlap:zero_stage=2,ds.overlap_comm=false 2>&1 | log
   cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_deepspeed.json"
   ;;
 6)
