@@ -11,7 +11,11 @@ KL term, random advantages.
         --setting ckpt:gradient_checkpointing=true --profile base --out bench_passes
 
 `--engine deepspeed` times the DeepSpeed engine instead of FSDP2 (one process; settings such as
-`zero2:deepspeed.zero_stage=2`). A setting is NAME:key=value,key=value; keys are those of a run's `engine.`
+`zero2:deepspeed.zero_stage=2`). Two kinds of keys reach past the config there, to find where ZeRO's time goes:
+`ds.KEY=VALUE` sets KEY of the `zero_optimization` block rlkit builds (`ds.overlap_comm=false`,
+`ds.stage3_prefetch_bucket_size=2e8`, `ds.stage3_param_persistence_threshold=100000` for DeepSpeed's default),
+and `leaf_layers=false` leaves ZeRO-3 hooking every submodule instead of gathering per decoder layer.
+A setting is NAME:key=value,key=value; keys are those of a run's `engine.`
 section (`rlkit config docs`: shared ones such as `torch_compile`, the engine's own in its block such as
 `deepspeed.zero_stage`) plus `micro_batch_size` (sequences per micro-batch, 16 by default) and `entropy_grad`
 (false by default, as in training without an entropy bonus; true: the entropy's backward runs). Per setting it prints
@@ -24,13 +28,14 @@ table of the top CUDA kernels of one update of that setting, and the share of wa
 from __future__ import annotations
 
 import argparse
+import contextlib
 import gc
 import json
 import statistics
 import traceback
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -123,14 +128,19 @@ def measure(name: str, fields: dict[str, str], model_path: Path, batch: Batch, d
     micro_batch_size = int(fields.pop("micro_batch_size", 16))
     # as the trainer runs it with the default algorithm.entropy_coeff=0: the entropy is only reported
     entropy_grad = bool(fields.pop("entropy_grad", False))
+    zero_patch = {key.removeprefix("ds."): fields.pop(key) for key in list(fields) if key.startswith("ds.")}
+    leaf_layers = bool(fields.pop("leaf_layers", True))
     engine_class = TRAIN_ENGINES.get(args.engine)  # imports DeepSpeed only when asked for
     section: dict[str, Any] = {"name": args.engine}
     for dotted, value in fields.items():
         set_path(section, dotted.split("."), value)
     config = validate(EngineConfig, section, source=f"--setting {name}")
-    engine = engine_class(config, config.options,
-                          EngineSpec(role="actor", model_path=str(model_path), optim=OptimConfig(lr=1e-7)),
-                          DistInfo(device=device))
+    with deepspeed_patched(args.engine, zero_patch, leaf_layers):
+        engine = engine_class(config, config.options,
+                              EngineSpec(role="actor", model_path=str(model_path), optim=OptimConfig(lr=1e-7)),
+                              DistInfo(device=device))
+    if zero_patch or not leaf_layers:
+        fields = {**fields, **{f"ds.{key}": value for key, value in zero_patch.items()}, "leaf_layers": leaf_layers}
     algorithm = AlgorithmConfig(use_kl_loss=True)
     counts = GlobalCounts(*GlobalCounts.of_local(batch))
     loss_fn = actor_loss_fn(algorithm, "token-mean", args.response_len, counts)
@@ -154,6 +164,33 @@ def measure(name: str, fields: dict[str, str], model_path: Path, batch: Batch, d
     if args.profile == name:
         result["gpu_busy"] = profile(update, out / f"profile_{name}.txt", device)
     return result
+
+
+@contextlib.contextmanager
+def deepspeed_patched(engine: str, zero_patch: dict[str, Any], leaf_layers: bool) -> Iterator[None]:
+    """While the engine is built: `zero_patch` merged into the zero_optimization block of its DeepSpeed config,
+    and with leaf_layers=false no per-decoder-layer gathering (DeepSpeed's per-submodule hooks)."""
+    if not zero_patch and leaf_layers:
+        yield
+        return
+    if engine != "deepspeed":
+        raise ConfigError("ds.KEY and leaf_layers settings apply to --engine deepspeed only")
+    from rlkit.engines.deepspeed import engine as ds_engine
+
+    build, gather = ds_engine.build_ds_config, ds_engine.gather_per_decoder_layer
+
+    def patched_build(*args, **kwargs):
+        config = build(*args, **kwargs)
+        config["zero_optimization"].update(zero_patch)
+        return config
+
+    ds_engine.build_ds_config = patched_build
+    if not leaf_layers:
+        ds_engine.gather_per_decoder_layer = lambda scorer: None
+    try:
+        yield
+    finally:
+        ds_engine.build_ds_config, ds_engine.gather_per_decoder_layer = build, gather
 
 
 def timed(fn, repeats: int, device: str) -> float:

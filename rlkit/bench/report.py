@@ -42,6 +42,7 @@ def to_json(result: BenchResult) -> dict[str, Any]:
                     "num_cpu_cores": machine.num_cpu_cores},
         "workload": {
             "shape": request.shape, "model": result.model_path, "num_params": result.num_params,
+            "data": None if workload.data_file is None else str(workload.data_file),
             "prompts": workload.num_prompts, "n": workload.n, "prompt_len": workload.prompt_len,
             "response_len": workload.response_len, "steps": workload.steps, "warmup": workload.warmup,
             "nproc": request.nproc, "overrides": list(request.overrides),
@@ -50,8 +51,15 @@ def to_json(result: BenchResult) -> dict[str, Any]:
             {"engine": p.engine, "rollout": p.rollout, "status": p.status, "reason": p.reason, "phases": p.phases,
              "step_s": p.step_s, "rollout_tokens_per_s": p.rollout_tokens_per_s,
              "train_tokens_per_s": p.train_tokens_per_s, "mfu": p.mfu, "peak_memory_gb": p.peak_memory_gb,
-             "num_steps": p.num_steps, "output_dir": p.output_dir}
+             "num_steps": p.num_steps, "output_dir": p.output_dir,
+             "step_over_vllm_alone": _ratio(p.step_s, result.vllm_alone_seconds()),
+             "generate_over_vllm_alone": _ratio(p.phases.get("generate"), result.vllm_alone_seconds())}
             for p in result.pairings
+        ],
+        "vllm_alone": [
+            {"name": b.name, "logprobs": b.logprobs, "status": b.status, "reason": b.reason,
+             "generate_s": b.generate_s, "tokens_per_s": b.tokens_per_s, "num_steps": b.num_steps}
+            for b in result.baselines
         ],
     }
 
@@ -74,45 +82,54 @@ def print_table(result: BenchResult, console=None) -> None:
     phases = [phase for phase in PHASE_HEADERS
               if phase in ALWAYS_SHOWN or any(phase in p.phases for p in result.pairings)]
     workload = result.request.workload
-    source = result.request.shape or result.model_path or str(result.request.model)
-    table = Table(title=f"rlkit bench: {source}, {workload.num_prompts} prompts x {workload.n}, "
-                        f"{workload.prompt_len}+{workload.response_len} tokens; median seconds per step over "
-                        f"{workload.steps} steps")
-    for header in ("pairing", "status", *(PHASE_HEADERS[phase] for phase in phases), "step", "rollout tok/s",
-                   "train tok/s", "MFU", "peak GB"):
+    alone = result.vllm_alone_seconds()
+    table = Table(title=f"rlkit bench: {_source(result)}, {workload.num_prompts} prompts x {workload.n}, "
+                        f"{_lengths(workload)}; median seconds per step over {workload.steps} steps")
+    ratios = ("step / vLLM", "gen / vLLM") if alone is not None else ()
+    for header in ("pairing", "status", *(PHASE_HEADERS[phase] for phase in phases), "step", *ratios,
+                   "rollout tok/s", "train tok/s", "MFU", "peak GB"):
         table.add_column(header, justify="left" if header in ("pairing", "status") else "right", no_wrap=True)
     for p in result.pairings:
+        ratio_cells = [_times(_ratio(p.step_s, alone)), _times(_ratio(p.phases.get("generate"), alone))] if ratios else []
         table.add_row(
-            p.name, p.status, *[_phase_time(p, phase) for phase in phases], _number(p.step_s),
+            p.name, p.status, *[_phase_time(p, phase) for phase in phases], _number(p.step_s), *ratio_cells,
             _number(p.rollout_tokens_per_s), _number(p.train_tokens_per_s),
             "-" if p.mfu is None else f"{100 * p.mfu:.1f}%", _number(p.peak_memory_gb),
         )
+    for b in result.baselines:  # generation only: the generate column and the step are the same number
+        cells = ["-"] * len(phases)
+        if "generate" in phases:
+            cells[phases.index("generate")] = _number(b.generate_s)
+        ratio_cells = [_times(_ratio(b.generate_s, alone))] * len(ratios)
+        table.add_row(b.name, b.status, *cells, _number(b.generate_s), *ratio_cells, _number(b.tokens_per_s),
+                      "-", "-", "-")
     console.print(table)
-    for p in result.pairings:
-        if p.reason:
-            console.print(f"{p.status} {p.name}: {p.reason}", highlight=False, markup=False)
+    for item in [*result.pairings, *result.baselines]:
+        if item.reason:
+            console.print(f"{item.status} {item.name}: {item.reason}", highlight=False, markup=False)
 
 
 def plot_phases(result: BenchResult, path: Path) -> Path:
-    """A PNG of stacked median phase times per pairing that ran (skipped and failed ones are named below)."""
+    """A PNG of stacked median phase times per pairing that ran, then vLLM alone's generate bars (what did not
+    run is named below)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    ran = [p for p in result.pairings if p.status == "ok"]
-    phases = [phase for phase in PHASES if any(phase in p.phases for p in ran)]
-    phases += sorted({phase for p in ran for phase in p.phases} - set(phases))
+    ran = {p.name: p.phases for p in result.pairings if p.status == "ok"}
+    ran.update({b.name: {"generate": b.generate_s} for b in result.baselines if b.status == "ok"})
+    phases = [phase for phase in PHASES if any(phase in bars for bars in ran.values())]
+    phases += sorted({phase for bars in ran.values() for phase in bars} - set(phases))
     figure, axis = plt.subplots(figsize=(max(4.0, 1.6 * len(ran) + 2.5), 4.5))
     bottoms = [0.0] * len(ran)
     for phase in phases:
-        heights = [p.phases.get(phase, 0.0) for p in ran]
-        axis.bar([p.name for p in ran], heights, bottom=bottoms, label=phase)
+        heights = [bars.get(phase, 0.0) for bars in ran.values()]
+        axis.bar(list(ran), heights, bottom=bottoms, label=phase)
         bottoms = [bottom + height for bottom, height in zip(bottoms, heights)]
     axis.set_ylabel("median seconds per step")
     workload = result.request.workload
-    axis.set_title(f"{result.request.shape or result.model_path}: {workload.num_prompts}x{workload.n} samples, "
-                   f"{workload.prompt_len}+{workload.response_len} tokens", fontsize=10)
+    axis.set_title(f"{_source(result)}: {workload.num_prompts}x{workload.n} samples, {_lengths(workload)}", fontsize=10)
     if ran:
         axis.legend(fontsize=8, loc="upper left", bbox_to_anchor=(1.0, 1.0))
     else:
@@ -125,6 +142,26 @@ def plot_phases(result: BenchResult, path: Path) -> Path:
     figure.savefig(path, dpi=120)
     plt.close(figure)
     return path
+
+
+def _source(result: BenchResult) -> str:
+    model = result.request.shape or result.model_path or str(result.request.model)
+    data = result.request.workload.data_file
+    return model if data is None else f"{model} on {data}"
+
+
+def _lengths(workload) -> str:
+    if workload.data_file is None:
+        return f"{workload.prompt_len}+{workload.response_len} tokens"
+    return f"<={workload.response_len} new tokens"
+
+
+def _ratio(value: float | None, base: float | None) -> float | None:
+    return None if value is None or not base else value / base
+
+
+def _times(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f}x"
 
 
 def _phase_time(pairing: PairingResult, phase: str) -> str:

@@ -9,6 +9,9 @@ run writes metrics.jsonl; the summary takes medians over the steps after the war
   train tokens/s     prompt + response tokens / update time
   MFU                6 * parameters * tokens * ppo_epochs / update time / peak bf16 FLOP/s of the GPUs used
   peak memory        the largest memory/peak_gb of the measured steps (torch's allocator, CUDA only)
+
+Then, unless switched off, "vLLM alone" generates the same prompts with the same sampling settings
+(rlkit.bench.vllm_alone): what a step's time is compared with.
 """
 
 from __future__ import annotations
@@ -27,7 +30,9 @@ from typing import Any, Literal
 
 import yaml
 
+from rlkit.bench import vllm_alone
 from rlkit.bench.shapes import count_parameters
+from rlkit.bench.vllm_alone import BaselineResult
 from rlkit.bench.workload import Workload, ensure_model, model_dir, run_settings, write_prompts
 from rlkit.config import RunConfig, build_config
 from rlkit.errors import ConfigError, PluginError
@@ -98,6 +103,7 @@ class BenchRequest:
     model: Path | None = None
     nproc: int = 1
     overrides: tuple[str, ...] = ()
+    baseline: bool = True  # also time vLLM alone on the same prompts
 
     def command(self) -> str:
         """The command line that repeats this benchmark."""
@@ -105,9 +111,10 @@ class BenchRequest:
         source = f"--model {self.model}" if self.model is not None else f"--shape {self.shape}"
         parts = [
             "rlkit bench", f"--engine {','.join(self.engines)}", f"--rollout {','.join(self.rollouts)}", source,
+            *([f"--data {w.data_file}"] if w.data_file is not None else []),
             f"--prompts {w.num_prompts} --n {w.n} --prompt-len {w.prompt_len} --response-len {w.response_len}",
             f"--steps {w.steps} --warmup {w.warmup}", *([f"--nproc {self.nproc}"] if self.nproc > 1 else []),
-            f"--out {self.out}", *self.overrides,
+            *([] if self.baseline else ["--no-baseline"]), f"--out {self.out}", *self.overrides,
         ]
         return " ".join(parts)
 
@@ -141,12 +148,20 @@ class BenchResult:
     model_path: str | None
     num_params: int | None
     pairings: list[PairingResult]
+    baselines: list[BaselineResult] = field(default_factory=list)
+
+    def vllm_alone_seconds(self) -> float | None:
+        """Median seconds vLLM alone took to generate a step's prompts without log-probs; None if not run."""
+        return next((b.generate_s for b in self.baselines if b.status == "ok" and not b.logprobs), None)
 
 
 # -- the bench ----------------------------------------------------------------------------------------
 def run_bench(request: BenchRequest) -> BenchResult:
-    """Skip what cannot run here, validate every config, then run the pairings one after another."""
+    """Skip what cannot run here, validate every config, run the pairings one after another, then vLLM alone."""
     machine = probe_machine()
+    data_file = request.workload.data_file
+    if data_file is not None and not data_file.is_file():
+        raise ConfigError(f"--data {data_file} does not exist; give a prompt file (rlkit data gsm8k writes one)")
     pairings = [(engine, rollout) for engine in request.engines for rollout in request.rollouts]
     results: dict[tuple[str, str], PairingResult] = {}
     for engine, rollout in pairings:
@@ -154,19 +169,23 @@ def run_bench(request: BenchRequest) -> BenchResult:
         if reason is not None:
             results[engine, rollout] = PairingResult(engine, rollout, "skipped", reason)
     runnable = [pairing for pairing in pairings if pairing not in results]
+    baseline_skip = None if request.baseline else "switched off (--no-baseline)"
+    baseline_skip = baseline_skip or vllm_alone.skip_reason(machine.cuda)
     if not runnable:
-        return BenchResult(request, machine, None, None, [results[pairing] for pairing in pairings])
+        baselines = vllm_alone.skipped(baseline_skip or "no pairing could run here") if request.baseline else []
+        return BenchResult(request, machine, None, None, [results[pairing] for pairing in pairings], baselines)
 
     cache_dir = request.out / "cache"
     model_path = request.model if request.model is not None else model_dir(request.shape, cache_dir)
-    prompts_path = request.out / "prompts.jsonl"
+    prompts_path = data_file if data_file is not None else request.out / "prompts.jsonl"
     # Every config is validated before anything is built or run: a typo in an override fails in a second.
     configs = {(engine, rollout): pairing_config(request, engine, rollout, model_path, prompts_path)
                for engine, rollout in runnable}
     if request.model is None:
         ensure_model(request.shape, cache_dir)
     first = next(iter(configs.values()))
-    write_prompts(_tokenizer(first), request.workload, prompts_path)
+    if data_file is None:
+        write_prompts(_tokenizer(first), request.workload, prompts_path)
     num_params = _num_params(first)
 
     for (engine, rollout), cfg in configs.items():
@@ -174,7 +193,16 @@ def run_bench(request: BenchRequest) -> BenchResult:
                  request.workload.warmup)
         results[engine, rollout] = run_pairing(cfg, request, machine, num_params)
         log.info("bench: %s x %s %s", engine, rollout, results[engine, rollout].status)
-    return BenchResult(request, machine, str(model_path), num_params, [results[pairing] for pairing in pairings])
+    baselines: list[BaselineResult] = []
+    if request.baseline:
+        if baseline_skip is not None:
+            baselines = vllm_alone.skipped(baseline_skip)
+        else:  # the settings of a vLLM pairing when there is one (its memory share, say), else rlkit's defaults
+            cfg = next((cfg for cfg in configs.values() if cfg.rollout.name == "vllm"), first)
+            log.info("bench: vLLM alone, %d steps (%d warm-up)", request.workload.total_steps, request.workload.warmup)
+            baselines = vllm_alone.run_baseline(cfg, request.workload, request.out / "vllm_alone")
+    return BenchResult(request, machine, str(model_path), num_params, [results[pairing] for pairing in pairings],
+                       baselines)
 
 
 def skip_reason(engine: str, rollout: str, machine: Machine) -> str | None:

@@ -1,8 +1,13 @@
-"""The fixed GRPO workload of `rlkit bench`: a model folder, prompts of an exact token length, and the run.
+"""The GRPO workload of `rlkit bench`: a model folder, the prompts, and the run.
 
-Every pairing trains the same thing: `num_prompts` prompts of exactly `prompt_len` tokens, `n` responses
-each of exactly `response_len` tokens (`rollout.ignore_eos`), scored by the cheap `bench` reward, with a
-KL loss so that the reference pass runs too, and one optimizer step per training step.
+Every pairing trains the same thing, with a KL loss (0.001, low_var_kl) so that the reference pass runs too,
+and one optimizer step per training step. Two kinds of prompts:
+- synthetic (the default): `num_prompts` prompts of exactly `prompt_len` tokens, `n` responses each of
+  exactly `response_len` tokens (`rollout.ignore_eos`), scored by the cheap `bench` reward;
+- a dataset (`data_file`, `rlkit bench --data`): the file's prompts as a training run reads them (chat
+  template when the tokenizer has one), the first `num_prompts` for the first step, the next for the next
+  (no shuffling), responses ending at EOS or after `response_len` tokens, the file's own reward
+  (`reward.name: auto`: GSM8K's for `rlkit data gsm8k` files); `prompt_len` is then the longest prompt kept.
 
 Models. `tiny` is rlkit's built-in tiny model. The Qwen2.5 shapes get random bf16 weights written once
 into the cache folder, with the tiny model's trained tokenizer grown to the shape's vocabulary by filler
@@ -44,11 +49,12 @@ class Workload:
 
     num_prompts: int
     n: int
-    prompt_len: int
-    response_len: int
+    prompt_len: int  # with data_file: the longest prompt kept
+    response_len: int  # with data_file: the most new tokens; responses end at EOS
     steps: int
     warmup: int
     seed: int = 0
+    data_file: Path | None = None  # a prompt file instead of synthetic prompts
 
     @property
     def total_steps(self) -> int:
@@ -237,25 +243,26 @@ def write_prompts(tokenizer: Any, workload: Workload, path: Path) -> Path:
 # -- the run ----------------------------------------------------------------------------------------
 def run_settings(workload: Workload, *, engine: str, rollout: str, model_path: Path, prompts_path: Path,
                  output_dir: Path) -> dict[str, Any]:
-    """The fixed GRPO run as {dotted.key: value}; the user's key=value overrides go on top."""
-    return {
+    """The GRPO run as {dotted.key: value}; the user's key=value overrides go on top.
+
+    `prompts_path` is the synthetic prompts file, or the workload's data_file."""
+    settings = {
         "engine.name": engine,
         "rollout.name": rollout,
         "model.path": str(model_path),
         "data.train_files": [str(prompts_path)],
         "data.val_files": [],
-        "data.prompt_format": "raw",
         "data.max_prompt_length": workload.prompt_len,
         "data.train_batch_size": workload.num_prompts,
         "data.shuffle": False,
         "algorithm.adv_estimator": "grpo",
         "algorithm.use_kl_loss": True,  # so that the reference log-prob pass is measured too
+        "algorithm.kl_loss_coef": 0.001,
+        "algorithm.kl_loss_type": "low_var_kl",
         "algorithm.mini_batch_size": workload.num_prompts,  # one optimizer step per training step
         "rollout.n": workload.n,
         "rollout.temperature": 1.0,
         "rollout.max_new_tokens": workload.response_len,
-        "rollout.ignore_eos": True,
-        "reward.name": "bench",
         "optim.lr": 1e-6,  # the embedded default's 5e-3 would blow up a 7B model and skip its updates
         "trainer.total_steps": workload.total_steps,
         "trainer.output_dir": str(output_dir),
@@ -267,4 +274,13 @@ def run_settings(workload: Workload, *, engine: str, rollout: str, model_path: P
         "trainer.save_freq": 0,
         "trainer.save_at_end": False,
         "trainer.resume": "disable",
+    }
+    if workload.data_file is None:
+        return {**settings, "data.prompt_format": "raw", "rollout.ignore_eos": True, "reward.name": "bench"}
+    return {
+        **settings,
+        "data.filter_overlong_prompts": True,
+        # only the prompts the steps use are read and tokenized: step k takes the k-th block of num_prompts
+        "data.max_train_samples": workload.num_prompts * workload.total_steps,
+        "rollout.ignore_eos": False,
     }

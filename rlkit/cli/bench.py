@@ -1,4 +1,5 @@
-"""`rlkit bench --engine fsdp2,deepspeed --rollout hf,vllm,sglang [--shape 0.5b | --model PATH] [key=value ...]`."""
+"""`rlkit bench --engine fsdp2,deepspeed --rollout hf,vllm,sglang [--shape 0.5b | --model PATH] [--data FILE]
+[key=value ...]`."""
 
 from __future__ import annotations
 
@@ -8,6 +9,9 @@ from pathlib import Path
 import click
 
 from rlkit.bench.shapes import SHAPE_NAMES
+
+SYNTHETIC_PROMPT_LEN = 256
+DATA_PROMPT_LEN = 1024
 
 
 def _names(value: str) -> tuple[str, ...]:
@@ -27,29 +31,38 @@ def _names(value: str) -> tuple[str, ...]:
               help="Random weights in a Qwen2.5 shape, or the built-in tiny model (default: tiny).")
 @click.option("--model", type=click.Path(path_type=Path), default=None,
               help="A Hugging Face model folder to benchmark instead of a --shape.")
+@click.option("--data", "data_file", type=click.Path(path_type=Path), default=None,
+              help="A prompt file (.parquet/.jsonl, e.g. from `rlkit data gsm8k`) instead of synthetic prompts: "
+                   "each step takes the next --prompts of its prompts, responses end at EOS, its own reward.")
 @click.option("--prompts", type=click.IntRange(min=1), default=32, show_default=True, help="Prompts per step.")
 @click.option("--n", type=click.IntRange(min=2), default=8, show_default=True, help="Responses per prompt.")
-@click.option("--prompt-len", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Tokens in every prompt.")
+@click.option("--prompt-len", type=click.IntRange(min=1), default=None,
+              help=f"Tokens in every prompt ({SYNTHETIC_PROMPT_LEN}); with --data, the longest prompt kept "
+                   f"({DATA_PROMPT_LEN}).")
 @click.option("--response-len", type=click.IntRange(min=1), default=256, show_default=True,
-              help="Tokens in every response (rollout.ignore_eos).")
+              help="Tokens in every response (rollout.ignore_eos); with --data, the most new tokens.")
 @click.option("--steps", type=click.IntRange(min=1), default=5, show_default=True,
               help="Measured steps (medians are over these).")
 @click.option("--warmup", type=click.IntRange(min=0), default=2, show_default=True,
               help="Steps run first and left out of the medians.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (GPUs) per pairing; more than 1 runs each pairing under torchrun.")
+@click.option("--baseline/--no-baseline", default=True, show_default=True,
+              help="Also time vLLM alone generating the same prompts with the same sampling settings (needs vLLM "
+                   "and a CUDA GPU, else listed as skipped).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench_out"), show_default=True,
               help="Folder for bench.json, bench.png, the runs and the cached model.")
 def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape: str | None, model: Path | None,
-                  prompts: int, n: int, prompt_len: int, response_len: int, steps: int, warmup: int, nproc: int,
-                  out: Path) -> None:
-    """Time a fixed GRPO workload for every engine x rollout pairing.
+                  data_file: Path | None, prompts: int, n: int, prompt_len: int | None, response_len: int, steps: int,
+                  warmup: int, nproc: int, baseline: bool, out: Path) -> None:
+    """Time a GRPO workload for every engine x rollout pairing, and vLLM alone on the same prompts.
 
     Each pairing runs `rlkit train` in its own process for WARMUP + STEPS steps and reports median seconds per
     phase, rollout and training tokens/s, MFU and peak GPU memory. Pairings that cannot run here (a missing
     package, no CUDA for vllm/sglang) are listed as skipped. Overrides such as
-    algorithm.micro_batch_size_per_device=4 apply to every pairing. Writes OUT/bench.json and OUT/bench.png.
+    algorithm.micro_batch_size_per_device=4 apply to every pairing. Then an in-process vLLM engine alone
+    generates each step's prompts (with and without log-probs), and each step is shown as a multiple of that.
+    Writes OUT/bench.json and OUT/bench.png.
     """
     from rlkit.bench.report import plot_phases, print_table, write_json
     from rlkit.bench.runner import BenchRequest, run_bench
@@ -65,10 +78,11 @@ def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape
         raise click.BadParameter(f"{prompts} prompts do not split over {nproc} processes", param_hint="--prompts")
     request = BenchRequest(
         engines=_names(engines), rollouts=_names(rollouts),
-        workload=Workload(num_prompts=prompts, n=n, prompt_len=prompt_len, response_len=response_len, steps=steps,
-                          warmup=warmup),
+        workload=Workload(num_prompts=prompts, n=n, response_len=response_len, steps=steps, warmup=warmup,
+                          prompt_len=prompt_len or (SYNTHETIC_PROMPT_LEN if data_file is None else DATA_PROMPT_LEN),
+                          data_file=data_file),
         out=out, shape=None if model is not None else shape or "tiny", model=model, nproc=nproc,
-        overrides=tuple(overrides_list),
+        overrides=tuple(overrides_list), baseline=baseline,
     )
     result = run_bench(request)
     print_table(result)

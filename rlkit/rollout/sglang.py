@@ -27,9 +27,11 @@ per-request seed outside its deterministic-inference mode, so a resumed run does
 of an uninterrupted one.
 
 Side effects of starting SGLang in the trainer's process: it sets the multiprocessing start method to
-"spawn", sets CUDA_DEVICE_MAX_CONNECTIONS=8 in os.environ, and patches torch's CUDA-tensor pickling to
-name devices by UUID. Under torchrun the engine starts without TORCHELASTIC_USE_AGENT_STORE in its
-environment (`sglang_args.scheduler_environment`), or its scheduler's process group would never form.
+"spawn" and patches torch's CUDA-tensor pickling to name devices by UUID. The environment variables it sets
+while starting (NCCL_CUMEM_ENABLE, NCCL_NVLS_ENABLE, CUDA_DEVICE_MAX_CONNECTIONS, ...) are undone once its
+processes are up, and under torchrun the engine starts without TORCHELASTIC_USE_AGENT_STORE, or its
+scheduler's process group would never form (`sglang_args.scheduler_environment`). The idle scheduler sleeps
+on its sockets (`sleep_on_idle`) instead of polling them with a CPU core while the trainer trains.
 `close()` (SGLang's shutdown) kills every child process of this process.
 """
 
@@ -109,7 +111,8 @@ class SGLangRollout:
 
         # CUDA tensors are pickled with the device's UUID, so the scheduler finds them whatever its device order.
         monkey_patch_torch_reductions()
-        with sglang_args.scheduler_environment(os.environ):  # the scheduler processes inherit the environment
+        # the scheduler processes inherit the environment; what SGLang sets in it goes again afterwards
+        with sglang_args.scheduler_environment(os.environ):
             self.engine = sglang.Engine(**kwargs)
 
     # -- RolloutEngine --------------------------------------------------------------------------

@@ -2,7 +2,8 @@
 
 - `engine_kwargs`: the sglang options block (rollout.sglang) -> keyword arguments of `sglang.Engine`.
 - `check_environment`: refuses environment variables that change what the log-probs mean.
-- `scheduler_environment`: hides torchrun's agent-store flag from the scheduler processes SGLang spawns.
+- `scheduler_environment`: hides torchrun's agent-store flag from the scheduler processes SGLang spawns, and
+  undoes the environment variables SGLang sets in this process while it starts.
 - `sampling_params` / `repeat_prompts`: rlkit's SamplingParams -> SGLang's sampling-params dict, prompts
   repeated n times (prompt-major) so that the order of the outputs is the order rlkit wants.
 - `completions_from_outputs`: SGLang's output dicts -> `Completion`s.
@@ -99,6 +100,9 @@ def engine_kwargs(
         "sampling_backend": options.sampling_backend,
         "disable_cuda_graph": options.disable_cuda_graph,
         "enable_memory_saver": options.release_memory,
+        # The idle scheduler otherwise polls its sockets in a loop, a CPU core at 100% through every training
+        # phase; it then blocks in zmq.Poller on the same sockets and wakes at once for the next request.
+        "sleep_on_idle": True,
         # Prompts arrive as token ids and rlkit decodes the text itself (with the stop token kept).
         "skip_tokenizer_init": True,
         # "model" would fill unset options (repetition_penalty, ...) from generation_config.json.
@@ -119,19 +123,29 @@ def check_environment(environ: Mapping[str, str]) -> None:
 
 @contextlib.contextmanager
 def scheduler_environment(environ: MutableMapping[str, str]) -> Iterator[None]:
-    """Start SGLang's scheduler processes without torchrun's TORCHELASTIC_USE_AGENT_STORE (restored after).
+    """Start SGLang's scheduler processes without torchrun's TORCHELASTIC_USE_AGENT_STORE, and leave this
+    process's environment as it was before (restored on exit, errors included).
 
-    torchrun sets it in every worker, and a process that has it set turns any `tcp://host:port` rendezvous
+    torchrun sets the flag in every worker, and a process that has it set turns any `tcp://host:port` rendezvous
     into a client of a store it assumes torchrun's agent hosts there. The scheduler builds its own process
     group on a free port of its choosing, so with the flag inherited it waits for a server that never starts:
     the trainer hung at engine start under torchrun. The trainer's own group is already up when this runs.
+
+    SGLang also writes process-wide variables while it starts (`_set_envs_and_config`: NCCL_CUMEM_ENABLE=0,
+    NCCL_NVLS_ENABLE=0, CUDA_DEVICE_MAX_CONNECTIONS, CUDA_MODULE_LOADING, ...). Its scheduler and detokenizer
+    have been spawned with them by the time the engine is built; the trainer keeps its own, so that the NCCL
+    communicators it creates later (lazily, at their first collective) are configured as without SGLang.
     """
-    value = environ.pop(_AGENT_STORE_ENV, None)
+    before = dict(environ)
+    environ.pop(_AGENT_STORE_ENV, None)
     try:
         yield
     finally:
-        if value is not None:
-            environ[_AGENT_STORE_ENV] = value
+        for name in [name for name in environ if name not in before]:
+            del environ[name]
+        for name, value in before.items():
+            if environ.get(name) != value:
+                environ[name] = value
 
 
 def eos_token_ids(tokenizer, model_path: str) -> list[int]:

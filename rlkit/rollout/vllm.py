@@ -15,7 +15,9 @@ both back. With `sleep_level` 2 `sleep()` drops both: `wake_up()` reallocates on
 then pushes its weights with `update_weights`, and the KV cache comes back at the start of the next
 `generate` (so the weights' upload never competes with the KV cache for memory).
 
-Log-probs are log_softmax(logits / temperature) of each sampled token (see rlkit.rollout.vllm_args).
+Log-probs are log_softmax(logits / temperature) of each sampled token (see rlkit.rollout.vllm_args). Requests
+ask vLLM for token ids only; the text is decoded here, once per response, with the run's tokenizer
+(rlkit.rollout.vllm_args says why).
 Heavy imports (vllm) happen at construction, so importing this module needs only torch.
 """
 
@@ -119,6 +121,7 @@ class VLLMRollout:
         random.setstate(python_state)
         np.random.set_state(numpy_state)
         self._dtype, self._device = self.llm.collective_rpc(_model_dtype_and_device)[0]
+        self._has_flat_logprobs = "flat_logprobs" in getattr(vllm.SamplingParams, "__struct_fields__", ())
 
     # -- RolloutEngine --------------------------------------------------------------------------
     def generate(self, prompts: Sequence[list[int]], params: SamplingParams) -> list[Completion]:
@@ -141,7 +144,7 @@ class VLLMRollout:
             for prompt in prompts
             for _ in range(copies)
         ]
-        kwargs = vllm_args.sampling_kwargs(params)
+        kwargs = vllm_args.sampling_kwargs(params, flat_logprobs=self._has_flat_logprobs)
         seeds = vllm_args.request_seeds(self.seed, self.num_generate_calls, len(requests), kwargs["n"])
         sampling = [self._vllm.SamplingParams(**kwargs, seed=seed) for seed in seeds]
         self.num_generate_calls += 1
@@ -149,7 +152,7 @@ class VLLMRollout:
         # should any vLLM code path still draw from the global generators.
         with torch.random.fork_rng(devices=self._cuda_devices()):
             outputs = self.llm.generate(requests, sampling, use_tqdm=False)
-        return vllm_args.completions_from_outputs(outputs, with_logprobs=params.logprobs)
+        return vllm_args.completions_from_outputs(outputs, self._decode, with_logprobs=params.logprobs)
 
     def update_weights(self, weights: Iterable[tuple[str, Tensor]]) -> None:
         """Load full weights, given in Hugging Face names, into the engine in place, bucket by bucket.
@@ -225,6 +228,9 @@ class VLLMRollout:
     def _cuda_devices(self) -> list[int]:
         device = torch.device(self.dist.device)
         return [device.index if device.type == "cuda" and device.index is not None else self.dist.local_rank]
+
+    def _decode(self, token_ids: list[int]) -> str:
+        return self.tokenizer.decode(token_ids, skip_special_tokens=True)
 
     def _on_engine_device(self, weights: Iterable[tuple[str, Tensor]]) -> Iterator[tuple[str, Tensor]]:
         """Each tensor on the engine's GPU, floating ones in the engine's dtype (lazily, one at a time)."""

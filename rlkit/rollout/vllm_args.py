@@ -5,7 +5,14 @@
 - `sampling_kwargs` / `prompt_copies` / `request_seeds`: rlkit's SamplingParams -> keyword arguments of
   `vllm.SamplingParams`, one seed per request.
 - `completions_from_outputs`: vLLM's `RequestOutput`s -> `Completion`s, written against duck-typed objects
-  (`.prompt_token_ids`, `.outputs[i].{index, token_ids, logprobs, finish_reason, text}`).
+  (`.prompt_token_ids`, `.outputs[i].{index, token_ids, logprobs, finish_reason}`).
+
+Output handling, chosen for speed (docs/speed_defaults.md). Requests ask for token ids only
+(`detokenize=False`): vLLM 0.26's output processor otherwise detokenizes every new token of every sequence at
+every step and, with log-probs, decodes each returned token once more on its own (`LogprobsProcessor`), all in
+the thread that drives the in-process engine. rlkit decodes each finished response once, with the run's
+tokenizer, as the HF and SGLang rollouts do. Log-probs come as vLLM's `FlatLogprobs` (`flat_logprobs=True`):
+a few flat lists per response instead of a dict and a `Logprob` object per token.
 
 Log-probs. vLLM 0.26 returns, with `logprobs_mode="processed_logprobs"`, the sampled token's log-prob after
 temperature scaling *and* after top-k/top-p masking (renormalised over the kept tokens); the default
@@ -17,7 +24,7 @@ each rollout log-prob exceeds the trainer's by log(1 / kept probability mass) of
 from __future__ import annotations
 
 import hashlib
-from typing import TYPE_CHECKING, Any, Mapping, Sequence
+from typing import TYPE_CHECKING, Any, Callable, Mapping, Sequence
 
 from rlkit.errors import ConfigError
 from rlkit.rollout.base import RANK_SEED_STRIDE, Completion, SamplingParams, dtype_name
@@ -108,8 +115,11 @@ def engine_kwargs(
     return kwargs
 
 
-def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
-    """Keyword arguments of `vllm.SamplingParams` for one request (one prompt copy, see `prompt_copies`)."""
+def sampling_kwargs(params: SamplingParams, *, flat_logprobs: bool = True) -> dict[str, Any]:
+    """Keyword arguments of `vllm.SamplingParams` for one request (one prompt copy, see `prompt_copies`).
+
+    Token ids only, no text (see the module docstring); `flat_logprobs=False` for a vLLM that predates it.
+    """
     if params.temperature > MAX_TEMPERATURE:
         raise ConfigError(
             f"rollout temperature {params.temperature} is above vLLM's limit of {MAX_TEMPERATURE}; lower it"
@@ -124,8 +134,8 @@ def sampling_kwargs(params: SamplingParams) -> dict[str, Any]:
         "stop_token_ids": list(params.stop_token_ids),
         "ignore_eos": params.ignore_eos,
         "logprobs": 0 if params.logprobs else None,  # 0: the sampled token's log-prob only
-        "detokenize": True,
-        "skip_special_tokens": True,
+        "detokenize": False,
+        **({"flat_logprobs": True} if flat_logprobs and params.logprobs else {}),
     }
 
 
@@ -147,11 +157,13 @@ def request_seeds(engine_seed: int, call_index: int, num_requests: int, samples_
     return [start + index * samples_per_request for index in range(num_requests)]
 
 
-def completions_from_outputs(request_outputs: Sequence[Any], *, with_logprobs: bool = True) -> list[Completion]:
+def completions_from_outputs(
+    request_outputs: Sequence[Any], decode: Callable[[list[int]], str], *, with_logprobs: bool = True
+) -> list[Completion]:
     """Flatten vLLM `RequestOutput`s (in request order) into Completions, samples of a request in index order.
 
     The token that ended a response (EOS or a stop id) is part of `token_ids` in vLLM and stays in
-    `response_ids`: it is a sampled action with a log-prob.
+    `response_ids`: it is a sampled action with a log-prob. `decode` turns response ids into text.
     """
     completions = []
     for request_index, request in enumerate(request_outputs):
@@ -170,16 +182,24 @@ def completions_from_outputs(request_outputs: Sequence[Any], *, with_logprobs: b
                     response_ids=response_ids,
                     logprobs=logprobs,
                     finish_reason=output.finish_reason,
-                    text=output.text or "",
+                    text=decode(response_ids),
                 )
             )
     return completions
 
 
-def sampled_logprobs(response_ids: Sequence[int], positions: Sequence[Mapping[int, Any]] | None) -> list[float]:
-    """The log-prob of each sampled token from vLLM's per-position {token_id: Logprob} maps."""
+def sampled_logprobs(response_ids: Sequence[int], positions: Any) -> list[float]:
+    """The log-prob of each sampled token from vLLM's `FlatLogprobs`, or from per-position {token_id: Logprob} maps.
+
+    With logprobs=0 each position holds the sampled token alone, first (FlatLogprobs: at its start index).
+    """
     if positions is None:
         raise RuntimeError("vLLM returned no log-probs although logprobs=0 was requested")
     if len(positions) != len(response_ids):
         raise RuntimeError(f"vLLM returned {len(positions)} log-prob positions for {len(response_ids)} tokens")
+    if hasattr(positions, "start_indices"):  # FlatLogprobs: flat lists, no object per token
+        token_ids = [positions.token_ids[start] for start in positions.start_indices]
+        if token_ids != list(response_ids):
+            raise RuntimeError(f"vLLM log-prob token ids {token_ids} differ from the sampled ids {list(response_ids)}")
+        return [float(positions.logprobs[start]) for start in positions.start_indices]
     return [float(position[token].logprob) for token, position in zip(response_ids, positions)]

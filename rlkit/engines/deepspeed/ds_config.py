@@ -7,6 +7,14 @@ accumulation boundary) and sets `gradient_accumulation_steps: 1`, so that `engin
 the loss; `train_micro_batch_size_per_gpu` is then only DeepSpeed's sample bookkeeping. The optimizer and
 the learning-rate schedule are rlkit's own (rlkit/engines/optim.py), passed to `deepspeed.initialize`, so
 the config has no "optimizer" or "scheduler" block.
+
+Speed at world size 1 (docs/engines.md). ZeRO-3 gathers a module's parameters in a hook before each forward
+and backward and frees them after (`PartitionedParameterCoordinator.fetch_sub_module` / `release_sub_module`),
+even when its one rank already holds every element: an allocation, a copy and Python bookkeeping per module
+per micro-batch. On one rank every parameter is made persistent instead (gathered once, kept; DeepSpeed
+refreshes them after each optimizer step), at the cost of a second bf16 copy of the weights, and the
+reference model, which has no optimizer state to partition, is a plain DeepSpeed engine (stage 0) unless it
+is offloaded to CPU.
 """
 
 from __future__ import annotations
@@ -21,6 +29,8 @@ from rlkit.engines.deepspeed.options import DeepSpeedOptions
 
 # DeepSpeed prints a progress line every `steps_per_print` steps; rlkit logs its own metrics.
 _NEVER = 2**62
+# stage3_param_persistence_threshold above any parameter's size: every parameter stays gathered
+_EVERY_PARAMETER = 2**62
 
 
 def build_ds_config(
@@ -35,7 +45,8 @@ def build_ds_config(
     """The dict handed to `deepspeed.initialize(config=...)`.
 
     Actor and critic: ZeRO `options.zero_stage` with an optimizer. The reference: a ZeRO-3 inference engine
-    (parameters partitioned, no optimizer), its parameters on CPU with `offload_ref`.
+    (parameters partitioned, no optimizer), its parameters on CPU with `offload_ref`; at world size 1 without
+    `offload_ref`, a plain engine (stage 0: nothing to partition, no hooks). See the module docstring.
     """
     bf16 = compute_dtype == torch.bfloat16
     ds_config: dict[str, Any] = {
@@ -47,10 +58,7 @@ def build_ds_config(
         "wall_clock_breakdown": False,
     }
     if role == "ref":
-        zero: dict[str, Any] = {"stage": 3}
-        if options.offload_ref:
-            zero["offload_param"] = {"device": "cpu", "pin_memory": on_cuda}
-        ds_config["zero_optimization"] = zero
+        ds_config["zero_optimization"] = _reference_zero_block(options, world_size, on_cuda)
         return ds_config
 
     assert optim is not None, "a trainable engine needs its OptimConfig"
@@ -62,7 +70,7 @@ def build_ds_config(
             # a torch AdamW passed to deepspeed.initialize: nothing is compiled
             "zero_allow_untested_optimizer": True,
             "zero_force_ds_cpu_optimizer": options.optimizer_impl == "deepspeed",
-            "zero_optimization": _zero_block(options, on_cuda),
+            "zero_optimization": _zero_block(options, world_size, on_cuda),
         }
     )
     if bf16:
@@ -72,7 +80,19 @@ def build_ds_config(
     return ds_config
 
 
-def _zero_block(options: DeepSpeedOptions, on_cuda: bool) -> dict[str, Any]:
+def reference_zero_stage(options: DeepSpeedOptions, world_size: int) -> int:
+    """The reference engine's ZeRO stage: 3 (partitioned, or offloaded with offload_ref), 0 on one rank."""
+    return 3 if world_size > 1 or options.offload_ref else 0
+
+
+def _reference_zero_block(options: DeepSpeedOptions, world_size: int, on_cuda: bool) -> dict[str, Any]:
+    zero: dict[str, Any] = {"stage": reference_zero_stage(options, world_size)}
+    if options.offload_ref:
+        zero["offload_param"] = {"device": "cpu", "pin_memory": on_cuda}
+    return zero
+
+
+def _zero_block(options: DeepSpeedOptions, world_size: int, on_cuda: bool) -> dict[str, Any]:
     zero: dict[str, Any] = {
         "stage": options.zero_stage,
         # overlapping reduction with backward needs side streams (GPU) and, with caller-driven
@@ -84,4 +104,8 @@ def _zero_block(options: DeepSpeedOptions, on_cuda: bool) -> dict[str, Any]:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_cuda}
     if options.offload_param:
         zero["offload_param"] = {"device": "cpu", "pin_memory": on_cuda}
+    elif options.zero_stage == 3 and world_size == 1:
+        # one rank holds every element anyway: gather each parameter once instead of per module and pass
+        zero["stage3_param_persistence_threshold"] = _EVERY_PARAMETER
+        zero["stage3_model_persistence_threshold"] = _EVERY_PARAMETER
     return zero

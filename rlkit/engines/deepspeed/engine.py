@@ -29,9 +29,15 @@ from rlkit.batch import Batch
 from rlkit.config.engines import EngineConfig
 from rlkit.engines import passes
 from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
-from rlkit.engines.building import apply_activation_checkpointing, build_scorer, compile_decoder_layers, compute_dtype
+from rlkit.engines.building import (
+    apply_activation_checkpointing,
+    build_scorer,
+    compile_decoder_layers,
+    compute_dtype,
+    decoder_layers,
+)
 from rlkit.engines.deepspeed import state
-from rlkit.engines.deepspeed.ds_config import build_ds_config
+from rlkit.engines.deepspeed.ds_config import build_ds_config, reference_zero_stage
 from rlkit.engines.deepspeed.options import DeepSpeedOptions
 from rlkit.engines.micro_batches import MicroBatching
 from rlkit.engines.optim import build_optimizer, build_scheduler
@@ -65,7 +71,7 @@ class DeepSpeedEngine:
         self.batching = MicroBatching.of(config)
         self.compute_dtype = compute_dtype(config, dist.device)
         self.trainable = spec.role != "ref"
-        self.zero_stage = 3 if spec.role == "ref" else options.zero_stage
+        self.zero_stage = reference_zero_stage(options, dist.world_size) if spec.role == "ref" else options.zero_stage
 
         ensure_process_group(dist)  # before deepspeed.initialize, which would look for MPI otherwise
         self.scorer = build_scorer(spec, config, reference_dtype=None)  # fp32: DeepSpeed casts it itself
@@ -73,6 +79,8 @@ class DeepSpeedEngine:
             apply_activation_checkpointing(hf_model_of(self.scorer.model))
         if config.torch_compile:  # before deepspeed.initialize: its hooks stay outside the compiled forwards
             compile_decoder_layers(self.scorer)
+        if self.zero_stage == 3 and spec.lora is None:  # before deepspeed.initialize, which installs the hooks
+            gather_per_decoder_layer(self.scorer)
         self.optimizer = self.scheduler = None
         if self.trainable:
             self.optimizer = self._build_optimizer()
@@ -196,6 +204,25 @@ class DeepSpeedEngine:
             and not self.options.offload_param
             and hasattr(self.ds_engine.optimizer, "offload_states")
         )
+
+
+def gather_per_decoder_layer(scorer: torch.nn.Module) -> None:
+    """Make every decoder layer a ZeRO-3 leaf module: its parameters are gathered and released together, in one
+    hook pair around the layer, and its gradients reduced once after its backward, as FSDP2 shards per layer.
+
+    ZeRO-3 otherwise hooks every submodule (each projection, norm, activation) with a fetch before and a
+    release after each forward and backward, Python work per module and micro-batch; and with
+    engine.torch_compile those hooks, which DeepSpeed keeps out of compiled code, would split each compiled
+    layer into pieces.
+
+    Not with LoRA: DeepSpeed reduces a leaf's gradients in a full backward hook, which fires before the
+    layer's own backward when none of its inputs requires a gradient, as behind LoRA's frozen embedding.
+    """
+    from deepspeed.utils import set_z3_leaf_modules
+
+    layer_classes = list(dict.fromkeys(type(layer) for layer in decoder_layers(scorer)))
+    if layer_classes:
+        set_z3_leaf_modules(scorer, layer_classes)
 
 
 def check_deepspeed_version() -> None:

@@ -43,6 +43,8 @@ def test_each_engine_times_its_passes_on_cpu(engine, tmp_path):
                "--prompt-len", "8", "--response-len", "8", "--repeats", "1", "--out", str(tmp_path),
                "--setting", "base:", "--setting", "mb2:micro_batch_size=2,entropy_grad=true",
                "--setting", "bad:no_such_field=1"]
+    if engine == "deepspeed":  # DeepSpeed's own defaults, per-submodule hooks: what rlkit's settings replace
+        command += ["--setting", "zero3_stock:ds.stage3_param_persistence_threshold=100000,leaf_layers=false"]
     run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
     assert run.returncode == 0, run.stderr[-4000:]
     results = {row["setting"]: row for row in json.loads((Path(tmp_path) / "passes.json").read_text())["results"]}
@@ -50,3 +52,7 @@ def test_each_engine_times_its_passes_on_cpu(engine, tmp_path):
         assert results[name]["engine"] == engine and results[name]["logprob_s"] > 0 and results[name]["update_s"] > 0
     assert results["mb2"]["micro_batch_size"] == 2 and results["mb2"]["entropy_grad"] is True
     assert "no_such_field" in results["bad"]["error"]
+    if engine == "deepspeed":
+        stock = results["zero3_stock"]
+        assert stock["update_s"] > 0 and stock["fields"] == {"ds.stage3_param_persistence_threshold": 100000,
+                                                             "leaf_layers": False}

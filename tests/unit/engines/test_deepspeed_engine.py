@@ -83,6 +83,19 @@ def test_config_of_bf16_offload_and_the_reference():
     ref = ds_config(None, role="ref", zero_stage=1, offload_ref=True)
     assert ref["zero_optimization"] == {"stage": 3, "offload_param": {"device": "cpu", "pin_memory": False}}
     assert "gradient_clipping" not in ref and "managed_gradient_accumulation" not in ref
+    # partitioned over several ranks; on one rank there is nothing to partition: a plain engine, no hooks
+    assert ds_config(None, role="ref", world_size=2)["zero_optimization"] == {"stage": 3}
+    assert ds_config(None, role="ref", world_size=1)["zero_optimization"] == {"stage": 0}
+
+
+def test_zero3_on_one_rank_keeps_every_parameter_gathered():
+    persistent = {"stage3_param_persistence_threshold", "stage3_model_persistence_threshold"}
+    one_rank = ds_config(zero_stage=3)["zero_optimization"]
+    assert one_rank["stage3_param_persistence_threshold"] >= 2**62 and persistent <= set(one_rank)
+    assert not persistent & set(ds_config(zero_stage=3, world_size=2)["zero_optimization"])  # DeepSpeed's defaults
+    assert not persistent & set(ds_config(zero_stage=2)["zero_optimization"])
+    # offloaded parameters stay on CPU: persistence would keep them on the GPU
+    assert not persistent & set(ds_config(zero_stage=3, offload_param=True)["zero_optimization"])
 
 
 def test_offload_param_needs_zero3():
@@ -103,13 +116,31 @@ def test_logprobs_match_full_logits_of_the_hf_model(tiny_model_dir, plain_model,
 
 
 @pytest.mark.parametrize("offload_ref", [False, True])
-def test_reference_is_a_zero3_inference_engine_equal_to_the_actor(tiny_model_dir, batch, offload_ref):
+def test_reference_is_an_inference_engine_equal_to_the_actor(tiny_model_dir, batch, offload_ref):
     actor = build_ds_engine(tiny_model_dir, 1)
     ref = build_ds_engine(tiny_model_dir, 1, role="ref", offload_ref=offload_ref)
-    assert ref.optimizer is None and ref.zero_stage == 3
-    assert all(hasattr(param, "ds_id") for param in ref.scorer.parameters())  # partitioned
+    # on one rank a plain engine; offloaded to CPU, a partitioned ZeRO-3 one (as at any world size > 1)
+    assert ref.optimizer is None and ref.zero_stage == (3 if offload_ref else 0)
+    assert all(hasattr(param, "ds_id") == offload_ref for param in ref.scorer.parameters())
     actor_logprobs = actor.compute_logprobs(batch, micro_batch_size=MICRO_BATCH).logprobs
     assert torch.equal(ref.compute_logprobs(batch, micro_batch_size=3).logprobs, actor_logprobs)
+
+
+def test_zero3_gathers_per_decoder_layer(tiny_model_dir):
+    from deepspeed.utils import z3_leaf_module
+
+    from rlkit.engines.building import decoder_layers
+
+    engine = build_ds_engine(tiny_model_dir, 3)
+    layers = decoder_layers(engine.scorer)
+    assert layers and all(z3_leaf_module(layer) for layer in layers)
+    # hooked modules: the layers and what lies outside them (embedding, final norm, head, wrappers), not inside
+    inside = {id(module) for layer in layers for module in layer.modules() if module is not layer}
+    assert not any(id(module) in inside for module in engine.scorer.modules() if module._forward_pre_hooks)
+    assert not any(z3_leaf_module(layer) for layer in decoder_layers(build_ds_engine(tiny_model_dir, 2).scorer))
+    # with LoRA the first layer's input needs no gradient, and a leaf's gradient hook would fire too early
+    lora = build_ds_engine(tiny_model_dir, 3, lora=LORA)
+    assert not any(z3_leaf_module(layer) for layer in decoder_layers(lora.scorer))
 
 
 @pytest.mark.parametrize("stage", STAGES)

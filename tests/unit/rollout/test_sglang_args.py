@@ -71,6 +71,7 @@ def test_engine_kwargs_defaults():
         "sampling_backend": "pytorch",
         "disable_cuda_graph": False,
         "enable_memory_saver": True,
+        "sleep_on_idle": True,  # the idle scheduler blocks on its sockets instead of spinning a core
         "skip_tokenizer_init": True,
         "sampling_defaults": "openai",
         "log_level": "error",
@@ -217,6 +218,7 @@ class FakeEngine:
     def __init__(self, **kwargs):
         self.kwargs = kwargs
         self.agent_store_flag = os.environ.get("TORCHELASTIC_USE_AGENT_STORE")  # what its schedulers inherit
+        os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] = "8"  # as SGLang's _set_envs_and_config
         self.calls: list[tuple] = []
         self.loaded: dict[str, torch.Tensor] = {}
 
@@ -355,10 +357,20 @@ def test_scheduler_environment_hides_the_agent_store_flag_and_restores_it():
     assert unset == {"OTHER": "1"}
 
 
+def test_scheduler_environment_undoes_what_sglang_sets_while_starting():
+    environ = {"NCCL_NVLS_ENABLE": "1", "KEEP": "x"}
+    with sglang_args.scheduler_environment(environ):
+        # as SGLang's _set_envs_and_config does, in the process that builds the Engine
+        environ.update(NCCL_CUMEM_ENABLE="0", NCCL_NVLS_ENABLE="0", CUDA_DEVICE_MAX_CONNECTIONS="8")
+    assert environ == {"NCCL_NVLS_ENABLE": "1", "KEEP": "x"}
+
+
 def test_rollout_starts_the_engine_without_the_agent_store_flag(checkpoint, fake_sglang, monkeypatch):
     monkeypatch.setenv("TORCHELASTIC_USE_AGENT_STORE", "True")
+    monkeypatch.delenv("CUDA_DEVICE_MAX_CONNECTIONS", raising=False)
     rollout = make_rollout(checkpoint)
     assert rollout.engine.agent_store_flag is None and os.environ["TORCHELASTIC_USE_AGENT_STORE"] == "True"
+    assert "CUDA_DEVICE_MAX_CONNECTIONS" not in os.environ  # the fake engine set it while starting
 
 
 def test_a_spawned_scheduler_forms_its_process_group_under_torchrun():

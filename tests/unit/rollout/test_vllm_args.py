@@ -7,6 +7,7 @@ vLLM is not needed: its outputs are faked with SimpleNamespace objects shaped li
 import importlib.util
 import subprocess
 import sys
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import pytest
@@ -120,10 +121,13 @@ def test_sampling_kwargs():
         "stop_token_ids": [5, 9],
         "ignore_eos": False,
         "logprobs": 0,
-        "detokenize": True,
-        "skip_special_tokens": True,
+        "detokenize": False,  # rlkit decodes each response once itself
+        "flat_logprobs": True,  # flat lists, not a dict and a Logprob object per token
     }
     assert prompt_copies(params) == 1
+    assert "flat_logprobs" not in sampling_kwargs(params, flat_logprobs=False)  # a vLLM without the field
+    without = sampling_kwargs(SamplingParams(logprobs=False))
+    assert without["logprobs"] is None and without["detokenize"] is False and "flat_logprobs" not in without
     assert sampling_kwargs(SamplingParams(top_k=20))["top_k"] == 20
     assert sampling_kwargs(SamplingParams(ignore_eos=True))["ignore_eos"] is True
 
@@ -156,14 +160,37 @@ def _logprob_maps(token_ids, values):
     return [{token: SimpleNamespace(logprob=value, rank=1)} for token, value in zip(token_ids, values)]
 
 
-def _sample(index, token_ids, values, finish_reason, text=""):
+@dataclass
+class _FlatLogprobs:
+    """Shaped like vLLM's FlatLogprobs: flat lists, position i spanning start_indices[i]:end_indices[i]."""
+
+    start_indices: list[int]
+    end_indices: list[int]
+    token_ids: list[int]
+    logprobs: list[float]
+
+    def __len__(self):
+        return len(self.start_indices)
+
+
+def _flat_logprobs(token_ids, values):
+    """With logprobs=0: one entry, the sampled token, per position."""
+    return _FlatLogprobs(list(range(len(token_ids))), list(range(1, len(token_ids) + 1)), list(token_ids), list(values))
+
+
+def _sample(index, token_ids, values, finish_reason, flat=False):
+    # text is None: requests ask for token ids only (detokenize=False), rlkit decodes
     return SimpleNamespace(
         index=index,
         token_ids=token_ids,
-        logprobs=_logprob_maps(token_ids, values),
+        logprobs=(_flat_logprobs if flat else _logprob_maps)(token_ids, values),
         finish_reason=finish_reason,
-        text=text,
+        text=None,
     )
+
+
+def _decode(token_ids):
+    return " ".join(f"t{token}" for token in token_ids)
 
 
 def test_completions_are_prompt_major_and_keep_the_stop_token():
@@ -173,18 +200,19 @@ def test_completions_are_prompt_major_and_keep_the_stop_token():
         SimpleNamespace(
             prompt_token_ids=[10, 11],
             outputs=[
-                _sample(1, [7, eos], [-0.5, -0.25], "stop", "b"),
-                _sample(0, [5, 6, 8], [-1.0, -2.0, -3.0], "length", "a"),
+                _sample(1, [7, eos], [-0.5, -0.25], "stop"),
+                _sample(0, [5, 6, 8], [-1.0, -2.0, -3.0], "length", flat=True),
             ],
         ),
-        SimpleNamespace(prompt_token_ids=[12], outputs=[_sample(0, [9], [-0.125], "stop", "c")]),
+        SimpleNamespace(prompt_token_ids=[12], outputs=[_sample(0, [9], [-0.125], "stop", flat=True)]),
     ]
-    completions = completions_from_outputs(outputs)
+    completions = completions_from_outputs(outputs, _decode)
     assert [c.prompt_ids for c in completions] == [[10, 11], [10, 11], [12]]
     assert [c.response_ids for c in completions] == [[5, 6, 8], [7, eos], [9]]
+    # the same numbers from FlatLogprobs (samples 0 and 2) and from per-position maps (sample 1)
     assert [c.logprobs for c in completions] == [[-1.0, -2.0, -3.0], [-0.5, -0.25], [-0.125]]
     assert [c.finish_reason for c in completions] == ["length", "stop", "stop"]
-    assert [c.text for c in completions] == ["a", "b", "c"]
+    assert [c.text for c in completions] == ["t5 t6 t8", "t7 t2", "t9"]  # decoded by rlkit, stop token included
 
 
 def test_completions_copies_of_a_greedy_prompt_stay_together():
@@ -194,29 +222,33 @@ def test_completions_copies_of_a_greedy_prompt_stay_together():
         SimpleNamespace(prompt_token_ids=[2], outputs=[_sample(0, [4], [-0.5], "length")]),
         SimpleNamespace(prompt_token_ids=[2], outputs=[_sample(0, [4], [-0.5], "length")]),
     ]
-    assert [c.prompt_ids for c in completions_from_outputs(outputs)] == [[1], [1], [2], [2]]
+    assert [c.prompt_ids for c in completions_from_outputs(outputs, _decode)] == [[1], [1], [2], [2]]
 
 
 def test_completions_without_logprobs():
     sample = SimpleNamespace(index=0, token_ids=[3], logprobs=None, finish_reason="length", text=None)
-    (completion,) = completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[sample])],
+    (completion,) = completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[sample])], _decode,
                                              with_logprobs=False)
     assert completion.logprobs is None
-    assert completion.text == ""
+    assert completion.text == "t3"
 
 
 def test_completions_reject_aborted_and_malformed_outputs():
     aborted = SimpleNamespace(prompt_token_ids=[1], outputs=[_sample(0, [3], [-0.5], "abort")])
     with pytest.raises(RuntimeError, match="finish_reason='abort'"):
-        completions_from_outputs([aborted])
+        completions_from_outputs([aborted], _decode)
     short = _sample(0, [3, 4], [-0.5, -0.5], "length")
     short.logprobs = short.logprobs[:1]
     with pytest.raises(RuntimeError, match="1 log-prob positions for 2 tokens"):
-        completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[short])])
+        completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[short])], _decode)
     missing = _sample(0, [3], [-0.5], "length")
     missing.logprobs = None
     with pytest.raises(RuntimeError, match="no log-probs"):
-        completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[missing])])
+        completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[missing])], _decode)
+    swapped = _sample(0, [3, 4], [-0.5, -0.5], "length", flat=True)
+    swapped.logprobs.token_ids = [4, 3]
+    with pytest.raises(RuntimeError, match=r"log-prob token ids \[4, 3\] differ"):
+        completions_from_outputs([SimpleNamespace(prompt_token_ids=[1], outputs=[swapped])], _decode)
 
 
 # -- import hygiene ----------------------------------------------------------------------------
