@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rlkit.config.kinds import config_models
 from rlkit.config.sections import render_reference
 
 HEADER = """# Config reference
@@ -15,8 +16,6 @@ Union sections (`engine`, `rollout`) take the options of the member their `name`
 
 
 def render_config_reference() -> str:
-    from rlkit.cli.configs import config_models
-
     titles = {"train": "`rlkit train` (RunConfig)", "sft": "`rlkit sft` (SFTConfig)"}
     parts = [HEADER]
     for kind, model in config_models().items():

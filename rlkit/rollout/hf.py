@@ -21,7 +21,7 @@ from torch import Tensor
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rlkit.config.schema import HFRolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.rollout.base import (
     RANK_SEED_STRIDE,
     Completion,

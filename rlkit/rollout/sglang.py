@@ -48,7 +48,7 @@ from rlkit.rollout.weights import bucket_weights, check_weight, weight_shapes
 
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
     from rlkit.config.schema import SGLangRolloutConfig
-    from rlkit.engines.base import DistInfo
+    from rlkit.distributed import DistInfo
 
 WEIGHT_BUCKET_BYTES = 512 * 1024**2  # GPU memory a weight update stages at once
 _KV_TAGS = ("kv_cache", "cuda_graph")  # resumed together, at the first generate after wake_up

@@ -10,7 +10,8 @@ from rlkit.algorithms.advantages import estimator_for
 from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import barrier, process_rank
-from rlkit.engines.base import DistInfo, EngineSpec, TrainEngine
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec, TrainEngine
 from rlkit.errors import ConfigError
 from rlkit.models.loading import check_model_path, load_tokenizer
 from rlkit.models.tiny import ensure_tiny_model

@@ -26,7 +26,7 @@ from rlkit.batch import Batch
 from rlkit.config.schema import RunConfig
 from rlkit.data.sampler import EpochSampler
 from rlkit.distributed import all_gather_objects, all_reduce_min, all_reduce_sum
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.rollout.base import SamplingParams
 from rlkit.trainer import experience
 from rlkit.trainer.checkpoint import CheckpointManager, resume_point

@@ -36,7 +36,8 @@ from rlkit.config.sft import SFTConfig
 from rlkit.data.sampler import EpochSampler
 from rlkit.data.sft import SFTSample, collate_sft, load_sft_dataset, without_loss
 from rlkit.distributed import all_reduce_sum
-from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput, TrainEngine
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec, LossFn, ModelOutput, TrainEngine
 from rlkit.errors import CheckpointError, ConfigError
 from rlkit.models.loading import load_tokenizer
 from rlkit.trainer.checkpoint import CheckpointManager, resume_point

@@ -20,7 +20,7 @@ if not torch.cuda.is_available():
 vllm = pytest.importorskip("vllm")
 
 from rlkit.config.schema import VLLMRolloutConfig  # noqa: E402
-from rlkit.engines.base import DistInfo  # noqa: E402
+from rlkit.distributed import DistInfo  # noqa: E402
 from rlkit.rollout import vllm as vllm_rollout  # noqa: E402
 from rlkit.rollout.base import SamplingParams  # noqa: E402
 from rlkit.rollout.vllm import VLLMRollout  # noqa: E402

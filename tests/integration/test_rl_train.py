@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from helpers import REPO, small_run
 from rlkit.config import RunConfig, build_config
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.trainer.rl import RLTrainer
 
 ESTIMATORS = ["grpo", "drgrpo", "reinforce", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "rloo",

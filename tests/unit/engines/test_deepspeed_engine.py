@@ -38,7 +38,7 @@ from engine_checks import (
 from fsdp2_cases import build_engine as build_fsdp2_engine
 
 from rlkit.config.schema import DeepSpeedConfig, OptimConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config
 from rlkit.errors import CheckpointError, ConfigError

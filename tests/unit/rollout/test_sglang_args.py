@@ -21,7 +21,7 @@ import pytest
 import torch
 
 from rlkit.config.schema import SGLangRolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.errors import ConfigError
 from rlkit.rollout import sglang_args
 from rlkit.rollout.base import RolloutEngine, SamplingParams

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from rlkit.config.schema import VLLMRolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.errors import ConfigError, PluginError
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm_args import (

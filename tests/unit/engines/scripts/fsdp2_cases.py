@@ -17,7 +17,7 @@ import torch
 from engine_cases import LORA, actor_results, critic_results, engine_spec, lora_results, make_batch
 
 from rlkit.config.schema import FSDP2Config
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.engines.fsdp2 import FSDP2Engine
 
 
