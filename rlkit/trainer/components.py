@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.algorithms.advantages import estimator_for
+from rlkit.algorithms.policy_losses import loss_agg_mode_for
 from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import barrier, process_rank
@@ -129,7 +130,10 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
 
 
 def loss_agg_mode(cfg: RunConfig) -> str:
-    return cfg.algorithm.loss_agg_mode or estimator_for(cfg.algorithm.adv_estimator).default_loss_agg_mode
+    """algorithm.loss_agg_mode; when unset the policy loss's declared mode, else the estimator's."""
+    algorithm = cfg.algorithm
+    return loss_agg_mode_for(algorithm.loss_agg_mode, policy_loss=algorithm.policy_loss,
+                             adv_estimator=algorithm.adv_estimator)
 
 
 def loss_norm_length(cfg: RunConfig) -> int:
