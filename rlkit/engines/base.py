@@ -100,11 +100,3 @@ class TrainEngine(Protocol):
     def export_hf(self, directory: Path) -> None:
         """Write a Hugging Face folder (safetensors + config) on rank 0 (collective)."""
         ...
-
-    def offload(self) -> None:
-        """Move weights (and optimizer state) to CPU to make room for the rollout engine."""
-        ...
-
-    def onload(self) -> None:
-        """Bring them back."""
-        ...
