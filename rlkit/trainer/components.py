@@ -10,16 +10,17 @@ from rlkit.algorithms.advantages import estimator_for
 from rlkit.algorithms.policy_losses import loss_agg_mode_for
 from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
-from rlkit.distributed import barrier, process_rank
-from rlkit.distributed import DistInfo
+from rlkit.distributed import DistInfo, barrier, process_rank
 from rlkit.engines.base import EngineSpec, TrainEngine
 from rlkit.errors import ConfigError
+from rlkit.experience import ColocatedExperience, ExperienceSource, SingleTurnGeneration
 from rlkit.models.loading import check_model_path, load_tokenizer
 from rlkit.models.tiny import ensure_tiny_model
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager
 from rlkit.rollout.base import RolloutEngine
+from rlkit.timing import PhaseTimer
 
 BUILTIN_TINY = "builtin:tiny"
 
@@ -127,6 +128,15 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
 
     rollout = rollout_cls(cfg.rollout, model_path, tokenizer, dist, seed=cfg.trainer.seed)
     return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps)
+
+
+def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer) -> ExperienceSource:
+    """The synchronous source: this rank's rollout engine, one response per sample."""
+    tokenizer = parts.tokenizer
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return ColocatedExperience(cfg, rollout=parts.rollout, generation=SingleTurnGeneration(parts.rollout, pad_token_id),
+                               reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
+                               timer=timer)
 
 
 def loss_agg_mode(cfg: RunConfig) -> str:

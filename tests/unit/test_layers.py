@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rlkit.registry",),
     ("rlkit.algorithms",),
     ("rlkit.config",),
-    ("rlkit.batch", "rlkit.distributed"),
+    ("rlkit.batch", "rlkit.distributed", "rlkit.timing"),
     ("rlkit.data", "rlkit.models", "rlkit.rewards"),
     ("rlkit.engines", "rlkit.rollout"),
     ("rlkit.experience",),
@@ -146,7 +146,7 @@ def test_no_modules_import_each_other():
     ("from rlkit import registry, __version__\n", {"rlkit.registry", "rlkit"}),
     ("def build():\n    import rlkit.cli.main\n", {"rlkit.cli.main"}),
     ("from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from rlkit.batch import Batch\n", {"rlkit.batch"}),
-    ("from . import timing\nfrom ..batch import Batch\n", {"rlkit.trainer.timing", "rlkit.batch"}),
+    ("from . import metrics\nfrom ..batch import Batch\n", {"rlkit.trainer.metrics", "rlkit.batch"}),
     ("import torch\nfrom os import path\n", set()),
 ])
 def test_the_parser_sees_every_kind_of_import(source, expected):
