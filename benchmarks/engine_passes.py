@@ -44,7 +44,8 @@ from rlkit.bench.shapes import count_parameters
 from rlkit.bench.workload import ensure_model
 from rlkit.config.loading import parse_override, set_path, validate
 from rlkit.config.schema import AlgorithmConfig, EngineConfig, OptimConfig
-from rlkit.engines.base import DistInfo, EngineSpec
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec
 from rlkit.errors import ConfigError
 from rlkit.registry import TRAIN_ENGINES
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn

@@ -1,18 +1,37 @@
-"""Process-group set-up and the few collectives the trainer needs.
+"""Where a process sits (`DistInfo`), process-group set-up and the few collectives the trainer needs.
 
 World size 1 runs without torchrun and without a process group; under torchrun the backend is nccl on
-GPU and gloo on CPU.
+GPU and gloo on CPU. Engines that need a group even at world size 1 (FSDP2, DeepSpeed) start a 1-rank
+one with `ensure_process_group`.
 """
 
 from __future__ import annotations
 
 import os
+from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
 
-from rlkit.engines.base import DistInfo
+
+@dataclass(frozen=True)
+class DistInfo:
+    """Where this process sits. Passed to engines; never written into a config."""
+
+    rank: int = 0
+    world_size: int = 1
+    local_rank: int = 0
+    device: str = "cpu"  # "cpu" or "cuda:<local_rank>"
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+
+def _backend(use_cuda: bool) -> str:
+    # gloo beside nccl: the trainer's small bookkeeping collectives (counts, metrics) run on CPU tensors.
+    return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
 
 
 def init_distributed(device: str = "auto") -> DistInfo:
@@ -24,14 +43,24 @@ def init_distributed(device: str = "auto") -> DistInfo:
     if use_cuda:
         torch.cuda.set_device(local_rank)
     if world_size > 1 and not dist.is_initialized():
-        # gloo beside nccl: the trainer's small bookkeeping collectives (counts, metrics) run on CPU tensors.
         dist.init_process_group(
-            backend="cpu:gloo,cuda:nccl" if use_cuda else "gloo",
+            backend=_backend(use_cuda),
             timeout=timedelta(minutes=30),
             device_id=torch.device("cuda", local_rank) if use_cuda else None,
         )
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank,
                     device=f"cuda:{local_rank}" if use_cuda else "cpu")
+
+
+def ensure_process_group(dist_info: DistInfo) -> None:
+    """The process group an engine shards over: torchrun's when there is one, else (world size 1 without a
+    launcher) a 1-rank group over an in-memory store, so one code path serves every world size."""
+    if dist.is_initialized():
+        assert dist.get_world_size() == dist_info.world_size, "DistInfo disagrees with the process group"
+        return
+    assert dist_info.world_size == 1, "world size > 1 needs the torchrun process group (init_distributed)"
+    dist.init_process_group(_backend(dist_info.device.startswith("cuda")), store=dist.HashStore(), rank=0,
+                            world_size=1)
 
 
 def is_distributed() -> bool:

@@ -13,7 +13,8 @@ import tempfile
 from pathlib import Path
 
 from rlkit.config.loading import read_yaml
-from rlkit.engines.base import DistInfo, EngineSpec
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec
 from rlkit.errors import CheckpointError, RlkitError
 from rlkit.trainer.checkpoint import CheckpointManager, verify
 
@@ -34,7 +35,7 @@ def resolve_checkpoint(path: Path) -> Path:
 
 
 def export_checkpoint(checkpoint: Path, out: Path, *, merge_lora: bool = False) -> Path:
-    from rlkit.cli.configs import config_models
+    from rlkit.config.kinds import config_models
     from rlkit.config.loading import load_saved_config
     from rlkit.trainer.components import resolve_model_path
     from rlkit.registry import TRAIN_ENGINES

@@ -19,7 +19,14 @@ from rlkit.algorithms.kl import (
     apply_kl_in_reward,
     kl_penalty,
 )
-from rlkit.algorithms.policy_losses import cispo_loss, gspo_loss, policy_loss, ppo_loss, register_policy_loss
+from rlkit.algorithms.policy_losses import (
+    cispo_loss,
+    gspo_loss,
+    loss_agg_mode_for,
+    policy_loss,
+    ppo_loss,
+    register_policy_loss,
+)
 from rlkit.algorithms.sampling import keep_groups_with_signal, overlong_penalty
 from rlkit.algorithms.value_loss import value_loss
 
@@ -37,6 +44,7 @@ __all__ = [
     "gspo_loss",
     "keep_groups_with_signal",
     "kl_penalty",
+    "loss_agg_mode_for",
     "masked_mean",
     "masked_whiten",
     "overlong_penalty",

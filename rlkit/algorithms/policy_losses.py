@@ -8,8 +8,9 @@ Every loss has one signature, registered by name in ``POLICY_LOSSES``::
        loss_agg_mode, num_tokens=None, num_seqs=None, norm_length=None) -> (loss, metrics)
 
 ``metrics`` always holds the floats ``pg_clipfrac``, ``ppo_kl`` and ``pg_clipfrac_lower`` (local
-masked means, for logging). Each function carries ``default_loss_agg_mode``, the aggregation its
-paper uses, for a trainer whose config leaves the mode unset. See docs/algorithms.md.
+masked means, for logging). A loss whose paper fixes the aggregation declares it as
+``default_loss_agg_mode`` (GSPO's seq-mean-token-mean, CISPO's token-mean); PPO declares none, so the
+estimator's applies. :func:`loss_agg_mode_for` says which mode a run uses. See docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -18,16 +19,21 @@ from typing import Callable, Sequence
 
 import torch
 
-from rlkit.algorithms.aggregation import agg_loss, masked_mean
+from rlkit.algorithms.advantages import estimator_for
+from rlkit.algorithms.aggregation import LOSS_AGG_MODES, agg_loss, masked_mean
 from rlkit.registry import POLICY_LOSSES
 
 LOG_RATIO_LIMIT = 20.0  # exp(20) ~ 5e8: far outside any clip range, still finite in fp32
 
 
 def register_policy_loss(
-    name: str, *, aliases: Sequence[str] = (), default_loss_agg_mode: str = "token-mean"
+    name: str, *, aliases: Sequence[str] = (), default_loss_agg_mode: str | None = None
 ) -> Callable:
-    """Decorator: register a policy loss by name and record its paper's aggregation mode on it."""
+    """Decorator: register a policy loss by name; `default_loss_agg_mode` declares the aggregation its paper
+    uses (None: the loss has no preference and the estimator's default applies)."""
+    if default_loss_agg_mode is not None and default_loss_agg_mode not in LOSS_AGG_MODES:
+        raise ValueError(f"policy loss '{name}': default_loss_agg_mode '{default_loss_agg_mode}' is not one of "
+                         f"{', '.join(LOSS_AGG_MODES)}")
 
     def register(fn: Callable) -> Callable:
         fn.default_loss_agg_mode = default_loss_agg_mode
@@ -35,6 +41,16 @@ def register_policy_loss(
         return fn
 
     return register
+
+
+def loss_agg_mode_for(configured: str | None, *, policy_loss: str, adv_estimator: str) -> str:
+    """The aggregation a run uses: the configured mode; else the one the policy loss declares (its paper's,
+    e.g. GSPO's seq-mean-token-mean); else the advantage estimator's (Dr. GRPO's seq-mean-token-sum-norm,
+    token-mean for the others)."""
+    if configured is not None:
+        return configured
+    declared = getattr(POLICY_LOSSES.get(policy_loss), "default_loss_agg_mode", None)
+    return declared or estimator_for(adv_estimator).default_loss_agg_mode
 
 
 @register_policy_loss("ppo", aliases=("vanilla",))
@@ -126,7 +142,7 @@ def gspo_loss(
     return loss, metrics
 
 
-@register_policy_loss("cispo")
+@register_policy_loss("cispo", default_loss_agg_mode="token-mean")
 def cispo_loss(
     old_logprob: torch.Tensor,
     logprob: torch.Tensor,

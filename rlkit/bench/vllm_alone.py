@@ -73,7 +73,7 @@ def baseline_spec(cfg: RunConfig, workload: Workload) -> dict[str, Any]:
     arguments (as rlkit's vLLM rollout would pass them, less sleep mode and rlkit's output handling)."""
     from rlkit.data import load_prompt_dataset
     from rlkit.data.sampler import EpochSampler
-    from rlkit.engines.base import DistInfo
+    from rlkit.distributed import DistInfo
     from rlkit.models.loading import load_tokenizer
     from rlkit.rollout.base import SamplingParams
 

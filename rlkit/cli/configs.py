@@ -9,33 +9,8 @@ import click
 import yaml
 
 from rlkit.cli.args import split_config_args
+from rlkit.config.kinds import config_models, model_for_file
 from rlkit.errors import ConfigError
-
-
-def config_models() -> dict[str, type]:
-    """The kinds of config file, by the command that reads them."""
-    from rlkit.config.schema import RunConfig
-
-    models: dict[str, type] = {"train": RunConfig}
-    try:
-        from rlkit.config.sft import SFTConfig
-
-        models["sft"] = SFTConfig
-    except ImportError:
-        pass
-    return models
-
-
-def model_for_file(path: str) -> type:
-    """SFT recipes say `kind: sft` or live in files named sft*; everything else is an RL run."""
-    from rlkit.config.loading import read_yaml
-
-    tree = read_yaml(path)
-    models = config_models()
-    kind = tree.get("kind") if isinstance(tree.get("kind"), str) else None
-    if kind is None and "sft" in path.rsplit("/", 1)[-1] and "sft" in models:
-        kind = "sft"
-    return models.get(kind or "train", models["train"])
 
 
 @click.command("validate")

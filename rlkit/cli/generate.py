@@ -135,7 +135,7 @@ def resolve_policy(model: str, dist: Any) -> Policy:
 def checkpoint_policy(checkpoint: Path, dist: Any) -> Policy:
     """The policy of an rlkit checkpoint: its run's engine, rebuilt here, loads actor/ and streams full weights
     (LoRA merged) into the rollout model, whatever format the engine writes."""
-    from rlkit.cli.configs import model_for_file
+    from rlkit.config.kinds import model_for_file
     from rlkit.config.loading import load_saved_config
     from rlkit.engines.base import EngineSpec
     from rlkit.trainer.checkpoint import verify

@@ -46,8 +46,9 @@ class AlgorithmConfig(Section):
     clip_ratio_c: Annotated[float, Field(gt=1, description="Dual-clip bound for negative advantages.")] = 3.0
     loss_agg_mode: Annotated[
         Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] | None,
-        Field(description="How token losses become one number; default: the estimator's (token-mean; drgrpo "
-              "seq-mean-token-sum-norm)."),
+        Field(description="How token losses become one number; default: the one the policy loss declares "
+              "(gspo seq-mean-token-mean, cispo token-mean), else the estimator's (drgrpo seq-mean-token-sum-norm, "
+              "the others token-mean)."),
     ] = None
     loss_agg_norm_length: Annotated[
         int | None, Field(ge=1, description="The constant T of seq-mean-token-sum-norm; default: max_new_tokens.")

@@ -6,9 +6,10 @@ from pydantic import BaseModel, ConfigDict
 
 
 class Section(BaseModel):
-    """Base of every config section: unknown keys are errors, assignments are validated."""
+    """Base of every config section: unknown keys are errors, and a built config is never changed (runtime
+    values such as the world size are passed as arguments; a changed copy is `model_copy(update=...)`)."""
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True, frozen=False)
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 def check_registered(registry_name: str, name: str) -> str:

@@ -14,10 +14,10 @@ from typing import Any, Iterable, TypeVar
 import yaml
 from pydantic import BaseModel, ValidationError
 
+from rlkit.config.tree import Assignment, set_path
 from rlkit.errors import ConfigError
 
 ConfigT = TypeVar("ConfigT", bound=BaseModel)
-Assignment = tuple[list[str], Any]  # (["trainer", "total_steps"], 10)
 
 
 def read_yaml(path: str | Path) -> dict[str, Any]:
@@ -65,17 +65,6 @@ def check_key_value_spacing(value: Any, path: list[str], source: str) -> None:
     elif isinstance(value, list):
         for item in value:
             check_key_value_spacing(item, path, source)
-
-
-def set_path(tree: dict[str, Any], keys: list[str], value: Any) -> None:
-    node = tree
-    for key in keys[:-1]:
-        child = node.get(key)
-        if not isinstance(child, dict):
-            child = {}
-            node[key] = child
-        node = child
-    node[keys[-1]] = value
 
 
 def build_config(

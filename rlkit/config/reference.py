@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from rlkit.config.kinds import config_models
 from rlkit.config.sections import render_reference
 
 HEADER = """# Config reference
@@ -20,8 +21,6 @@ prints every block.
 
 
 def render_config_reference() -> str:
-    from rlkit.cli.configs import config_models
-
     titles = {"train": "`rlkit train` (RunConfig)", "sft": "`rlkit sft` (SFTConfig)"}
     parts = [HEADER]
     for kind, model in config_models().items():

@@ -37,6 +37,15 @@ def _file_list(value: Any) -> Any:
 FileList = Annotated[list[str], BeforeValidator(_file_list)]
 
 
+def _estimator(name: str):
+    """The advantage estimator registered as `name`, whose flags some rules below read. rlkit.algorithms sits
+    below the config layer; it is imported when a config is validated, not when this module is imported,
+    so that importing the config does not import torch."""
+    from rlkit.algorithms.advantages import estimator_for
+
+    return estimator_for(name)
+
+
 # ---------------------------------------------------------------------------------------------
 # model
 # ---------------------------------------------------------------------------------------------
@@ -196,19 +205,15 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _estimator_exists(self) -> RunConfig:
-        from rlkit.algorithms.advantages import estimator_for  # imported lazily: plugins may be code
-
         try:
-            estimator_for(self.algorithm.adv_estimator)
+            _estimator(self.algorithm.adv_estimator)
         except PluginError as error:
             raise ValueError(f"algorithm.adv_estimator: {error}") from None
         return self
 
     @model_validator(mode="after")
     def _groups_need_several_samples(self) -> RunConfig:
-        from rlkit.algorithms.advantages import estimator_for
-
-        if estimator_for(self.algorithm.adv_estimator).needs_groups and self.rollout.n < 2:
+        if _estimator(self.algorithm.adv_estimator).needs_groups and self.rollout.n < 2:
             raise ValueError(
                 f"algorithm.adv_estimator={self.algorithm.adv_estimator} compares responses to the same prompt, "
                 f"so rollout.n must be at least 2 (it is {self.rollout.n}); set rollout.n=8, say"
@@ -217,9 +222,7 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _dynamic_sampling_keeps_baselines(self) -> RunConfig:
-        from rlkit.algorithms.advantages import estimator_for
-
-        if self.algorithm.dynamic_sampling is not None and estimator_for(self.algorithm.adv_estimator).needs_baselines:
+        if self.algorithm.dynamic_sampling is not None and _estimator(self.algorithm.adv_estimator).needs_baselines:
             raise ValueError(
                 f"algorithm.dynamic_sampling cannot be combined with algorithm.adv_estimator="
                 f"{self.algorithm.adv_estimator}, whose greedy baselines belong to the first generation; "
@@ -229,9 +232,7 @@ class RunConfig(Section):
 
     @model_validator(mode="after")
     def _critic_warmup_needs_a_critic(self) -> RunConfig:
-        from rlkit.algorithms.advantages import estimator_for
-
-        if self.critic.warmup_steps and not estimator_for(self.algorithm.adv_estimator).needs_values:
+        if self.critic.warmup_steps and not _estimator(self.algorithm.adv_estimator).needs_values:
             raise ValueError(
                 f"critic.warmup_steps={self.critic.warmup_steps} trains only the critic for the first steps, but "
                 f"algorithm.adv_estimator={self.algorithm.adv_estimator} uses no critic, so those steps would train "

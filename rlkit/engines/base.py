@@ -14,6 +14,8 @@ from torch import Tensor
 
 from rlkit.batch import Batch
 from rlkit.config.schema import LoraConfig, OptimConfig
+from rlkit.distributed import DistInfo  # noqa: F401  re-exported: engines are built with one
+
 
 Role = Literal["actor", "critic", "ref"]
 
@@ -30,20 +32,6 @@ class ModelOutput(NamedTuple):
 # mini-batch loss (normalised by global token or sequence counts), so shares add up over micro-batches and
 # ranks; engines sum gradients accordingly.
 LossFn = Callable[[ModelOutput, Batch], tuple[Tensor, dict[str, float]]]
-
-
-@dataclass(frozen=True)
-class DistInfo:
-    """Where this process sits. Passed to engines; never written into a config."""
-
-    rank: int = 0
-    world_size: int = 1
-    local_rank: int = 0
-    device: str = "cpu"  # "cpu" or "cuda:<local_rank>"
-
-    @property
-    def is_main(self) -> bool:
-        return self.rank == 0
 
 
 @dataclass(frozen=True)
@@ -111,12 +99,4 @@ class TrainEngine(Protocol):
 
     def export_hf(self, directory: Path) -> None:
         """Write a Hugging Face folder (safetensors + config) on rank 0 (collective)."""
-        ...
-
-    def offload(self) -> None:
-        """Move weights (and optimizer state) to CPU to make room for the rollout engine."""
-        ...
-
-    def onload(self) -> None:
-        """Bring them back."""
         ...

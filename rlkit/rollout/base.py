@@ -1,4 +1,4 @@
-"""The rollout-engine interface: generate responses, take new weights, sleep and wake.
+"""The rollout-engine interface: generate responses, take new weights, sleep and wake, close.
 
 Also the small rules the engines apply alike: `check_prompts` (no empty prompt), `stop_token_ids` (what
 ends a response), `RANK_SEED_STRIDE` (how ranks' seeds are spread) and `dtype_name` (the weights' dtype).
@@ -56,6 +56,11 @@ class RolloutEngine(Protocol):
 
     def wake_up(self) -> None:
         """Take the memory back before generating."""
+        ...
+
+    def close(self) -> None:
+        """Shut the engine down and free its memory (and processes); it cannot generate afterwards. The trainer
+        calls it when the run ends or fails."""
         ...
 
 

@@ -21,7 +21,7 @@ from torch import Tensor
 from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rlkit.config.rollouts import RolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.rollout.base import (
     RANK_SEED_STRIDE,
     Completion,
@@ -118,6 +118,8 @@ class HFRollout:
         """params.n completions per prompt, prompt-major: [p0 s0, p0 s1, ..., p1 s0, ...]."""
         if self._asleep:
             raise RuntimeError("HFRollout.generate called while asleep; call wake_up() first")
+        if self.model is None:
+            raise RuntimeError("HFRollout.generate called after close()")
         check_prompts(prompts)
         seed = self.seed + self.num_generate_calls + self.dist.rank * RANK_SEED_STRIDE
         self.num_generate_calls += 1
@@ -160,6 +162,14 @@ class HFRollout:
         if self.device.type == "cuda" and self._asleep:
             self.model.to(self.device)
         self._asleep = False
+
+    def close(self) -> None:
+        """Drop the model copy and give its GPU memory back."""
+        if self.model is None:
+            return
+        self.model = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     # -- resumption -----------------------------------------------------------------------------
     def state_dict(self) -> dict[str, int]:

@@ -51,7 +51,7 @@ from rlkit.rollout.weights import bucket_weights, check_weight, weight_shapes
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
     from rlkit.config.rollouts import RolloutConfig
     from rlkit.rollout.sglang_options import SGLangOptions
-    from rlkit.engines.base import DistInfo
+    from rlkit.distributed import DistInfo
 
 WEIGHT_BUCKET_BYTES = 512 * 1024**2  # GPU memory a weight update stages at once
 _KV_TAGS = ("kv_cache", "cuda_graph")  # resumed together, at the first generate after wake_up

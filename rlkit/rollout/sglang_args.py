@@ -36,7 +36,7 @@ from rlkit.rollout.base import RANK_SEED_STRIDE, Completion, SamplingParams, dty
 
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
     from rlkit.rollout.sglang_options import SGLangOptions
-    from rlkit.engines.base import DistInfo
+    from rlkit.distributed import DistInfo
 
 MEMORY_TAGS = ("kv_cache", "weights", "cuda_graph")  # sglang.srt.constants.GPU_MEMORY_ALL_TYPES
 _DTYPES = {"bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}

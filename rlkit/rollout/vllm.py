@@ -39,7 +39,7 @@ from rlkit.rollout.weights import bucket_weights
 if TYPE_CHECKING:  # the schema imports pydantic and yaml; keep this module importable with torch alone
     from rlkit.config.rollouts import RolloutConfig
     from rlkit.rollout.vllm_options import VLLMOptions
-    from rlkit.engines.base import DistInfo
+    from rlkit.distributed import DistInfo
 
 WEIGHT_BUCKET_BYTES = 512 * 1024**2  # GPU memory a weight update stages at once
 

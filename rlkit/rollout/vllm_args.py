@@ -31,7 +31,7 @@ from rlkit.rollout.base import RANK_SEED_STRIDE, Completion, SamplingParams, dty
 
 if TYPE_CHECKING:  # the schema imports pydantic; this module must import without it on the GPU machine
     from rlkit.rollout.vllm_options import VLLMOptions
-    from rlkit.engines.base import DistInfo
+    from rlkit.distributed import DistInfo
 
 LOGPROBS_MODE = "processed_logprobs"  # log_softmax(logits / T) after top-k/top-p, see the module docstring
 MAX_TEMPERATURE = 2.0  # vLLM rejects larger temperatures

@@ -7,17 +7,20 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.algorithms.advantages import estimator_for
+from rlkit.algorithms.policy_losses import loss_agg_mode_for
 from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
-from rlkit.distributed import barrier, process_rank
-from rlkit.engines.base import DistInfo, EngineSpec, TrainEngine
+from rlkit.distributed import DistInfo, barrier, process_rank
+from rlkit.engines.base import EngineSpec, TrainEngine
 from rlkit.errors import ConfigError
+from rlkit.experience import ColocatedExperience, ExperienceSource, SingleTurnGeneration
 from rlkit.models.loading import check_model_path, load_tokenizer
 from rlkit.models.tiny import ensure_tiny_model
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager
 from rlkit.rollout.base import RolloutEngine
+from rlkit.timing import PhaseTimer
 
 BUILTIN_TINY = "builtin:tiny"
 
@@ -129,8 +132,20 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
     return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps)
 
 
+def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer) -> ExperienceSource:
+    """The synchronous source: this rank's rollout engine, one response per sample."""
+    tokenizer = parts.tokenizer
+    pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    return ColocatedExperience(cfg, rollout=parts.rollout, generation=SingleTurnGeneration(parts.rollout, pad_token_id),
+                               reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
+                               timer=timer)
+
+
 def loss_agg_mode(cfg: RunConfig) -> str:
-    return cfg.algorithm.loss_agg_mode or estimator_for(cfg.algorithm.adv_estimator).default_loss_agg_mode
+    """algorithm.loss_agg_mode; when unset the policy loss's declared mode, else the estimator's."""
+    algorithm = cfg.algorithm
+    return loss_agg_mode_for(algorithm.loss_agg_mode, policy_loss=algorithm.policy_loss,
+                             adv_estimator=algorithm.adv_estimator)
 
 
 def loss_norm_length(cfg: RunConfig) -> int:

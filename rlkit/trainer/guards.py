@@ -100,10 +100,12 @@ def check_update(result: dict[str, float], *, role: str, step: int, policy: str)
 
 
 # -- out of memory --------------------------------------------------------------------------------------
-# The trainer method a failure happened in -> (what to call it, which knobs lower its memory).
+# The trainer or experience-source method a failure happened in -> (what to call it, which knobs lower its
+# memory).
+_PHASE_MODULES = ("rlkit.trainer.rl", "rlkit.experience.colocated")
 _PHASES = {
     "_sync_weights": ("the weight sync to the rollout engine", ("rollout", "offload")),
-    "_rollout": ("rollout (generation)", ("rollout", "offload")),
+    "next_batch": ("rollout (generation)", ("rollout", "offload")),
     "_greedy_baselines": ("rollout (greedy baselines)", ("rollout", "offload")),
     "_refill_with_signal": ("rollout (dynamic sampling)", ("rollout", "offload")),
     "validate": ("validation (generation)", ("rollout", "offload")),
@@ -140,7 +142,7 @@ def _phase_of(error: BaseException) -> tuple[str, tuple[str, ...]]:
     """The innermost trainer phase on the traceback."""
     found = ("training", ("rollout", "micro", "checkpointing", "offload"))
     for frame, _ in traceback.walk_tb(error.__traceback__):
-        if frame.f_globals.get("__name__") == "rlkit.trainer.rl" and frame.f_code.co_name in _PHASES:
+        if frame.f_globals.get("__name__") in _PHASE_MODULES and frame.f_code.co_name in _PHASES:
             found = _PHASES[frame.f_code.co_name]
     return found
 

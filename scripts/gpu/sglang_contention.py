@@ -27,7 +27,7 @@ import torch
 from rlkit.config.schema import DataConfig
 from rlkit.rollout.sglang_options import SGLangOptions
 from rlkit.data import load_prompt_dataset
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.models.loading import load_tokenizer
 from rlkit.rollout import sglang_args
 from rlkit.rollout.base import SamplingParams

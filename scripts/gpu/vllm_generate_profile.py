@@ -11,7 +11,7 @@ import torch
 from transformers import AutoTokenizer
 
 from rlkit.config.schema import RolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm import VLLMRollout
 from rlkit.rollout.vllm_options import VLLMOptions

@@ -38,7 +38,7 @@ import torch
 from rlkit.config.schema import DataConfig, RolloutConfig
 from rlkit.rollout.vllm_options import VLLMOptions
 from rlkit.data import load_prompt_dataset
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.models.loading import load_tokenizer
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm import VLLMRollout

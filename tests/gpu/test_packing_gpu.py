@@ -17,7 +17,8 @@ import torch
 from rlkit.batch import Batch
 from rlkit.config.schema import EngineConfig, OptimConfig
 from rlkit.engines import varlen_attention
-from rlkit.engines.base import DistInfo, EngineSpec, ModelOutput
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec, ModelOutput
 from rlkit.engines.packing import pack
 from rlkit.engines.sequences import PolicyScorer
 from rlkit.engines.varlen_attention import use_varlen_attention

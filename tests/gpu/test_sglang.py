@@ -22,7 +22,7 @@ if not torch.cuda.is_available():
 pytest.importorskip("sglang")
 
 from rlkit.config.schema import RolloutConfig  # noqa: E402
-from rlkit.engines.base import DistInfo  # noqa: E402
+from rlkit.distributed import DistInfo  # noqa: E402
 from rlkit.registry import ROLLOUT_ENGINES  # noqa: E402
 from rlkit.rollout import sglang as sglang_rollout  # noqa: E402
 from rlkit.rollout.sglang_options import SGLangOptions  # noqa: E402

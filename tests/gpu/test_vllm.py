@@ -21,7 +21,7 @@ vllm = pytest.importorskip("vllm")
 
 from rlkit.config.schema import RolloutConfig  # noqa: E402
 from rlkit.rollout.vllm_options import VLLMOptions  # noqa: E402
-from rlkit.engines.base import DistInfo  # noqa: E402
+from rlkit.distributed import DistInfo  # noqa: E402
 from rlkit.rollout import vllm as vllm_rollout  # noqa: E402
 from rlkit.rollout.base import SamplingParams  # noqa: E402
 from rlkit.rollout.vllm import VLLMRollout  # noqa: E402

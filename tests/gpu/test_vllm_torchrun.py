@@ -43,7 +43,7 @@ import torch
 import torch.distributed as dist
 from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 from rlkit.config.schema import RolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm import VLLMRollout
 from rlkit.rollout.vllm_options import VLLMOptions

@@ -7,7 +7,7 @@ import pytest
 
 from helpers import small_run
 from rlkit.config import RunConfig, build_config
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.errors import ConfigError
 from rlkit.trainer.rl import RLTrainer
 

@@ -13,7 +13,7 @@ from safetensors.torch import load_file
 
 from helpers import REPO, small_run
 from rlkit.config import RunConfig, build_config
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.trainer.rl import RLTrainer
 
 ESTIMATORS = ["grpo", "drgrpo", "reinforce", "reinforce_plus_plus", "reinforce_plus_plus_baseline", "rloo",
@@ -111,3 +111,40 @@ def test_world_size_two_under_torchrun(tiny_model, tmp_path):
     for estimator in ("grpo", "drgrpo", "reinforce", "reinforce_plus_plus", "rloo", "gae"):
         records = read_metrics(tmp_path / estimator)
         assert records[-1]["step"] == 2 and math.isfinite(records[-1]["pg_loss"])
+
+
+def test_the_loop_times_validation_and_saves_and_closes_the_rollout(tiny_model, tmp_path, monkeypatch):
+    from rlkit.rollout.hf import HFRollout
+
+    closed = []
+    close = HFRollout.close
+    monkeypatch.setattr(HFRollout, "close", lambda self: closed.append(self) or close(self))
+    train(small_run(tiny_model, tmp_path, "trainer.total_steps=3", "trainer.save_freq=1", "trainer.test_freq=2"))
+    records = {record["step"]: record for record in read_metrics(tmp_path)}
+    # Validation runs at steps 2 and 3 (the last) inside the step; each save lands on the next step's line,
+    # since a step's line is written before its checkpoint.
+    assert [step for step, record in records.items() if "time/validate" in record] == [2, 3]
+    assert [step for step, record in records.items() if "time/save" in record] == [2, 3]
+    assert all(records[step]["time/save"] > 0 for step in (2, 3))
+    assert len(closed) == 1 and closed[0].model is None
+    state = json.loads((tmp_path / "checkpoints/step_00000003/trainer_state.json").read_text())
+    assert state["kind"] == "rl" and state["step"] == 3 and state["world_size"] == 1
+    assert set(state) >= {"sampler", "kl_ctrl", "rollout"}
+    assert (tmp_path / "checkpoints/step_00000003/rng/rank_0.pt").is_file()
+
+
+def test_an_sft_checkpoint_is_not_resumed_and_the_engines_started_are_closed(tiny_model, tmp_path, monkeypatch):
+    from rlkit.errors import CheckpointError
+    from rlkit.rollout.hf import HFRollout
+    from rlkit.trainer.checkpoint import write_manifest
+
+    closed = []
+    monkeypatch.setattr(HFRollout, "close", lambda self: closed.append(self))
+
+    checkpoint = tmp_path / "checkpoints" / "step_00000005"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"kind": "sft", "step": 5, "sampler": {}}))
+    write_manifest(checkpoint, 5)
+    with pytest.raises(CheckpointError, match="step_00000005 is not an RL checkpoint"):
+        train(small_run(tiny_model, tmp_path))
+    assert len(closed) == 1  # the setup had built the rollout engine when the checkpoint was refused

@@ -21,7 +21,7 @@ def small_run_for_tiny_model(tiny_model):
 def train():
     """train(overrides) -> the last step's metrics of an RLTrainer run in this process."""
     from rlkit.config import RunConfig, build_config
-    from rlkit.engines.base import DistInfo
+    from rlkit.distributed import DistInfo
     from rlkit.trainer.rl import RLTrainer
 
     def run(overrides: list[str]) -> dict:

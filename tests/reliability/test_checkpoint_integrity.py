@@ -83,7 +83,7 @@ def test_damage_is_named_and_latest_falls_back(tmp_path, caplog, damage, expecte
     assert expected in str(error.value)
     with caplog.at_level(logging.WARNING):
         assert manager.latest() == tmp_path / "step_00000002"
-    assert f"skipping step_00000003" in caplog.text and expected in caplog.text
+    assert "skipping step_00000003" in caplog.text and expected in caplog.text
 
 
 def test_latest_refuses_to_start_over_when_every_checkpoint_is_broken(tmp_path):
@@ -102,7 +102,7 @@ def test_resume_auto_falls_back_past_a_corrupted_checkpoint(run_copy, finished_r
     flip_a_byte(run_copy / "checkpoints/step_00000002" / MODEL)
     with caplog.at_level(logging.INFO):
         train(small_run(run_copy, "trainer.save_freq=1", "trainer.keep_last=2"))
-    assert f"does not match its sha256" in caplog.text and "resumed from" in caplog.text
+    assert "does not match its sha256" in caplog.text and "resumed from" in caplog.text
     assert "step_00000001 at step 1" in caplog.text
     # Step 2 was trained again from step 1's checkpoint: the same weights and metrics as the first time.
     redone, original = (load_file(d / "checkpoints/step_00000002" / MODEL) for d in (run_copy, finished_run))

@@ -13,7 +13,7 @@ import torch
 from transformers import AutoTokenizer
 
 from rlkit.config.schema import RolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.registry import ROLLOUT_ENGINES
 from rlkit.rollout.base import RolloutEngine
 from rlkit.rollout.behaviour import CHECKS, Reference, build_tiny_checkpoint, tiny_prompts

@@ -22,13 +22,14 @@ from pathlib import Path
 from typing import Iterator
 
 import torch
-import torch.distributed as torch_dist
 from torch import Tensor
 
+from rlkit import distributed
 from rlkit.batch import Batch
 from rlkit.config.engines import EngineConfig
 from rlkit.engines import passes
-from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec, LossFn, ModelOutput
 from rlkit.engines.building import (
     apply_activation_checkpointing,
     build_scorer,
@@ -241,13 +242,8 @@ def check_deepspeed_version() -> None:
 
 
 def ensure_process_group(dist: DistInfo) -> None:
-    """DeepSpeed needs a process group: at world size 1 without torchrun, start a 1-rank one over an
-    in-memory store (gloo on CPU; gloo and NCCL on GPU), as the FSDP2 engine does. DeepSpeed also insists
-    on the LOCAL_RANK variable that torchrun and its own launcher set."""
+    """DeepSpeed needs a process group (rlkit.distributed.ensure_process_group starts a 1-rank one at world
+    size 1 without torchrun, as for FSDP2) and insists on the LOCAL_RANK variable that torchrun and its own
+    launcher set."""
     os.environ.setdefault("LOCAL_RANK", str(dist.local_rank))
-    if torch_dist.is_initialized():
-        assert torch_dist.get_world_size() == dist.world_size, "DistInfo disagrees with the process group"
-        return
-    assert dist.world_size == 1, "world size > 1 needs the torchrun process group (rlkit.distributed)"
-    backend = "cpu:gloo,cuda:nccl" if dist.device.startswith("cuda") else "gloo"
-    torch_dist.init_process_group(backend, store=torch_dist.HashStore(), rank=0, world_size=1)
+    distributed.ensure_process_group(dist)

@@ -21,8 +21,9 @@ from torch.distributed.tensor import DTensor
 
 from rlkit.batch import Batch
 from rlkit.config.engines import EngineConfig
+from rlkit.distributed import DistInfo
 from rlkit.engines import passes
-from rlkit.engines.base import DistInfo, EngineSpec, LossFn, ModelOutput
+from rlkit.engines.base import EngineSpec, LossFn, ModelOutput
 from rlkit.engines.building import build_scorer, compute_dtype
 from rlkit.engines.fsdp2 import parallelize, state
 from rlkit.engines.fsdp2.options import FSDP2Options

@@ -4,8 +4,8 @@
 torch.compile of the decoder layers, then `fully_shard` on every decoder layer, then on the root.
 
 At world size 1 without torchrun there is no process group; `build_mesh` then starts a 1-rank group over
-an in-memory store, so one code path (fully_shard, mixed precision, DTensor state dicts) serves every
-world size.
+an in-memory store (`rlkit.distributed.ensure_process_group`), so one code path (fully_shard, mixed
+precision, DTensor state dicts) serves every world size.
 """
 
 from __future__ import annotations
@@ -13,13 +13,12 @@ from __future__ import annotations
 import logging
 
 import torch
-import torch.distributed as dist
 from torch import nn
 from torch.distributed.device_mesh import DeviceMesh, init_device_mesh
 from torch.distributed.fsdp import CPUOffloadPolicy, MixedPrecisionPolicy, OffloadPolicy, fully_shard
 
 from rlkit.config.engines import EngineConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo, ensure_process_group
 from rlkit.engines.building import apply_activation_checkpointing, compile_decoder_layers, decoder_layers
 from rlkit.engines.fsdp2.options import FSDP2Options
 from rlkit.models.lora import hf_model_of
@@ -29,13 +28,8 @@ logger = logging.getLogger(__name__)
 
 def build_mesh(dist_info: DistInfo) -> DeviceMesh:
     """A 1-D mesh over all ranks on this process's device type."""
-    device_type = torch.device(dist_info.device).type
-    if not dist.is_initialized():
-        assert dist_info.world_size == 1, "world size > 1 needs the torchrun process group (rlkit.distributed)"
-        backend = "cpu:gloo,cuda:nccl" if device_type == "cuda" else "gloo"
-        dist.init_process_group(backend, store=dist.HashStore(), rank=0, world_size=1)
-    assert dist.get_world_size() == dist_info.world_size, "DistInfo disagrees with the process group"
-    return init_device_mesh(device_type, (dist_info.world_size,))
+    ensure_process_group(dist_info)
+    return init_device_mesh(torch.device(dist_info.device).type, (dist_info.world_size,))
 
 
 def parallelize(

@@ -9,7 +9,7 @@ import torch
 
 from rlkit.algorithms import compute_advantages, register_adv_estimator
 from rlkit.algorithms.advantages import AdvantageEstimator, grpo
-from rlkit.algorithms.policy_losses import policy_loss, ppo_loss
+from rlkit.algorithms.policy_losses import loss_agg_mode_for, policy_loss, ppo_loss, register_policy_loss
 from rlkit.errors import PluginError
 from rlkit.registry import ADV_ESTIMATORS, POLICY_LOSSES
 
@@ -129,3 +129,36 @@ def test_built_in_policy_losses_share_one_signature():
         assert [(p.name, p.kind) for p in parameters.values()] == [(p.name, p.kind) for p in reference.values()]
     assert POLICY_LOSSES.get("gspo").default_loss_agg_mode == "seq-mean-token-mean"
     assert POLICY_LOSSES.get("cispo").default_loss_agg_mode == "token-mean"
+
+
+@pytest.mark.parametrize("configured, policy_loss, estimator, expected", [
+    (None, "ppo", "grpo", "token-mean"),  # ppo declares nothing: the estimator's
+    (None, "ppo", "drgrpo", "seq-mean-token-sum-norm"),
+    (None, "gspo", "grpo", "seq-mean-token-mean"),  # the loss's declared mode wins over the estimator's
+    (None, "gspo", "drgrpo", "seq-mean-token-mean"),
+    (None, "cispo", "drgrpo", "token-mean"),
+    ("seq-mean-token-sum", "gspo", "drgrpo", "seq-mean-token-sum"),  # the config wins over both
+])
+def test_loss_agg_mode_precedence(configured, policy_loss, estimator, expected):
+    assert loss_agg_mode_for(configured, policy_loss=policy_loss, adv_estimator=estimator) == expected
+
+
+def test_a_plugin_loss_without_a_declared_mode_takes_the_estimators(tmp_path):
+    plugin = tmp_path / "bare_loss.py"
+    plugin.write_text("def my_loss(*args, **kwargs):\n    raise AssertionError('not called')\n")
+    assert loss_agg_mode_for(None, policy_loss=f"{plugin}:my_loss", adv_estimator="drgrpo") == "seq-mean-token-sum-norm"
+    assert POLICY_LOSSES.get("ppo").default_loss_agg_mode is None
+
+
+def test_a_declared_mode_must_exist():
+    with pytest.raises(ValueError, match="'seq-mean' is not one of token-mean"):
+        register_policy_loss("test_bad_mode", default_loss_agg_mode="seq-mean")
+    assert "test_bad_mode" not in POLICY_LOSSES.names()
+
+
+def test_the_trainer_uses_the_gspo_aggregation():
+    from rlkit.config import RunConfig, build_config
+    from rlkit.trainer.components import loss_agg_mode
+
+    assert loss_agg_mode(build_config(RunConfig, None, ["algorithm.policy_loss=gspo"])) == "seq-mean-token-mean"
+    assert loss_agg_mode(build_config(RunConfig, None, ["algorithm.adv_estimator=drgrpo"])) == "seq-mean-token-sum-norm"

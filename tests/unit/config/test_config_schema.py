@@ -73,7 +73,7 @@ def test_override_values_parse_as_yaml():
 
 
 def test_every_recipe_validates():
-    from rlkit.cli.configs import model_for_file
+    from rlkit.config.kinds import model_for_file
 
     recipes = sorted((REPO / "configs").glob("*.yaml"))
     assert recipes, "configs/ has no YAML recipes"
@@ -196,3 +196,42 @@ def test_an_old_flat_key_names_its_new_place(override, place):
     with pytest.raises(ConfigError) as error:
         build_config(RunConfig, None, [override])
     assert place in str(error.value)
+
+
+def _literal_values(annotation) -> set:
+    """The values of the Literal inside an annotation (Literal[...] | None included)."""
+    import typing
+
+    if typing.get_origin(annotation) is typing.Literal:
+        return set(typing.get_args(annotation))
+    return set().union(*(_literal_values(arg) for arg in typing.get_args(annotation)))
+
+
+def test_the_configs_literals_are_the_algorithms_names():
+    import torch
+
+    from rlkit.algorithms import KL_KINDS, LOSS_AGG_MODES, agg_loss, kl_penalty
+    from rlkit.config import AlgorithmConfig
+    from rlkit.registry import ADV_ESTIMATORS, POLICY_LOSSES
+
+    fields = AlgorithmConfig.model_fields
+    assert _literal_values(fields["loss_agg_mode"].annotation) == set(LOSS_AGG_MODES)
+    assert _literal_values(fields["kl_penalty"].annotation) == set(KL_KINDS)
+    assert _literal_values(fields["kl_loss_type"].annotation) == set(KL_KINDS)
+    ones = torch.ones(1, 2)
+    for mode in LOSS_AGG_MODES:  # every name the config admits is one the functions take
+        agg_loss(ones, ones, mode)
+    for kind in KL_KINDS:
+        kl_penalty(ones, ones, kind)
+    declared = [ADV_ESTIMATORS.get(name).default_loss_agg_mode for name in ADV_ESTIMATORS.names()]
+    declared += [getattr(POLICY_LOSSES.get(name), "default_loss_agg_mode", None) for name in POLICY_LOSSES.names()]
+    assert set(declared) - {None} <= set(LOSS_AGG_MODES)
+
+
+def test_a_built_config_cannot_be_changed():
+    from pydantic import ValidationError
+
+    cfg = RunConfig()
+    with pytest.raises(ValidationError, match="frozen"):
+        cfg.trainer.total_steps = 3
+    assert cfg.trainer.model_copy(update={"total_steps": 3}).total_steps == 3

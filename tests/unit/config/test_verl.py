@@ -182,7 +182,7 @@ def test_a_yaml_in_verl_layout_is_translated(tmp_path):
 
 def test_precedence_is_file_then_flags_then_overrides_whatever_the_layout(tmp_path):
     config = tmp_path / "run.yaml"
-    config.write_text(f"actor_rollout_ref:\n  actor:\n    optim:\n      lr: 1.0e-5\n")
+    config.write_text("actor_rollout_ref:\n  actor:\n    optim:\n      lr: 1.0e-5\n")
     assert build("optim.lr=2e-5", config_file=config).optim.lr == 2e-5
     config.write_text("optim:\n  lr: 1.0e-5\n")
     assert build(f"{A}actor.optim.lr=3e-5", config_file=config).optim.lr == 3e-5

@@ -41,7 +41,7 @@ from pydantic import ValidationError
 
 from rlkit.config import RunConfig, build_config
 from rlkit.config.schema import OptimConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config
 from rlkit.engines.deepspeed.options import DeepSpeedOptions

@@ -13,7 +13,7 @@ pytest.importorskip("deepspeed")  # an optional extra: pip install 'rlkit[deepsp
 from deepspeed_world2 import world2_results
 from parity_run import ENGINES, NUM_STEPS, run_all
 
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 
 TOLERANCE = 1e-4
 

@@ -22,7 +22,7 @@ from engine_checks import (
 from fsdp2_cases import build_engine
 from transformers import AutoModelForCausalLM
 
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.errors import CheckpointError, ConfigError
 
 

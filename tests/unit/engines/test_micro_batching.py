@@ -14,7 +14,7 @@ from micro_batching_cases import MICRO_BATCH, SWITCHES, assert_same, make_uneven
 
 from rlkit.batch import Batch
 from rlkit.engines import micro_batches
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.engines.micro_batches import (
     MicroBatching,
     balanced_runs,

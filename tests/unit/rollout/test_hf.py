@@ -10,7 +10,7 @@ import torch
 from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from rlkit.config.schema import RolloutConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.rollout.base import RolloutEngine, SamplingParams
 from rlkit.rollout.behaviour import build_tiny_checkpoint, reference_logprobs, tiny_prompts
 from rlkit.rollout.hf import HFRollout

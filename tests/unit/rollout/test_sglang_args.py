@@ -22,7 +22,7 @@ import torch
 
 from rlkit.config.schema import RolloutConfig
 from rlkit.rollout.sglang_options import SGLangOptions
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.errors import ConfigError
 from rlkit.rollout import sglang_args
 from rlkit.rollout.base import RolloutEngine, SamplingParams

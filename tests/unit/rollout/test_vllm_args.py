@@ -13,7 +13,7 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.errors import ConfigError, PluginError
 from rlkit.rollout.base import SamplingParams
 from rlkit.rollout.vllm_options import VLLMOptions

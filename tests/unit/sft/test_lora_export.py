@@ -7,7 +7,7 @@ from sft_runs import LORA, run, sft_config
 from transformers import AutoModelForCausalLM
 
 from rlkit.cli.main import cli
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 
 
 def test_merged_export_reproduces_the_adapter_model(tiny_model_dir, tmp_path):

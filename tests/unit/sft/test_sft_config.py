@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from rlkit.cli.configs import model_for_file
+from rlkit.config.kinds import model_for_file
 from rlkit.config import build_config
 from rlkit.config.sft import SFTConfig
 from rlkit.errors import ConfigError

@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from sft_runs import LORA, checkpoint_weights, compared, read_metrics, run, sft_config
 
 from rlkit.cli.generate import generate_command
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 
 SCRIPT = Path(__file__).parent / "scripts" / "sft_runs.py"
 

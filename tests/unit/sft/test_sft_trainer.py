@@ -10,7 +10,7 @@ from safetensors.torch import load_file
 from sft_runs import LORA, checkpoint_weights, compared, read_metrics, run, run_resumed, sft_config
 
 from rlkit.cli.generate import generate_command
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.errors import ConfigError
 
 DIST = DistInfo()

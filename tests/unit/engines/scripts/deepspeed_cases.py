@@ -16,7 +16,7 @@ from pathlib import Path
 from engine_cases import LORA, actor_results, critic_results, engine_configs, engine_spec, lora_results, make_batch
 
 from rlkit.engines.deepspeed.options import DeepSpeedOptions
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 
 
 def skip_shm_op_build() -> None:

@@ -16,7 +16,8 @@ import torch
 from rlkit.batch import Batch
 from rlkit.config.schema import EngineConfig, LoraConfig, OptimConfig
 from rlkit.distributed import all_gather_objects, all_reduce_sum
-from rlkit.engines.base import DistInfo, EngineSpec, ModelOutput
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec, ModelOutput
 
 GLOBAL_BATCH = 8
 MICRO_BATCH = 2

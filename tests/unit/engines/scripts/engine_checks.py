@@ -26,7 +26,8 @@ from engine_cases import (
 from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from rlkit.batch import Batch
-from rlkit.engines.base import DistInfo, ModelOutput, TrainEngine
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import ModelOutput, TrainEngine
 
 CHECKPOINT_FILES = ["model.safetensors", "optimizer.pt", "scheduler.json"]
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from engine_cases import LORA, actor_results, critic_results, engine_configs, engine_spec, lora_results, make_batch
 
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.engines.fsdp2 import FSDP2Engine
 from rlkit.engines.fsdp2.options import FSDP2Options
 

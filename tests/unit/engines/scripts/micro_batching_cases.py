@@ -18,7 +18,8 @@ from engine_cases import max_difference, policy_loss, value_loss, weights
 from rlkit.batch import Batch
 from rlkit.config.schema import EngineConfig, LoraConfig, OptimConfig
 from rlkit.distributed import all_gather_objects, all_reduce_sum
-from rlkit.engines.base import DistInfo, EngineSpec
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec
 from rlkit.engines.micro_batches import greedy_runs, longest_first, sequence_extents
 
 PROMPT_WIDTH, RESPONSE_WIDTH = 6, 16

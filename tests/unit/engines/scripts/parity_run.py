@@ -25,7 +25,8 @@ from rlkit.algorithms.advantages import estimator_for
 from rlkit.batch import Batch
 from rlkit.config.schema import AlgorithmConfig, EngineConfig, OptimConfig
 from rlkit.distributed import all_reduce_sum
-from rlkit.engines.base import DistInfo, EngineSpec
+from rlkit.distributed import DistInfo
+from rlkit.engines.base import EngineSpec
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
 
 ENGINES = ("fsdp2", "zero1", "zero2", "zero3")

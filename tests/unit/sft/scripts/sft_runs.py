@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 
 from rlkit.config.loading import build_config
 from rlkit.config.sft import SFTConfig
-from rlkit.engines.base import DistInfo
+from rlkit.distributed import DistInfo
 from rlkit.trainer.sft import SFTTrainer
 
 LORA = ("model.lora.rank=4", "model.lora.alpha=8", "optim.lr=2e-2")

@@ -1,4 +1,5 @@
-"""Wall-clock timing of the step's phases (`time/<phase>` metrics)."""
+"""Wall-clock timing of a training step's phases (`time/<phase>` metrics): the experience stage and the
+trainer record into one PhaseTimer per run."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ import torch
 
 
 class PhaseTimer:
+    """Seconds per named phase since the last reset; a phase entered twice adds up."""
+
     def __init__(self, cuda: bool = False):
         self.cuda = cuda
         self.seconds: dict[str, float] = {}

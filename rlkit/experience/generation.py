@@ -1,0 +1,93 @@
+"""Generation and scoring: prompts in, a scored Batch out, and the weight push that precedes them.
+
+A `Generation` turns prompts into a Batch of responses; `SingleTurnGeneration` asks the rollout engine for
+one response per sample. A multi-turn rollout (model, tool, model, ...) is another Generation: it returns the
+same layout, with `response_mask` 1 only on the model's own tokens.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Protocol, Sequence
+
+import torch
+
+from rlkit.batch import Batch
+from rlkit.experience.base import WeightsFn
+from rlkit.rewards.base import RewardManager, RewardSample
+from rlkit.rollout.assemble import completions_to_batch
+from rlkit.rollout.base import Completion, RolloutEngine, SamplingParams
+
+
+@dataclass
+class PromptItem:
+    """One prompt of the step; `group` is its position in the global batch, shared by its n responses."""
+
+    group: int
+    prompt_ids: list[int]
+    prompt_text: str
+    data_source: str
+    ground_truth: object
+    extra_info: dict
+
+
+class Generation(Protocol):
+    def __call__(self, prompts: Sequence[PromptItem], params: SamplingParams) -> Batch:
+        """params.n responses per prompt, prompt-major: a Batch of len(prompts) * params.n rows with the
+        rlkit.batch layout (response width = params.max_new_tokens) and the prompts' meta."""
+        ...
+
+
+class SingleTurnGeneration:
+    """One response per sample: the prompt's tokens go to the rollout engine, its completions are assembled."""
+
+    def __init__(self, rollout: RolloutEngine, pad_token_id: int):
+        self.rollout = rollout
+        self.pad_token_id = pad_token_id
+
+    def __call__(self, prompts: Sequence[PromptItem], params: SamplingParams) -> Batch:
+        completions: list[Completion] = self.rollout.generate([p.prompt_ids for p in prompts], params)
+        owners = [prompt for prompt in prompts for _ in range(params.n)]
+        return completions_to_batch(
+            completions,
+            pad_token_id=self.pad_token_id,
+            max_prompt_length=max(len(p.prompt_ids) for p in prompts),
+            max_response_length=params.max_new_tokens,
+            group_index=[p.group for p in owners],
+            meta={
+                "prompt_text": [p.prompt_text for p in owners],
+                "data_source": [p.data_source for p in owners],
+                "ground_truth": [p.ground_truth for p in owners],
+                "extra_info": [p.extra_info for p in owners],
+            },
+        )
+
+
+def sync_weights(rollout: RolloutEngine, weights: WeightsFn, device: str) -> None:
+    """Wake the rollout engine and stream the policy's weights into it.
+
+    On CUDA the training phases' freed blocks go back to the driver first: PyTorch's caching allocator
+    keeps them reserved, and vLLM (its own allocator) and SGLang (another process) could not take their
+    memory back from under it; without this a larger micro-batch ran out of memory in vLLM's wake_up.
+    """
+    if device.startswith("cuda"):
+        torch.cuda.empty_cache()
+    rollout.wake_up()
+    rollout.update_weights(weights())
+
+
+def score(batch: Batch, reward: RewardManager) -> tuple[torch.Tensor, dict[str, list[float]], dict[str, float]]:
+    """(B,) scores, per-sample extras (such as acc) and reward metrics (extras averaged, failures counted)."""
+    samples = [
+        RewardSample(index=i, data_source=batch["data_source"][i], prompt=batch["prompt_text"][i],
+                     response=batch["response_text"][i], ground_truth=batch["ground_truth"][i],
+                     extra_info=batch["extra_info"][i])
+        for i in range(len(batch))
+    ]
+    output = reward(samples)
+    scores = torch.tensor(output.scores, dtype=torch.float32)
+    # An extra that only some rewards report is NaN for the other samples: average what is there.
+    metrics = {f"reward_extra/{name}": float(torch.tensor(values, dtype=torch.float32).nanmean())
+               for name, values in output.extras.items() if values}
+    metrics["reward/failures"] = float(output.num_failures)
+    return scores, output.extras, metrics
