@@ -38,6 +38,8 @@ from rlkit.config.rollouts import (  # noqa: F401
 )
 from rlkit.errors import PluginError
 
+BUILTIN_TINY = "builtin:tiny"
+
 
 # ---------------------------------------------------------------------------------------------
 # model
@@ -50,6 +52,13 @@ class LoraConfig(Section):
         list[str] | Literal["all-linear"],
         Field(description="Module names to adapt, or 'all-linear' for every linear layer but the LM head."),
     ] = "all-linear"
+    modules_to_save: Annotated[
+        list[str] | None,
+        Field(description="Modules trained in full next to the adapters (peft's modules_to_save; the reference "
+              "policy uses their original weights), e.g. [lm_head] for a model whose output layer is untrained. "
+              "null: [lm_head] when model.path is builtin:tiny (its random, frozen LM head caps the loss LoRA can "
+              "reach near 4.5; docs/sft.md), else none."),
+    ] = None
 
 
 class ModelConfig(Section):
@@ -66,6 +75,13 @@ class ModelConfig(Section):
         LoraConfig | None,
         Field(description="Train LoRA adapters instead of all weights; the reference is the base with adapters off."),
     ] = None
+
+    @model_validator(mode="after")
+    def _lora_trains_the_tiny_models_head(self) -> ModelConfig:
+        # The built-in tiny model is random: LoRA alone cannot move its output layer, so its head trains in full.
+        if self.lora is not None and self.lora.modules_to_save is None:
+            self.lora.modules_to_save = ["lm_head"] if self.path == BUILTIN_TINY else []
+        return self
 
 
 # ---------------------------------------------------------------------------------------------

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from rlkit.algorithms.advantages import estimator_for
-from rlkit.config.schema import RunConfig
+from rlkit.config.schema import BUILTIN_TINY, RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import barrier, process_rank
 from rlkit.engines.base import DistInfo, EngineSpec, TrainEngine
@@ -18,8 +18,6 @@ from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager
 from rlkit.rollout.base import RolloutEngine
-
-BUILTIN_TINY = "builtin:tiny"
 
 
 def resolve_model_path(path: str, output_dir: Path) -> str:
