@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import math
 import resource
 import time
 from pathlib import Path
@@ -27,6 +26,7 @@ from rlkit.config.schema import RunConfig
 from rlkit.data.sampler import EpochSampler
 from rlkit.distributed import all_gather_objects, all_reduce_min, all_reduce_sum
 from rlkit.engines.base import DistInfo
+from rlkit.rewards.base import correctness
 from rlkit.rollout.base import SamplingParams
 from rlkit.trainer import experience
 from rlkit.trainer.checkpoint import CheckpointManager, resume_point
@@ -284,7 +284,7 @@ class RLTrainer:
             scores += piece_scores.tolist()
             lengths += batch["response_mask"].sum(dim=1).long().tolist()
             reasons += batch["finish_reason"]
-            accuracy += _accuracy(piece_scores.tolist(), extras.get("acc"))
+            accuracy += correctness(piece_scores.tolist(), extras.get("acc"))
         self.parts.rollout.sleep()
         gathered = all_gather_objects((scores, lengths, reasons, accuracy))
         scores, lengths, reasons, accuracy = (sum((part[i] for part in gathered), []) for i in range(4))
@@ -363,12 +363,6 @@ class RLTrainer:
     @staticmethod
     def _masked_mean(values: torch.Tensor, mask: torch.Tensor) -> float:
         return all_reduce_sum((values * mask).sum()) / max(all_reduce_sum(mask.sum()), 1.0)
-
-
-def _accuracy(scores: list[float], acc: list[float] | None) -> list[float]:
-    """A response is correct when its reward reports acc=1, or (where it reports none) when it scores >= 1."""
-    acc = acc or [math.nan] * len(scores)
-    return [value if not math.isnan(value) else float(score >= 1.0) for score, value in zip(scores, acc)]
 
 
 def _pad_prompt(batch: Batch, width: int) -> Batch:
