@@ -50,7 +50,8 @@ def plot_metrics(paths: Path | list[Path], out: Path, keys: list[str] | None = N
     paths = [paths] if isinstance(paths, Path) else list(paths)
     runs = [read_metrics(path) for path in paths]
     labels = labels or [path.parent.name for path in paths]
-    present = [key for key in (keys or DEFAULT_KEYS) if any(r.get(key) is not None for records in runs for r in records)]
+    present = [key for key in (keys or DEFAULT_KEYS)
+               if any(record.get(key) is not None for records in runs for record in records)]
     if not present:
         raise DataError(f"{', '.join(map(str, paths))} have none of the metrics {', '.join(keys or DEFAULT_KEYS)}")
     columns = min(3, len(present))

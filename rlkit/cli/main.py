@@ -68,8 +68,8 @@ def _register_commands() -> None:
     from rlkit.cli.sft import sft_command
     from rlkit.cli.train import train_command
 
-    for command in (train_command, sft_command, generate_command, eval_command, validate_command, config_group, list_command,
-                    export_command, data_group, plot_command, bench_command, model_group):
+    for command in (train_command, sft_command, generate_command, eval_command, validate_command, config_group,
+                    list_command, export_command, data_group, plot_command, bench_command, model_group):
         cli.add_command(command)
 
 

@@ -1,4 +1,5 @@
-"""`rlkit plot OUTPUT_DIR... [--out FILE.png]`: render the training curves of metrics.jsonl to PNG, one run or several overlaid."""
+"""`rlkit plot OUTPUT_DIR... [--out FILE.png]`: the training curves of metrics.jsonl as a PNG, one run or several
+overlaid."""
 
 from __future__ import annotations
 

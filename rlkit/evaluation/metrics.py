@@ -92,7 +92,8 @@ def summarize(
     pass_at = {}
     if num_samples > 1:
         counts = [round(sum(group)) for group in groups]
-        pass_at = {k: sum(pass_at_k(num_samples, c, k) for c in counts) / num_prompts for k in pass_k_values(num_samples)}
+        pass_at = {k: sum(pass_at_k(num_samples, c, k) for c in counts) / num_prompts
+                   for k in pass_k_values(num_samples)}
     return EvalSummary(
         num_prompts=num_prompts,
         num_samples=num_samples,

@@ -66,7 +66,8 @@ def correctness(scores: list[float], acc: list[float] | None) -> list[float]:
     none (NaN or no ``acc`` extra at all), when it scores at least 1.0. Validation accuracy (`rlkit train`) and
     `rlkit eval` both count this way."""
     acc = acc or [math.nan] * len(scores)
-    return [float(value) if not math.isnan(value) else float(score >= 1.0) for score, value in zip(scores, acc, strict=True)]
+    return [float(value) if not math.isnan(value) else float(score >= 1.0)
+            for score, value in zip(scores, acc, strict=True)]
 
 
 def split_result(result: Any) -> tuple[float, dict[str, float]]:

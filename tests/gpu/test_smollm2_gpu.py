@@ -49,9 +49,9 @@ def sft_model(train_file: Path, tmp_path: Path) -> Path:
     if not smollm2_gguf().is_file() or importlib.util.find_spec("gguf") is None:
         pytest.skip("set RLKIT_SMOLLM2_SFT, or RLKIT_SMOLLM2_GGUF with `pip install 'rlkit[gguf]'`")
     rlkit("model", "import", str(smollm2_gguf()), str(tmp_path / "base"))
-    rlkit("sft", "configs/sft_gsm8k_smollm2.yaml", f"model.path={tmp_path / 'base'}", f"data.train_files=[{train_file}]",
-          "data.val_files=[]", "trainer.total_epochs=1", f"trainer.output_dir={tmp_path / 'sft_run'}",
-          "trainer.loggers=[jsonl]", "trainer.progress_bar=false")
+    rlkit("sft", "configs/sft_gsm8k_smollm2.yaml", f"model.path={tmp_path / 'base'}",
+          f"data.train_files=[{train_file}]", "data.val_files=[]", "trainer.total_epochs=1",
+          f"trainer.output_dir={tmp_path / 'sft_run'}", "trainer.loggers=[jsonl]", "trainer.progress_bar=false")
     rlkit("export", str(tmp_path / "sft_run"), str(tmp_path / "sft"))
     return tmp_path / "sft"
 

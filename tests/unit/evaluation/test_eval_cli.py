@@ -25,7 +25,8 @@ def test_summary_matches_the_responses_file(tiny_model, tmp_path):
     assert printed == summary
     rows = [json.loads(line) for line in (tmp_path / "rows.jsonl").read_text().splitlines()]
     assert len(rows) == 10 and [(r["prompt_index"], r["sample_index"]) for r in rows[:3]] == [(0, 0), (0, 1), (1, 0)]
-    assert {"prompt", "response", "ground_truth", "score", "correct", "acc", "response_length", "finish_reason"} <= set(rows[0])
+    assert {"prompt", "response", "ground_truth", "score", "correct", "acc", "response_length",
+            "finish_reason"} <= set(rows[0])
     # recomputed from the rows: accuracy is the mean of `correct` (the letters reward reports acc), pass@2 with
     # two samples is the share of prompts with at least one correct
     assert all(row["correct"] == row["acc"] for row in rows)
@@ -55,9 +56,10 @@ def test_a_checkpoint_is_evaluated_with_its_runs_prompt_settings(tiny_model, tmp
     from rlkit.engines.base import DistInfo
     from rlkit.trainer.sft import SFTTrainer
 
-    cfg = build_config(SFTConfig, None, [f"model.path={tiny_model}", f"trainer.output_dir={tmp_path / 'run'}",
-                                         "trainer.total_steps=1", "trainer.loggers=[jsonl]", "trainer.progress_bar=false",
-                                         "data.system_prompt=Answer briefly."])
+    cfg = build_config(SFTConfig, None, [
+        f"model.path={tiny_model}", f"trainer.output_dir={tmp_path / 'run'}", "trainer.total_steps=1",
+        "trainer.loggers=[jsonl]", "trainer.progress_bar=false", "data.system_prompt=Answer briefly.",
+    ])
     SFTTrainer(cfg, DistInfo()).fit()
     run_eval(tmp_path / "run", "--data", "builtin:letters-val", "--limit", 2, "--max-new-tokens", 4, "--device", "cpu",
              "--output", tmp_path / "rows.jsonl", "--summary", tmp_path / "summary.json")
