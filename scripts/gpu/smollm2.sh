@@ -15,7 +15,8 @@
 # summaries and per-response files) and STAGE_summary.txt (the numbers docs/results.md records).
 # Environment: GRPO_STEPS (c5, default 60), COMPARE_STEPS (c6, c7, default 20), GRPO_TIMEOUT (default 420 s);
 # SFT_OVERRIDES / GRPO_OVERRIDES: more key=value settings for every SFT / GRPO run (trainer.total_epochs=1 to
-# save time); SMOL_DIR (default /tmp/smol).
+# save time); SKIP_LORA=1 (c3 only stores the vLLM piece); EVAL_ARGS (the rollout flags of `rlkit eval`);
+# SMOL_DIR (default /tmp/smol).
 set -uo pipefail
 STAGE=${1:?usage: scripts/gpu/smollm2.sh c1|c2|c3|c4|c5|c6|c7|test}
 source scripts/gpu/common.sh
@@ -26,7 +27,7 @@ GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 DATA="data.train_files=[$W/data/train.parquet] data.val_files=[$W/data/test.parquet]"
 QUIET="trainer.loggers=[console,jsonl] trainer.progress_bar=false"
 # vLLM for one-off evaluations: no CUDA-graph capture (saves ~30 s of start-up, costs little at 1,319 prompts)
-EVAL_VLLM="--rollout vllm rollout.gpu_memory_utilization=0.4 rollout.enforce_eager=true"
+EVAL_ARGS=${EVAL_ARGS:-"--rollout vllm rollout.gpu_memory_utilization=0.4 rollout.enforce_eager=true"}
 mkdir -p "$W/models" "$W/runs" "$W/eval" "$W/logs"
 LOG=$OUT/$STAGE.log
 SUMMARY=$OUT/${STAGE}_summary.txt
@@ -46,8 +47,11 @@ timed() {  # timed NAME COMMAND...: run, log to $W/logs/NAME.log, record the wal
 
 evaluate() {  # evaluate NAME MODEL: all 1,319 GSM8K test questions, greedy, strict reward, vLLM
   timed "eval_$1" python3 -m rlkit eval "$2" --data "$W/data/test.parquet" --reward gsm8k --max-new-tokens 512 \
-    --output "$W/eval/$1.jsonl" --summary "$W/eval/$1.json" $EVAL_VLLM
-  tail -n 1 "$W/logs/eval_$1.log" | sed "s/^/eval $1: /" >> "$SUMMARY"
+    --output "$W/eval/$1.jsonl" --summary "$W/eval/$1.json" $EVAL_ARGS
+  python3 -c "import json, sys; s = json.load(open(sys.argv[1])); low, high = s['accuracy_ci95']
+print(f\"eval {sys.argv[2]}: accuracy {s['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}) over {s['num_prompts']}, \"
+      f\"reward {s['reward_mean']:.4f}, length {s['response_length_mean']:.1f}, truncated {s['truncation_rate']:.3f}, \"
+      f\"{s['seconds']:.0f} s ({s['generate_seconds']:.0f} s sampling)\")" "$W/eval/$1.json" "$1" | tee -a "$SUMMARY"
 }
 
 peak_memory() {  # the largest memory/peak_gb of a run's metrics.jsonl
@@ -103,6 +107,7 @@ case $STAGE in
     ;;
   c3)
     mkdir -p /tmp/parts_vllm && cp "$CARRY"/vllm.tar.xz.00 /tmp/parts_vllm/  # c4's device_install.sh joins it
+    [ -n "${SKIP_LORA:-}" ] && { echo "SKIP_LORA: only the vLLM piece stored"; pack; exit 0; }
     timed sft_lora python3 -m rlkit sft configs/sft_gsm8k_smollm2_lora.yaml model.path="$W/models/base" $DATA \
       trainer.output_dir="$W/runs/sft_lora" $QUIET ${SFT_OVERRIDES:-}
     peak_memory "$W/runs/sft_lora"
@@ -113,14 +118,14 @@ case $STAGE in
     [ -f /tmp/site_vllm/.installed ] || { echo "vLLM is not installed: run c3 first, back to back"; exit 3; }
     evaluate base "$W/models/base"
     evaluate sft "$W/models/sft"
-    evaluate sft_lora "$W/models/sft_lora"
+    [ -d "$W/models/sft_lora" ] && evaluate sft_lora "$W/models/sft_lora"
     ;;
   c5)
     install_wheels "$CARRY" /tmp/site_extra
     grpo grpo "${GRPO_STEPS:-60}"
     evaluate grpo "$W/runs/grpo"  # its newest complete checkpoint, even if the timeout cut the run short
     plot sft "$W/runs/sft"
-    plot sft_lora_vs_full "$W/runs/sft" "$W/runs/sft_lora"
+    [ -d "$W/runs/sft_lora" ] && plot sft_lora_vs_full "$W/runs/sft" "$W/runs/sft_lora"
     plot grpo "$W/runs/grpo"
     ;;
   c6)
@@ -134,7 +139,9 @@ case $STAGE in
     # the SGLang bundle's own packages (transformers 5.12.1, its pydantic) come first, not the vLLM bundle's
     export PYTHONPATH="/tmp/site_sglang:$PWD:/tmp/site_extra:/tmp/site_ds"
     grpo grpo_sglang "${COMPARE_STEPS:-20}" --rollout sglang
-    plot grpo_vllm_vs_sglang_vs_deepspeed "$W/runs/grpo" "$W/runs/grpo_sglang" "$W/runs/grpo_deepspeed"
+    runs=("$W/runs/grpo" "$W/runs/grpo_sglang")
+    [ -d "$W/runs/grpo_deepspeed" ] && runs+=("$W/runs/grpo_deepspeed")
+    plot grpo_engines "${runs[@]}"
     ;;
   test)
     export RLKIT_SMOLLM2_GGUF="$W/$GGUF_NAME" RLKIT_SMOLLM2_SFT="$W/models/sft" RLKIT_GSM8K="$W/data"
