@@ -153,7 +153,6 @@ def _transformers_names(architecture: str) -> set[str]:
 def _write_folder(gguf_file: Path, out: Path, architecture: str) -> tuple[str, int, int]:
     """Read the GGUF with transformers and save model, generation config and tokenizer into `out`."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
-
     from transformers.utils import logging as transformers_logging
 
     transformers_logging.disable_progress_bar()  # a bar per tensor drowns the one line the command prints
@@ -193,7 +192,7 @@ def float_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
         raise RlkitError(
             f"transformers {transformers.__version__} kept this GGUF model's weights quantized and cannot "
-            "dequantize them; run the import with another transformers version (5.17 and 5.24 work)"
+            "dequantize them; run the import with another transformers version (it was tested with 5.24)"
         )
     return {name: tensor.detach() for name, tensor in model.state_dict().items()}
 
