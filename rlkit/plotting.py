@@ -39,26 +39,36 @@ def read_metrics(path: Path) -> list[dict]:
     return records
 
 
-def plot_metrics(path: Path, out: Path, keys: list[str] | None = None) -> Path:
+def plot_metrics(paths: Path | list[Path], out: Path, keys: list[str] | None = None,
+                 labels: list[str] | None = None) -> Path:
+    """Curves of one metrics.jsonl, or of several overlaid (one line a run, labelled by `labels`), to a PNG."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    records = read_metrics(path)
-    present = [key for key in (keys or DEFAULT_KEYS) if any(record.get(key) is not None for record in records)]
+    paths = [paths] if isinstance(paths, Path) else list(paths)
+    runs = [read_metrics(path) for path in paths]
+    labels = labels or [path.parent.name for path in paths]
+    present = [key for key in (keys or DEFAULT_KEYS)
+               if any(record.get(key) is not None for records in runs for record in records)]
     if not present:
-        raise DataError(f"{path} has none of the metrics {', '.join(keys or DEFAULT_KEYS)}")
+        raise DataError(f"{', '.join(map(str, paths))} have none of the metrics {', '.join(keys or DEFAULT_KEYS)}")
     columns = min(3, len(present))
     rows = math.ceil(len(present) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
     for axis, key in zip(axes.flat, present):
-        points = [(record["step"], record[key]) for record in records if record.get(key) is not None]
-        steps, values = zip(*points)
-        axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3)
+        for records, label in zip(runs, labels, strict=True):
+            points = [(record["step"], record[key]) for record in records if record.get(key) is not None]
+            if not points:
+                continue
+            steps, values = zip(*points)
+            axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
         axis.set_title(key)
         axis.set_xlabel("step")
         axis.grid(alpha=0.3)
+        if len(runs) > 1:
+            axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(present):]:
         axis.axis("off")
     figure.tight_layout()

@@ -59,15 +59,17 @@ def _register_commands() -> None:
     from rlkit.cli.bench import bench_command
     from rlkit.cli.configs import config_group, validate_command
     from rlkit.cli.data import data_group
+    from rlkit.cli.eval import eval_command
     from rlkit.cli.export import export_command
     from rlkit.cli.generate import generate_command
     from rlkit.cli.listing import list_command
+    from rlkit.cli.model import model_group
     from rlkit.cli.plot import plot_command
     from rlkit.cli.sft import sft_command
     from rlkit.cli.train import train_command
 
-    for command in (train_command, sft_command, generate_command, validate_command, config_group, list_command,
-                    export_command, data_group, plot_command, bench_command):
+    for command in (train_command, sft_command, generate_command, eval_command, validate_command, config_group,
+                    list_command, export_command, data_group, plot_command, bench_command, model_group):
         cli.add_command(command)
 
 

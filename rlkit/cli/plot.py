@@ -1,4 +1,5 @@
-"""`rlkit plot OUTPUT_DIR`: render the training curves of metrics.jsonl to PNG."""
+"""`rlkit plot OUTPUT_DIR... [--out FILE.png]`: the training curves of metrics.jsonl as a PNG, one run or several
+overlaid."""
 
 from __future__ import annotations
 
@@ -8,13 +9,19 @@ import click
 
 
 @click.command("plot")
-@click.argument("output_dir", type=click.Path(path_type=Path))
-@click.option("--out", type=click.Path(path_type=Path), default=None, help="PNG path (default: OUTPUT_DIR/curves.png).")
+@click.argument("output_dirs", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--out", type=click.Path(path_type=Path), default=None,
+              help="PNG path (default: OUTPUT_DIR/curves.png; needed with several runs).")
 @click.option("--keys", default=None, help="Comma-separated metric names (default: the main ones present).")
-def plot_command(output_dir: Path, out: Path | None, keys: str | None) -> None:
-    """Plot reward, validation, losses, KL, entropy and lengths over steps."""
+def plot_command(output_dirs: tuple[Path, ...], out: Path | None, keys: str | None) -> None:
+    """Plot reward, validation, losses, KL, entropy and lengths over steps; several OUTPUT_DIRs overlay their
+    curves in one figure (one line a run, labelled by its folder's name)."""
+    from rlkit.errors import ConfigError
     from rlkit.plotting import plot_metrics
 
-    written = plot_metrics(output_dir / "metrics.jsonl", out or output_dir / "curves.png",
-                           keys.split(",") if keys else None)
+    if out is None and len(output_dirs) > 1:
+        raise ConfigError(f"{len(output_dirs)} runs go into one figure: name it with --out FILE.png")
+    written = plot_metrics([directory / "metrics.jsonl" for directory in output_dirs],
+                           out or output_dirs[0] / "curves.png", keys.split(",") if keys else None,
+                           labels=[directory.name for directory in output_dirs])
     click.echo(f"wrote {written}")

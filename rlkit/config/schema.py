@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of a run, in one place
     AlgorithmConfig,
@@ -23,6 +23,8 @@ from rlkit.config.base import Section
 from rlkit.config.engines import EngineConfig, OptimConfig  # noqa: F401
 from rlkit.config.rollouts import RolloutConfig  # noqa: F401
 from rlkit.errors import PluginError
+
+BUILTIN_TINY = "builtin:tiny"
 
 
 def _file_list(value: Any) -> Any:
@@ -57,6 +59,13 @@ class LoraConfig(Section):
         list[str] | Literal["all-linear"],
         Field(description="Module names to adapt, or 'all-linear' for every linear layer but the LM head."),
     ] = "all-linear"
+    modules_to_save: Annotated[
+        list[str] | None,
+        Field(description="Modules trained in full next to the adapters (peft's modules_to_save; the reference "
+              "policy uses their original weights), e.g. [lm_head] for a model whose output layer is untrained. "
+              "null: [lm_head] when model.path is builtin:tiny (its random, frozen LM head caps the loss LoRA can "
+              "reach near 4.5; docs/sft.md), else none."),
+    ] = None
 
 
 class ModelConfig(Section):
@@ -73,6 +82,20 @@ class ModelConfig(Section):
         LoraConfig | None,
         Field(description="Train LoRA adapters instead of all weights; the reference is the base with adapters off."),
     ] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_trains_the_tiny_models_head(cls, data: Any) -> Any:
+        # The built-in tiny model is random: LoRA alone cannot move its output layer, so its head trains in full.
+        # Resolved before validation: a built config is frozen.
+        if not isinstance(data, dict) or data.get("lora") is None:
+            return data
+        lora = data["lora"]
+        lora = lora.model_dump() if isinstance(lora, BaseModel) else dict(lora) if isinstance(lora, dict) else lora
+        if isinstance(lora, dict) and lora.get("modules_to_save") is None:
+            lora["modules_to_save"] = ["lm_head"] if data.get("path", BUILTIN_TINY) == BUILTIN_TINY else []
+            data = {**data, "lora": lora}
+        return data
 
 
 # ---------------------------------------------------------------------------------------------

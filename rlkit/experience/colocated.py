@@ -23,8 +23,8 @@ from rlkit.data.sampler import EpochSampler
 from rlkit.distributed import DistInfo, all_gather_objects, all_reduce_min, all_reduce_sum
 from rlkit.experience.base import Experience, WeightsFn
 from rlkit.experience.generation import Generation, PromptItem, score, sync_weights
-from rlkit.experience.statistics import accuracy, gathered_summary, summarize
-from rlkit.rewards.base import RewardManager
+from rlkit.experience.statistics import gathered_summary, summarize
+from rlkit.rewards.base import RewardManager, correctness
 from rlkit.rollout.base import RolloutEngine, SamplingParams
 from rlkit.timing import PhaseTimer
 
@@ -100,7 +100,7 @@ class ColocatedExperience:
             scores += piece_scores.tolist()
             lengths += batch["response_mask"].sum(dim=1).long().tolist()
             reasons += batch["finish_reason"]
-            correct += accuracy(piece_scores.tolist(), extras.get("acc"))
+            correct += correctness(piece_scores.tolist(), extras.get("acc"))
         self.rollout.sleep()
         gathered = all_gather_objects((scores, lengths, reasons, correct))
         scores, lengths, reasons, correct = (sum((part[i] for part in gathered), []) for i in range(4))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 
 import torch
 
@@ -30,9 +29,3 @@ def gathered_summary(batch: Batch, scores: torch.Tensor, prefix: str = "") -> di
     lengths = batch["response_mask"].sum(dim=1).long().tolist()
     gathered = all_gather_objects((scores.tolist(), lengths, batch["finish_reason"]))
     return summarize(*(sum((part[i] for part in gathered), []) for i in range(3)), prefix=prefix)
-
-
-def accuracy(scores: list[float], acc: list[float] | None) -> list[float]:
-    """A response is correct when its reward reports acc=1, or (where it reports none) when it scores >= 1."""
-    acc = acc or [math.nan] * len(scores)
-    return [value if not math.isnan(value) else float(score >= 1.0) for score, value in zip(scores, acc)]

@@ -61,6 +61,15 @@ class RewardManager(abc.ABC):
         """One score per sample, in order."""
 
 
+def correctness(scores: list[float], acc: list[float] | None) -> list[float]:
+    """1.0 for each correct response, else 0.0: correct when its reward reports ``acc`` = 1, or, where it reports
+    none (NaN or no ``acc`` extra at all), when it scores at least 1.0. Validation accuracy (`rlkit train`) and
+    `rlkit eval` both count this way."""
+    acc = acc or [math.nan] * len(scores)
+    return [float(value) if not math.isnan(value) else float(score >= 1.0)
+            for score, value in zip(scores, acc, strict=True)]
+
+
 def split_result(result: Any) -> tuple[float, dict[str, float]]:
     """A reward function's return value -> (score, numeric extras); TypeError/ValueError say what is wrong.
 

@@ -8,7 +8,7 @@ from typing import Any
 
 from rlkit.algorithms.advantages import estimator_for
 from rlkit.algorithms.policy_losses import loss_agg_mode_for
-from rlkit.config.schema import RunConfig
+from rlkit.config.schema import BUILTIN_TINY, RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import DistInfo, barrier, process_rank
 from rlkit.engines.base import EngineSpec, TrainEngine
@@ -21,8 +21,6 @@ from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager
 from rlkit.rollout.base import RolloutEngine
 from rlkit.timing import PhaseTimer
-
-BUILTIN_TINY = "builtin:tiny"
 
 
 def resolve_model_path(path: str, output_dir: Path) -> str:

@@ -29,7 +29,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rlkit.engines", "rlkit.rollout"),
     ("rlkit.experience",),
     ("rlkit.trainer",),
-    ("rlkit.bench", "rlkit.export", "rlkit.plotting"),
+    ("rlkit.bench", "rlkit.evaluation", "rlkit.export", "rlkit.plotting"),
     ("rlkit.cli",),
     ("rlkit.__main__",),
 ]
