@@ -6,10 +6,11 @@
 #   c1  carry .gpu/smol_c1  install DeepSpeed/pydantic/rich/gguf, store the GGUF's first piece, the data
 #   c2  carry .gpu/smol_c2  join the GGUF, `rlkit model import`, full SFT, export              (~5 min)
 #   c3  carry .gpu/smol_c3  store vLLM's first piece; LoRA SFT, merged export                  (~4 min)
-#   c4  carry .gpu/smol_c4  install vLLM; evaluate base, SFT and LoRA SFT on GSM8K test        (~4 min)
+#   c4  carry .gpu/smol_c4  install vLLM; evaluate base, SFT and LoRA SFT on GSM8K test, side by side (~2 min)
 #   c5  carry .gpu/smol_c5  install matplotlib; GRPO (FSDP2 x vLLM) from SFT, evaluate, plot   (~9 min)
-#   c6  carry .gpu/smol_c6  store SGLang's first piece; the same GRPO with --engine deepspeed  (~5 min)
-#   c7  carry .gpu/smol_c7  install SGLang; the same GRPO with --rollout sglang                (~6 min)
+#   c6  carry .gpu/smol_c6  store SGLang's first piece; start the same GRPO with --engine deepspeed in the
+#                           background (it runs on into c7)                                     (~0.5 min)
+#   c7  carry .gpu/smol_c7  install SGLang; the same GRPO with --rollout sglang beside it; wait for both (~5 min)
 #   test (after c5)         pytest tests/gpu/test_smollm2_gpu.py on the SFT model              (~4 min)
 # Each stage writes to $OUT: STAGE.log (what it printed), STAGE.tar.gz (logs, metrics.jsonl, curves, evaluation
 # summaries and per-response files) and STAGE_summary.txt (the numbers docs/results.md records).
@@ -52,6 +53,26 @@ evaluate() {  # evaluate NAME MODEL: all 1,319 GSM8K test questions, greedy, str
 print(f\"eval {sys.argv[2]}: accuracy {s['accuracy']:.4f} (95% CI {low:.4f}-{high:.4f}) over {s['num_prompts']}, \"
       f\"reward {s['reward_mean']:.4f}, length {s['response_length_mean']:.1f}, truncated {s['truncation_rate']:.3f}, \"
       f\"{s['seconds']:.0f} s ({s['generate_seconds']:.0f} s sampling)\")" "$W/eval/$1.json" "$1" | tee -a "$SUMMARY"
+}
+
+background() {  # background NAME COMMAND...: start in its own session (it outlives this command), log to
+  # $W/logs/NAME.log, exit status to $W/logs/NAME.rc; `await NAME...` waits for them
+  local name=$1
+  shift
+  rm -f "$W/logs/$name.rc"
+  echo "+ (background) $*"
+  setsid nohup bash -c 'start=$(date +%s); "$@"; rc=$?; echo "$rc $(( $(date +%s) - start ))" > "'"$W/logs/$name.rc"'"' \
+    _ "$@" > "$W/logs/$name.log" 2>&1 < /dev/null &
+}
+
+await() {  # await NAME...: wait for background runs, then record their exit status and wall time in the summary
+  local name rc seconds
+  for name in "$@"; do
+    while [ ! -f "$W/logs/$name.rc" ]; do sleep 5; done
+    read -r rc seconds < "$W/logs/$name.rc"
+    grep -v "Loading\|it/s]\|Warning" "$W/logs/$name.log" | tail -n 8
+    echo "$name: exit $rc, $seconds s" | tee -a "$SUMMARY"
+  done
 }
 
 peak_memory() {  # the largest memory/peak_gb of a run's metrics.jsonl
@@ -116,9 +137,14 @@ case $STAGE in
   c4)
     bash "$CARRY/device_install.sh" vllm "$CARRY" | tail -n 1
     [ -f /tmp/site_vllm/.installed ] || { echo "vLLM is not installed: run c3 first, back to back"; exit 3; }
-    evaluate base "$W/models/base"
-    evaluate sft "$W/models/sft"
-    [ -d "$W/models/sft_lora" ] && evaluate sft_lora "$W/models/sft_lora"
+    # the three evaluations side by side (vLLM at 0.25 of the GPU each): their accuracies do not depend on it
+    models=(base sft)
+    [ -d "$W/models/sft_lora" ] && models+=(sft_lora)
+    for name in "${models[@]}"; do
+      EVAL_ARGS="--rollout vllm rollout.vllm.gpu_memory_utilization=0.25 rollout.vllm.enforce_eager=true" \
+        evaluate "$name" "$W/models/$name" &
+    done
+    wait
     ;;
   c5)
     install_wheels "$CARRY" /tmp/site_extra
@@ -130,15 +156,24 @@ case $STAGE in
     ;;
   c6)
     mkdir -p /tmp/parts_sglang && cp "$CARRY"/sglang.tar.xz.00 /tmp/parts_sglang/  # c7's device_install.sh joins it
-    grpo grpo_deepspeed "${COMPARE_STEPS:-20}" --engine deepspeed
-    plot grpo_fsdp2_vs_deepspeed "$W/runs/grpo" "$W/runs/grpo_deepspeed"
+    # runs on into c7, beside the SGLang run (each rollout engine at 0.3 of the GPU): curves, not timings
+    background grpo_deepspeed timeout "${GRPO_TIMEOUT:-420}" python3 -m rlkit train configs/grpo_gsm8k_smollm2.yaml \
+      --engine deepspeed model.path="$W/models/sft" $DATA trainer.total_steps="${COMPARE_STEPS:-20}" \
+      trainer.output_dir="$W/runs/grpo_deepspeed" rollout.vllm.gpu_memory_utilization=0.3 $QUIET ${GRPO_OVERRIDES:-}
+    sleep 20  # the run's start, in this command's log
+    tail -n 5 "$W/logs/grpo_deepspeed.log"
     ;;
   c7)
     bash "$CARRY/device_install.sh" sglang "$CARRY" | tail -n 1
     [ -f /tmp/site_sglang/.installed ] || { echo "SGLang is not installed: run c6 first, back to back"; exit 3; }
     # the SGLang bundle's own packages (transformers 5.12.1, its pydantic) come first, not the vLLM bundle's
     export PYTHONPATH="/tmp/site_sglang:$PWD:/tmp/site_extra:/tmp/site_ds"
-    grpo grpo_sglang "${COMPARE_STEPS:-20}" --rollout sglang
+    background grpo_sglang timeout "${GRPO_TIMEOUT:-420}" python3 -m rlkit train configs/grpo_gsm8k_smollm2.yaml \
+      --rollout sglang model.path="$W/models/sft" $DATA trainer.total_steps="${COMPARE_STEPS:-20}" \
+      trainer.output_dir="$W/runs/grpo_sglang" rollout.sglang.mem_fraction_static=0.3 $QUIET ${GRPO_OVERRIDES:-}
+    await grpo_deepspeed grpo_sglang
+    peak_memory "$W/runs/grpo_deepspeed"
+    peak_memory "$W/runs/grpo_sglang"
     runs=("$W/runs/grpo" "$W/runs/grpo_sglang")
     [ -d "$W/runs/grpo_deepspeed" ] && runs+=("$W/runs/grpo_deepspeed")
     plot grpo_engines "${runs[@]}"
