@@ -51,7 +51,8 @@ class AlgorithmConfig(Section):
               "the others token-mean)."),
     ] = None
     loss_agg_norm_length: Annotated[
-        int | None, Field(ge=1, description="The constant T of seq-mean-token-sum-norm; default: max_new_tokens.")
+        int | None, Field(ge=1, description="The constant T of seq-mean-token-sum-norm; default: the response budget "
+                      "(rollout.max_new_tokens; for conversations, rollout.max_total_tokens).")
     ] = None
     entropy_coeff: Annotated[float, Field(ge=0, description="Entropy bonus coefficient.")] = 0.0
     use_kl_in_reward: Annotated[bool, Field(description="Subtract a KL penalty from the token rewards.")] = False
