@@ -161,6 +161,9 @@ class ToolBox:
         if not isinstance(arguments, dict):
             return self._error(name, {}, f"the arguments must be a JSON object, not {type(arguments).__name__}")
         tool = self.tools[name]
+        hidden = sorted(set(arguments) & set(option_names(tool.fn)))
+        if hidden:  # options are the config's to set, never the model's
+            return self._error(name, arguments, f"wrong arguments for {name}: unexpected {', '.join(hidden)}")
         try:
             inspect.signature(tool.fn).bind(**arguments, **tool.options)
         except TypeError as error:
