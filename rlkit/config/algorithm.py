@@ -26,8 +26,11 @@ class DynamicSamplingConfig(Section):
 
 
 class OverlongPenaltyConfig(Section):
-    buffer_length: Annotated[int, Field(ge=1, description="Tokens before max_new_tokens where the penalty ramps.")] = 4
-    penalty_factor: Annotated[float, Field(ge=0, description="Penalty at max_new_tokens.")] = 1.0
+    buffer_length: Annotated[
+        int, Field(ge=1, description="Tokens before the response budget (rollout.max_new_tokens; for conversations, "
+                   "rollout.max_total_tokens) where the penalty ramps.")
+    ] = 4
+    penalty_factor: Annotated[float, Field(ge=0, description="Penalty at the response budget.")] = 1.0
 
 
 class AlgorithmConfig(Section):
