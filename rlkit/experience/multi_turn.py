@@ -19,13 +19,14 @@ SingleTurnGeneration makes: the same batch, bit for bit.
 from __future__ import annotations
 
 import dataclasses
+import json
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 
 from rlkit.batch import Batch
-from rlkit.environments import ChatRenderer, EnvironmentFactory, Sample, Step
+from rlkit.environments import ChatRenderer, Environment, EnvironmentFactory, Sample, Step
 from rlkit.errors import PluginError, RlkitError
 from rlkit.experience.conversation import Conversation
 from rlkit.experience.generation import PromptItem
@@ -62,7 +63,7 @@ class MultiTurnGeneration:
     def __call__(self, prompts: Sequence[PromptItem], params: SamplingParams) -> Batch:
         budget = self.max_total_tokens or params.max_new_tokens * self.max_turns
         owners = [prompt for prompt in prompts for _ in range(params.n)]
-        conversations = [self._start(prompt, budget) for prompt in owners]
+        conversations = self._start(owners, budget)
         self._first_turn(conversations, len(prompts), params)
         while live := [conversation for conversation in conversations if not conversation.ended]:
             self._answer(live)
@@ -76,17 +77,28 @@ class MultiTurnGeneration:
         return self._assemble(conversations, owners, budget)
 
     # -- the steps of a conversation --------------------------------------------------------------
-    def _start(self, prompt: PromptItem, budget: int) -> Conversation:
-        """A new environment, reset on the prompt: the conversation's start is its messages, or the prompt."""
-        environment = self.new_environment()
-        sample = Sample(prompt.messages, prompt.prompt_text, prompt.data_source, prompt.ground_truth,
-                        prompt.extra_info)
-        messages = environment.reset(sample)
-        trajectory = Trajectory(prompt=messages if messages is not None else prompt.messages)
-        if messages is None:
-            return Conversation(environment, prompt.prompt_text, list(prompt.prompt_ids), budget, trajectory)
-        text, ids = self.renderer.prompt(messages, getattr(environment, "tools", None))
-        return Conversation(environment, text, ids, budget, trajectory)
+    def _start(self, owners: list[PromptItem], budget: int) -> list[Conversation]:
+        """A new environment per sample, reset on its prompt: the conversation starts from the messages it
+        returns (rendered here), or from the prompt's tokens."""
+        environments = [self.new_environment() for _ in owners]
+        samples = [Sample(prompt.messages, prompt.prompt_text, prompt.data_source, prompt.ground_truth,
+                          prompt.extra_info) for prompt in owners]
+        starts = self._in_workers(lambda environment, sample: environment.reset(sample),
+                                  list(zip(environments, samples)), [p.prompt_text for p in owners], "reset")
+        conversations = []
+        rendered: dict[str, tuple[str, list[int]]] = {}  # the n samples of a prompt usually start alike
+        for environment, prompt, messages in zip(environments, owners, starts):
+            trajectory = Trajectory(prompt=messages if messages is not None else prompt.messages)
+            if messages is None:
+                text, ids = prompt.prompt_text, list(prompt.prompt_ids)
+            else:
+                tools = getattr(environment, "tools", None)
+                key = json.dumps([messages, tools], sort_keys=True, default=repr)
+                if key not in rendered:
+                    rendered[key] = self.renderer.prompt(messages, tools)
+                text, ids = rendered[key][0], list(rendered[key][1])
+            conversations.append(Conversation(environment, text, ids, budget, trajectory))
+        return conversations
 
     def _first_turn(self, conversations: list[Conversation], num_prompts: int, params: SamplingParams) -> None:
         """The n conversations of a prompt that start alike share one request of n samples (as without an
@@ -103,8 +115,13 @@ class MultiTurnGeneration:
     def _answer(self, live: list[Conversation]) -> None:
         """Every live environment steps on its conversation's last turn; its messages are appended, or the
         conversation ends (done, max_turns, or no room for the messages and one more token)."""
-        steps = self._step_all(live)
+        steps = self._in_workers(lambda environment, text: environment.step(text),
+                                 [(c.environment, c.trajectory.final_text) for c in live],
+                                 [c.prompt_text for c in live], "a turn")
         for conversation, step in zip(live, steps):
+            if not isinstance(step, Step):
+                raise PluginError(f"the environment's step returned a {type(step).__name__}; it must return an "
+                                  "rlkit.environments.Step")
             turn = conversation.trajectory.turns[-1]
             turn.reward, turn.info, turn.tool_calls = float(step.reward), dict(step.info), list(step.tool_calls)
             if step.done:
@@ -119,24 +136,23 @@ class MultiTurnGeneration:
                 else:
                     conversation.add_environment_turn(step.observation, ids)
 
-    def _step_all(self, live: list[Conversation]) -> list[Step]:
-        def step(conversation: Conversation) -> Step:
+    def _in_workers(self, call: Callable[[Environment, Any], Any], jobs: list[tuple[Environment, Any]],
+                    prompts: list[str], what: str) -> list[Any]:
+        """`call(environment, argument)` for every job, in `num_workers` threads (tools may wait on processes);
+        results in order. An environment that raises stops the run with a message naming `what` and the prompt."""
+        def run(index: int) -> Any:
             try:
-                result = conversation.environment.step(conversation.trajectory.final_text)
+                return call(*jobs[index])
             except RlkitError:
                 raise
             except Exception as error:
-                raise PluginError(f"the environment failed on a turn of the prompt {conversation.prompt_text[:80]!r}: "
+                raise PluginError(f"the environment failed on {what} of the prompt {prompts[index][:80]!r}: "
                                   f"{type(error).__name__}: {error}") from error
-            if not isinstance(result, Step):
-                raise PluginError(f"the environment's step returned a {type(result).__name__}; it must return an "
-                                  "rlkit.environments.Step")
-            return result
 
-        if self.num_workers == 1 or len(live) == 1:
-            return [step(conversation) for conversation in live]
-        with ThreadPoolExecutor(max_workers=min(self.num_workers, len(live)), thread_name_prefix="rlkit-env") as pool:
-            return list(pool.map(step, live))
+        if self.num_workers == 1 or len(jobs) <= 1:
+            return [run(index) for index in range(len(jobs))]
+        with ThreadPoolExecutor(max_workers=min(self.num_workers, len(jobs)), thread_name_prefix="rlkit-env") as pool:
+            return list(pool.map(run, range(len(jobs))))
 
     # -- the batch --------------------------------------------------------------------------------
     def _assemble(self, conversations: list[Conversation], owners: list[PromptItem], budget: int) -> Batch:

@@ -196,10 +196,17 @@ def test_an_environment_that_fails_stops_the_run_naming_it(tokenizer):
         def step(self, model_text):
             raise KeyError("oops")
 
+    class BrokenReset(SingleTurnEnvironment):
+        def reset(self, sample):
+            raise ValueError("no such task")
+
     prompt = prompt_item(tokenizer, 0, "hello")
     rollout = ScriptedRollout(tokenizer, {prompt.prompt_ids[0]: ["x"]})
-    with pytest.raises(PluginError, match="the environment failed on a turn of the prompt .*KeyError: 'oops'"):
-        generation(rollout, tokenizer, Broken)([prompt], PARAMS)
+    params = SamplingParams(n=3, max_new_tokens=4)  # three conversations: their environments step in threads
+    with pytest.raises(PluginError, match="the environment failed on a turn of the prompt .*hello.*KeyError: 'oops'"):
+        generation(rollout, tokenizer, Broken)([prompt], params)
+    with pytest.raises(PluginError, match="the environment failed on reset of the prompt .*ValueError: no such task"):
+        generation(rollout, tokenizer, BrokenReset)([prompt], params)
 
 
 def assert_same_batch(single, multi) -> None:
