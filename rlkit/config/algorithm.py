@@ -26,8 +26,11 @@ class DynamicSamplingConfig(Section):
 
 
 class OverlongPenaltyConfig(Section):
-    buffer_length: Annotated[int, Field(ge=1, description="Tokens before max_new_tokens where the penalty ramps.")] = 4
-    penalty_factor: Annotated[float, Field(ge=0, description="Penalty at max_new_tokens.")] = 1.0
+    buffer_length: Annotated[
+        int, Field(ge=1, description="Tokens before the response budget (rollout.max_new_tokens; for conversations, "
+                   "rollout.max_total_tokens) where the penalty ramps.")
+    ] = 4
+    penalty_factor: Annotated[float, Field(ge=0, description="Penalty at the response budget.")] = 1.0
 
 
 class AlgorithmConfig(Section):
@@ -51,7 +54,8 @@ class AlgorithmConfig(Section):
               "the others token-mean)."),
     ] = None
     loss_agg_norm_length: Annotated[
-        int | None, Field(ge=1, description="The constant T of seq-mean-token-sum-norm; default: max_new_tokens.")
+        int | None, Field(ge=1, description="The constant T of seq-mean-token-sum-norm; default: the response budget "
+                      "(rollout.max_new_tokens; for conversations, rollout.max_total_tokens).")
     ] = None
     entropy_coeff: Annotated[float, Field(ge=0, description="Entropy bonus coefficient.")] = 0.0
     use_kl_in_reward: Annotated[bool, Field(description="Subtract a KL penalty from the token rewards.")] = False

@@ -35,3 +35,19 @@ class RolloutConfig(BackendSection):
     ] = True
     val_temperature: Annotated[float, Field(ge=0, description="Temperature for validation; 0 is greedy.")] = 0.0
     val_n: Annotated[int, Field(ge=1, description="Responses per validation prompt.")] = 1
+    max_turns: Annotated[
+        int,
+        Field(ge=1, description="Model turns per conversation at most: the environment (environment.name) answers "
+              "each turn until it is done. 1: one response per prompt."),
+    ] = 1
+    max_total_tokens: Annotated[
+        int | None,
+        Field(ge=1, description="Token budget of a whole conversation after the prompt, the model's turns and the "
+              "environment's messages together (the trained response's width); each turn also stops at "
+              "max_new_tokens. null: max_new_tokens x max_turns."),
+    ] = None
+
+    @property
+    def response_budget(self) -> int:
+        """The longest response part of a trained sequence: one response, or a whole conversation."""
+        return self.max_total_tokens or self.max_new_tokens * self.max_turns

@@ -21,6 +21,7 @@ from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of
 )
 from rlkit.config.base import Section
 from rlkit.config.engines import EngineConfig, OptimConfig  # noqa: F401
+from rlkit.config.environment import EnvironmentConfig  # noqa: F401
 from rlkit.config.rollouts import RolloutConfig  # noqa: F401
 from rlkit.errors import PluginError
 
@@ -224,6 +225,7 @@ class RunConfig(Section):
     algorithm: AlgorithmConfig = AlgorithmConfig(mini_batch_size=8)
     critic: CriticConfig = CriticConfig()
     reward: RewardConfig = RewardConfig()
+    environment: EnvironmentConfig = EnvironmentConfig()
     trainer: TrainerConfig = TrainerConfig()
 
     @model_validator(mode="after")

@@ -25,6 +25,7 @@ from rlkit.data.templates import (
     encode_prompts,
     render_prompt,
     resolve_prompt_format,
+    to_messages,
     truncate_prompt,
 )
 from rlkit.errors import DataError
@@ -44,6 +45,9 @@ class PromptRecord:
     ground_truth: Any
     extra_info: dict[str, Any]
     index: int
+    # The prompt as chat messages, the system prompt included (None for raw text): what an environment that
+    # renders the prompt afresh (with tools, say) starts from; it is not truncated to max_prompt_length.
+    messages: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,9 +113,9 @@ def load_prompt_dataset(
                 continue
             ids = truncate_prompt(ids, cfg.max_prompt_length, cfg.truncation, example.location)
             text = tokenizer.decode(ids, skip_special_tokens=False)  # the text of what the model sees
-        records.append(
-            PromptRecord(ids, text, example.data_source, example.ground_truth, example.extra_info, len(records))
-        )
+        messages = to_messages(example.prompt, cfg.system_prompt) if prompt_format == "chat" else None
+        records.append(PromptRecord(ids, text, example.data_source, example.ground_truth, example.extra_info,
+                                    len(records), messages))
 
     num_filtered = len(examples) - len(records)
     if not records:

@@ -23,7 +23,13 @@ from rlkit.data.sampler import EpochSampler
 from rlkit.distributed import DistInfo, all_gather_objects, all_reduce_min, all_reduce_sum
 from rlkit.experience.base import Experience, WeightsFn
 from rlkit.experience.generation import Generation, PromptItem, score, sync_weights
-from rlkit.experience.statistics import gathered_summary, summarize
+from rlkit.experience.statistics import (
+    conversation_counts,
+    gathered_conversations,
+    gathered_summary,
+    summarize,
+    summarize_conversations,
+)
 from rlkit.rewards.base import RewardManager, correctness
 from rlkit.rollout.base import RolloutEngine, SamplingParams
 from rlkit.timing import PhaseTimer
@@ -75,6 +81,7 @@ class ColocatedExperience:
         with self.timer.phase("reward"):
             scores, _, metrics = score(batch, self.reward)
         metrics.update(gathered_summary(batch, scores))
+        metrics.update(gathered_conversations(batch))
         if self.needs_baselines:
             with self.timer.phase("baseline"):
                 batch["reward_baselines"] = self._greedy_baselines(prompts, params)
@@ -92,7 +99,7 @@ class ColocatedExperience:
         local = [index for index in range(len(data)) if index % self.dist.world_size == self.dist.rank]
         self._sync_weights()
         batch_size = self.cfg.data.val_batch_size or len(local) or 1
-        scores, lengths, reasons, correct = [], [], [], []
+        scores, lengths, reasons, correct, conversations = [], [], [], [], []
         for start in range(0, len(local), batch_size):
             prompts = [self._prompt_item(data, index, index) for index in local[start:start + batch_size]]
             batch = self.generation(prompts, params)
@@ -101,11 +108,13 @@ class ColocatedExperience:
             lengths += batch["response_mask"].sum(dim=1).long().tolist()
             reasons += batch["finish_reason"]
             correct += correctness(piece_scores.tolist(), extras.get("acc"))
+            conversations += conversation_counts(batch)
         self.rollout.sleep()
-        gathered = all_gather_objects((scores, lengths, reasons, correct))
-        scores, lengths, reasons, correct = (sum((part[i] for part in gathered), []) for i in range(4))
+        gathered = all_gather_objects((scores, lengths, reasons, correct, conversations))
+        scores, lengths, reasons, correct, conversations = (sum((part[i] for part in gathered), []) for i in range(5))
         metrics = summarize(scores, lengths, reasons, prefix="val/")
         metrics["val/accuracy"] = sum(correct) / max(len(correct), 1)
+        metrics.update(summarize_conversations(conversations, prefix="val/"))
         return metrics
 
     def state_dict(self) -> dict[str, Any]:
@@ -175,7 +184,7 @@ class ColocatedExperience:
     def _prompt_item(data: PromptDataset, group: int, index: int) -> PromptItem:
         record = data[index]
         return PromptItem(group, record.prompt_ids, record.prompt_text, record.data_source, record.ground_truth,
-                          record.extra_info)
+                          record.extra_info, record.messages)
 
     def _sampling_params(self, *, train: bool) -> SamplingParams:
         r = self.cfg.rollout

@@ -12,8 +12,9 @@ from rlkit.config.schema import BUILTIN_TINY, RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import DistInfo, barrier, process_rank
 from rlkit.engines.base import EngineSpec, TrainEngine
+from rlkit.environments import ChatRenderer, EnvironmentFactory, environment_factory, needs_chat_prompts
 from rlkit.errors import ConfigError
-from rlkit.experience import ColocatedExperience, ExperienceSource, SingleTurnGeneration
+from rlkit.experience import ColocatedExperience, ExperienceSource, MultiTurnGeneration
 from rlkit.models.loading import check_model_path, load_tokenizer
 from rlkit.models.tiny import ensure_tiny_model
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
@@ -46,6 +47,7 @@ class Components:
     train_data: PromptDataset
     val_data: PromptDataset | None
     total_steps: int
+    new_environment: EnvironmentFactory  # one environment per conversation (environment.name)
 
 
 def uses_reference(cfg: RunConfig) -> bool:
@@ -107,6 +109,7 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
         )
     total_steps = cfg.trainer.num_steps(steps_per_epoch)
     reward = build_reward_manager(cfg.reward)
+    new_environment = build_environments(cfg, tokenizer, train_data)
     rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
     critic_path = None
     if estimator_for(cfg.algorithm.adv_estimator).needs_values:
@@ -127,16 +130,32 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
                                               **common), dist)
 
     rollout = rollout_cls(cfg.rollout, cfg.rollout.options, model_path, tokenizer, dist, seed=cfg.trainer.seed)
-    return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps)
+    return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps,
+                      new_environment)
+
+
+def build_environments(cfg: RunConfig, tokenizer: Any, train_data: PromptDataset) -> EnvironmentFactory:
+    """The environment factory, checked with what it will meet: chat prompts where it needs them, and a chat
+    template that can render its messages when conversations have several turns."""
+    factory = environment_factory(cfg.environment, tokenizer)
+    if needs_chat_prompts(factory) and train_data[0].messages is None:
+        raise ConfigError(f"environment '{cfg.environment.name}' needs chat prompts, but data.prompt_format gives raw "
+                          "text; set data.prompt_format=chat (the tokenizer needs a chat template)")
+    if cfg.rollout.max_turns > 1:
+        ChatRenderer(tokenizer)
+    return factory
 
 
 def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer) -> ExperienceSource:
-    """The synchronous source: this rank's rollout engine, one response per sample."""
+    """The synchronous source: this rank's rollout engine, a conversation with an environment per sample (one
+    response with the default single-turn environment)."""
     tokenizer = parts.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return ColocatedExperience(cfg, rollout=parts.rollout, generation=SingleTurnGeneration(parts.rollout, pad_token_id),
-                               reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
-                               timer=timer)
+    generation = MultiTurnGeneration(parts.rollout, tokenizer, pad_token_id, parts.new_environment,
+                                     max_turns=cfg.rollout.max_turns, max_total_tokens=cfg.rollout.max_total_tokens,
+                                     num_workers=cfg.environment.num_workers)
+    return ColocatedExperience(cfg, rollout=parts.rollout, generation=generation, reward=parts.reward,
+                               train_data=parts.train_data, val_data=parts.val_data, dist=dist, timer=timer)
 
 
 def loss_agg_mode(cfg: RunConfig) -> str:
@@ -147,4 +166,4 @@ def loss_agg_mode(cfg: RunConfig) -> str:
 
 
 def loss_norm_length(cfg: RunConfig) -> int:
-    return cfg.algorithm.loss_agg_norm_length or cfg.rollout.max_new_tokens
+    return cfg.algorithm.loss_agg_norm_length or cfg.rollout.response_budget

@@ -84,7 +84,7 @@ class RLTrainer(TrainerShell):
     def _prepare(self, batch: Batch, scores: torch.Tensor, metrics: dict[str, float]) -> Batch:
         cfg = self.cfg.algorithm
         micro = cfg.micro_batch_size_per_device
-        scores = add_overlong_penalty(scores, batch, cfg, self.cfg.rollout.max_new_tokens)
+        scores = add_overlong_penalty(scores, batch, cfg, self.cfg.rollout.response_budget)
         batch["token_level_scores"] = scores_on_last_token(scores, batch["response_mask"])
         # With old_logprobs_from_update there are no old log-probs before the update: the loss takes them from
         # the update's own forward and reports kl and rollout/logprob_abs_diff from there.
