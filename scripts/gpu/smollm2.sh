@@ -6,7 +6,7 @@
 #   c1  carry .gpu/smol_c1  install DeepSpeed/pydantic/rich/gguf, store the GGUF's first piece, the data
 #   c2  carry .gpu/smol_c2  join the GGUF, `rlkit model import`, full SFT, export              (~5 min)
 #   c3  carry .gpu/smol_c3  store vLLM's first piece; LoRA SFT, merged export                  (~4 min)
-#   c4  carry .gpu/smol_c4  install vLLM; evaluate base, SFT and LoRA SFT on GSM8K test, side by side (~2 min)
+#   c4  carry .gpu/smol_c4  install vLLM; evaluate base, SFT and LoRA SFT on GSM8K test (~2.5 min)
 #   c5  carry .gpu/smol_c5  install matplotlib; GRPO (FSDP2 x vLLM) from SFT, evaluate, plot   (~9 min)
 #   c6  carry .gpu/smol_c6  store SGLang's first piece; start the same GRPO with --engine deepspeed in the
 #                           background (it runs on into c7)                                     (~0.5 min)
@@ -137,14 +137,12 @@ case $STAGE in
   c4)
     bash "$CARRY/device_install.sh" vllm "$CARRY" | tail -n 1
     [ -f /tmp/site_vllm/.installed ] || { echo "vLLM is not installed: run c3 first, back to back"; exit 3; }
-    # the three evaluations side by side (vLLM at 0.25 of the GPU each): their accuracies do not depend on it
-    models=(base sft)
-    [ -d "$W/models/sft_lora" ] && models+=(sft_lora)
-    for name in "${models[@]}"; do
-      EVAL_ARGS="--rollout vllm rollout.vllm.gpu_memory_utilization=0.25 rollout.vllm.enforce_eager=true" \
-        evaluate "$name" "$W/models/$name" &
-    done
-    wait
+    # One after the other: run side by side (2026-12-02), vLLM's start-up profiling counted the other engines'
+    # memory as its own and one of three found no room for its KV cache; and a bare `wait` here also waits for
+    # the log's tee, which never ends.
+    evaluate base "$W/models/base"
+    evaluate sft "$W/models/sft"
+    [ -d "$W/models/sft_lora" ] && evaluate sft_lora "$W/models/sft_lora"
     ;;
   c5)
     install_wheels "$CARRY" /tmp/site_extra
