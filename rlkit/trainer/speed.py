@@ -193,7 +193,7 @@ def choose_packing(engine: EngineConfig, machine: MachineFacts, model: ModelFact
     if compute_dtype(engine, "cuda") not in (torch.bfloat16, torch.float16):
         return Choice(False, "fp32 compute: the flash varlen kernel takes bf16 or fp16")
     if not machine.flash_varlen:
-        return Choice(False, f"torch {torch.__version__} has no flash varlen kernel (torch 2.10 or newer has)")
+        return Choice(False, f"torch {torch.__version__} has no flash varlen kernel; torch 2.10 and newer have it")
     if model.packing_blocker is not None:
         return Choice(False, f"the model cannot be packed: {model.packing_blocker}")
     return Choice(True, "CUDA, bf16, flash varlen kernel: no padding is computed")
@@ -207,8 +207,8 @@ def choose_compile(engine: EngineConfig, machine: MachineFacts, model: ModelFact
     size = f"{model.num_parameters / 1e6:.1f}M parameters"
     if model.num_parameters < MIN_COMPILE_PARAMETERS:
         return Choice(False, f"{size}: too small for compiling to pay (under 50M)")
-    return Choice(True, f"{size}; the first steps compile (about half a minute per engine, again when lengths "
-                        "change)")
+    return Choice(True, f"{size}; the first steps compile, about half a minute per engine and again when lengths "
+                        "change")
 
 
 def choose_rollout_logprobs(cfg: Any, machine: MachineFacts) -> Choice:
@@ -221,7 +221,7 @@ def choose_rollout_logprobs(cfg: Any, machine: MachineFacts) -> Choice:
         return Choice(True, "algorithm.reuse_rollout_logprobs reads them")
     if algorithm.rollout_is_cap is not None:
         return Choice(True, "algorithm.rollout_is_cap reads them")
-    return Choice(False, "nothing reads them (the trainer computes its own); rollout/logprob_abs_diff is not "
+    return Choice(False, "nothing reads them, the trainer computes its own; rollout/logprob_abs_diff is not "
                          "reported: set rollout.return_logprobs=true for it")
 
 
@@ -244,8 +244,8 @@ def choose_old_logprobs_from_update(cfg: Any, machine: MachineFacts) -> Choice:
         return Choice(False, "algorithm.use_kl_in_reward needs the old log-probs before the update")
     if algorithm.rollout_is_cap is not None:
         return Choice(False, "algorithm.rollout_is_cap compares the old log-probs with the rollout's")
-    return Choice(True, "on-policy, one optimizer step per batch: the update's own log-probs are the old ones "
-                        "(one forward pass less)")
+    return Choice(True, "on-policy, one optimizer step per batch: the update's own log-probs are the old ones, "
+                        "one forward pass less")
 
 
 # -- after the engines ----------------------------------------------------------------------------------
@@ -319,7 +319,7 @@ def resolve_memory(plan: SpeedPlan, cfg: Any, *, model: ModelFacts, trained: lis
         cost = per_token(checkpointing)
         tokens = math.floor(room.usable / cost)
         tokens = tokens // BUDGET_STEP * BUDGET_STEP if tokens >= BUDGET_STEP else tokens
-        reason = room.describe(cost) + (" (with checkpointing)" if checkpointing else "")
+        reason = room.describe(cost) + (", with checkpointing" if checkpointing else "")
         batch_tokens = batch_sequences * longest
         if tokens > batch_tokens:
             tokens, reason = batch_tokens, f"{reason}; capped at this rank's mini-batch, {batch_sequences} x {longest}"

@@ -166,7 +166,7 @@ def test_checkpointing_only_when_one_sequence_would_not_fit():
     assert resolved.value(CHECKPOINTING) is True and resolved.value(BUDGET) == 7680
     assert "without it 885 tokens fit, one sequence of the longest length needs 1280" in \
         resolved.choices[CHECKPOINTING].reason
-    assert resolved.choices[BUDGET].reason.endswith("(with checkpointing)")
+    assert resolved.choices[BUDGET].reason.endswith("a token, with checkpointing")
 
 
 def test_the_budget_stops_at_the_mini_batch_and_starts_at_one_sequence():
