@@ -40,13 +40,13 @@ class ColocatedExperience:
         train_data, val_data: the prompts (val_data None: no validation).
         dist: this rank; the prompts of a step are split over the ranks in contiguous shares.
         timer: receives the phases weight_sync, generate, reward and baseline.
-        return_logprobs: the run's rollout.return_logprobs, resolved (rlkit.trainer.speed); the rollout returns
-            log-probs when it is on or when the algorithm reads them.
+        return_logprobs: the run's rollout.return_logprobs, resolved (rlkit.trainer.speed); None: the config's,
+            `auto` at its fixed default. The rollout returns log-probs when it is on or the algorithm reads them.
     """
 
     def __init__(self, cfg: RunConfig, *, rollout: RolloutEngine, generation: Generation, reward: RewardManager,
                  train_data: PromptDataset, val_data: PromptDataset | None, dist: DistInfo, timer: PhaseTimer,
-                 return_logprobs: bool):
+                 return_logprobs: bool | None = None):
         self.cfg = cfg
         self.rollout = rollout
         self.generation = generation
@@ -55,7 +55,8 @@ class ColocatedExperience:
         self.val_data = val_data
         self.dist = dist
         self.timer = timer
-        self.return_logprobs = return_logprobs
+        self.return_logprobs = (cfg.rollout.resolve_auto().return_logprobs if return_logprobs is None
+                                else return_logprobs)
         self.sampler = EpochSampler(len(train_data), cfg.data.train_batch_size, seed=cfg.trainer.seed,
                                     shuffle=cfg.data.shuffle)
         self.needs_baselines = estimator_for(cfg.algorithm.adv_estimator).needs_baselines
