@@ -41,7 +41,9 @@
 #                                                   bench fsdp2 x sglang on the workload (no speed switches).
 #                                                   Look for: passes "alone" here vs step 7 (the transformers build);
 #                                                   sleep_on_idle=False vs True, and its idle_cpu_share (~1.0 vs ~0).
-#  9   (none)                                   5   target 5: configs/grpo_gsm8k.yaml as shipped (64 x 8 x <=512, 4
+#  9   (none)                                   7   tests/gpu/test_speed_defaults_gpu.py (what auto picks for the tiny
+#                                                   model, FSDP2 and DeepSpeed: 2 passed), then
+#                                                   target 5: configs/grpo_gsm8k.yaml as shipped (64 x 8 x <=512, 4
 #                                                   optimizer steps a batch), FSDP2, on $MODEL and the GSM8K file,
 #                                                   6 steps; only paths, the step count and no validation/saves
 #                                                   given. Look for: median time/step of steps 2-6 <= 1/3 of 23-34 s
@@ -169,6 +171,7 @@ case $STEP in
   ;;
 9)
   need "$MODEL/config.json"
+  timeout 240 python3 -m pytest tests/gpu/test_speed_defaults_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15 | log
   recipe recipe_fsdp2
   ;;
 10)
