@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import torch
 
-from rlkit.errors import ConfigError, RlkitError
 from rlkit.config.auto import AUTO
+from rlkit.errors import ConfigError, RlkitError
 from rlkit.trainer.speed import SpeedPlan
 
 log = logging.getLogger(__name__)
