@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
+from rlkit.config.auto import AUTO, AutoSwitch
 from rlkit.config.base import Section
 from rlkit.config.engines import OptimConfig
 
@@ -34,6 +35,8 @@ class OverlongPenaltyConfig(Section):
 
 
 class AlgorithmConfig(Section):
+    FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {"old_logprobs_from_update": False}
+
     adv_estimator: Annotated[
         str,
         Field(description="Advantage estimator: gae, grpo, drgrpo, reinforce, reinforce_plus_plus, "
@@ -88,12 +91,12 @@ class AlgorithmConfig(Section):
               "on-policy updates (ppo_epochs 1, mini_batch_size == data.train_batch_size)."),
     ] = False
     old_logprobs_from_update: Annotated[
-        bool,
+        AutoSwitch,
         Field(description="Skip the old log-prob pass: the update's own log-probs, detached, are the old ones "
               "(ratio exactly 1, as TRL's GRPO with num_iterations=1); only for on-policy updates (ppo_epochs 1, "
               "mini_batch_size == data.train_batch_size), not with reuse_rollout_logprobs, use_kl_in_reward or "
-              "rollout_is_cap."),
-    ] = False
+              "rollout_is_cap. 'auto': on on a GPU wherever it is allowed; off on CPU."),
+    ] = AUTO
     rollout_is_cap: Annotated[
         float | None,
         Field(gt=0, description="Truncated importance sampling: weight the loss by min(p_train/p_rollout, cap)."),

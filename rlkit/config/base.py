@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any, ClassVar
+
 from pydantic import BaseModel, ConfigDict
+
+from rlkit.config.auto import AUTO, Choice, Facts
 
 
 class Section(BaseModel):
@@ -10,6 +14,24 @@ class Section(BaseModel):
     values such as the world size are passed as arguments; a changed copy is `model_copy(update=...)`)."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
+
+    # The section's options that accept `auto`, each with what `auto` stands for where no run resolved it
+    # (rlkit.config.auto).
+    FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {}
+
+    def resolve_auto(self, **resolved: Any) -> Section:
+        """A copy whose `auto` options hold the values in `resolved` (a run's, rlkit.trainer.speed), the others
+        their FIXED_DEFAULTS; options given a value keep it. The section itself is never changed."""
+        unknown = set(resolved) - set(self.FIXED_DEFAULTS)
+        assert not unknown, f"{type(self).__name__} has no auto option {sorted(unknown)}"
+        update = {name: resolved.get(name, fixed) for name, fixed in self.FIXED_DEFAULTS.items()
+                  if getattr(self, name) == AUTO}
+        return self.model_copy(update=update) if update else self
+
+    def choose_auto(self, facts: Facts) -> dict[str, Choice]:
+        """A backend's options block resolves its own `auto` options here (the shared ones are resolved by
+        rlkit.trainer.speed): {option: Choice} for each of FIXED_DEFAULTS. The base has none."""
+        return {}
 
 
 def check_registered(registry_name: str, name: str) -> str:

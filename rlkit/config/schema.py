@@ -281,7 +281,7 @@ class RunConfig(Section):
         algorithm = self.algorithm
         on_policy = algorithm.ppo_epochs == 1 and algorithm.mini_batch_size == self.data.train_batch_size
         for name in ("reuse_rollout_logprobs", "old_logprobs_from_update"):
-            if getattr(algorithm, name) and not on_policy:
+            if getattr(algorithm, name) is True and not on_policy:  # 'auto' turns it on only where allowed
                 raise ValueError(
                     f"algorithm.{name} needs an on-policy update: set algorithm.ppo_epochs=1 and "
                     f"algorithm.mini_batch_size={self.data.train_batch_size} (= data.train_batch_size), or turn "
@@ -292,7 +292,7 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _old_logprobs_from_update_needs_nothing_before_it(self) -> RunConfig:
         algorithm = self.algorithm
-        if not algorithm.old_logprobs_from_update:
+        if algorithm.old_logprobs_from_update is not True:  # 'auto' turns it on only where allowed
             return self
         flag = "algorithm.old_logprobs_from_update"
         if algorithm.reuse_rollout_logprobs:

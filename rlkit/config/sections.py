@@ -79,11 +79,21 @@ def _field_by_key(model: type[BaseModel], key: str) -> FieldInfo | None:
 # config reference
 # ---------------------------------------------------------------------------------------------
 def _type_name(annotation: Any) -> str:
+    annotation = _without_metadata(annotation)
     text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
     for noise in ("typing.", "<class '", "'>"):
         text = text.replace(noise, "")
     text = re.sub(r"rlkit\.config\.\w+\.", "", text)
-    return text
+    return text.replace("NoneType", "None")
+
+
+def _without_metadata(annotation: Any) -> Any:
+    """The annotation with its Annotated[...] wrappers (validators, constraints) left out, also inside unions."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _without_metadata(typing.get_args(annotation)[0])
+    if typing.get_origin(annotation) is Union:
+        return Union[tuple(_without_metadata(arg) for arg in typing.get_args(annotation))]
+    return annotation
 
 
 def _default_text(value: Any) -> str:

@@ -46,10 +46,13 @@ class ColocatedExperience:
         train_data, val_data: the prompts (val_data None: no validation).
         dist: this rank; the prompts of a step are split over the ranks in contiguous shares.
         timer: receives the phases weight_sync, generate, reward and baseline.
+        return_logprobs: the run's rollout.return_logprobs, resolved (rlkit.trainer.speed); None: the config's,
+            `auto` at its fixed default. The rollout returns log-probs when it is on or the algorithm reads them.
     """
 
     def __init__(self, cfg: RunConfig, *, rollout: RolloutEngine, generation: Generation, reward: RewardManager,
-                 train_data: PromptDataset, val_data: PromptDataset | None, dist: DistInfo, timer: PhaseTimer):
+                 train_data: PromptDataset, val_data: PromptDataset | None, dist: DistInfo, timer: PhaseTimer,
+                 return_logprobs: bool | None = None):
         self.cfg = cfg
         self.rollout = rollout
         self.generation = generation
@@ -58,6 +61,8 @@ class ColocatedExperience:
         self.val_data = val_data
         self.dist = dist
         self.timer = timer
+        self.return_logprobs = (cfg.rollout.resolve_auto().return_logprobs if return_logprobs is None
+                                else return_logprobs)
         self.sampler = EpochSampler(len(train_data), cfg.data.train_batch_size, seed=cfg.trainer.seed,
                                     shuffle=cfg.data.shuffle)
         self.needs_baselines = estimator_for(cfg.algorithm.adv_estimator).needs_baselines
@@ -198,8 +203,7 @@ class ColocatedExperience:
 
     def _needs_rollout_logprobs(self) -> bool:
         algorithm = self.cfg.algorithm
-        return (self.cfg.rollout.return_logprobs or algorithm.reuse_rollout_logprobs
-                or algorithm.rollout_is_cap is not None)
+        return self.return_logprobs or algorithm.reuse_rollout_logprobs or algorithm.rollout_is_cap is not None
 
 
 def drop_groups_without_signal(batch: Batch, scores: torch.Tensor) -> tuple[Batch, torch.Tensor]:

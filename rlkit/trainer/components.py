@@ -22,6 +22,7 @@ from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager
 from rlkit.rollout.base import RolloutEngine
 from rlkit.timing import PhaseTimer
+from rlkit.trainer.speed import ROLLOUT_LOGPROBS, SpeedPlan, plan_speed
 
 
 def resolve_model_path(path: str, output_dir: Path) -> str:
@@ -48,6 +49,7 @@ class Components:
     val_data: PromptDataset | None
     total_steps: int
     new_environment: EnvironmentFactory  # one environment per conversation (environment.name)
+    speed: SpeedPlan  # resolve_static's: the budget and checkpointing may still be pending (settle_memory)
 
 
 def uses_reference(cfg: RunConfig) -> bool:
@@ -79,10 +81,12 @@ def check_against_world(cfg: RunConfig, dist: DistInfo) -> None:
         )
 
 
-def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo) -> TrainEngine:
-    """An engine gets the shared engine section and its own block (engine.<name>)."""
+def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo, speed: SpeedPlan | None = None) -> TrainEngine:
+    """An engine gets the shared engine section and its own block (engine.<name>), their `auto` options resolved
+    by the run's speed plan (None: at their fixed defaults, for an engine that only loads weights)."""
+    speed = speed or SpeedPlan({})
     engine_cls = TRAIN_ENGINES.get(cfg.engine.name)
-    return engine_cls(cfg.engine, cfg.engine.options, spec, dist)
+    return engine_cls(speed.engine_section(cfg.engine), speed.engine_options(cfg.engine), spec, dist)
 
 
 def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
@@ -116,22 +120,23 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
         critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir)
         check_model_path(critic_path, "critic.model_path" if cfg.critic.model_path else "model.path")
 
+    speed = plan_speed(cfg, dist, model_path=model_path, critic_path=critic_path)
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
     common = dict(trust_remote_code=cfg.model.trust_remote_code, temperature=temperature, seed=cfg.trainer.seed,
                   total_optimizer_steps=total_steps * optimizer_steps_per_training_step(cfg))
     actor = build_engine(cfg, EngineSpec(role="actor", model_path=model_path, optim=cfg.optim, lora=cfg.model.lora,
-                                         **common), dist)
+                                         **common), dist, speed)
     ref = None
     if uses_reference(cfg) and cfg.model.lora is None:
-        ref = build_engine(cfg, EngineSpec(role="ref", model_path=model_path, **common), dist)
+        ref = build_engine(cfg, EngineSpec(role="ref", model_path=model_path, **common), dist, speed)
     critic = None
     if critic_path is not None:
         critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
-                                              **common), dist)
+                                              **common), dist, speed)
 
     rollout = rollout_cls(cfg.rollout, cfg.rollout.options, model_path, tokenizer, dist, seed=cfg.trainer.seed)
     return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps,
-                      new_environment)
+                      new_environment, speed)
 
 
 def build_environments(cfg: RunConfig, tokenizer: Any, train_data: PromptDataset) -> EnvironmentFactory:
@@ -155,7 +160,8 @@ def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: P
                                      max_turns=cfg.rollout.max_turns, max_total_tokens=cfg.rollout.max_total_tokens,
                                      num_workers=cfg.environment.num_workers)
     return ColocatedExperience(cfg, rollout=parts.rollout, generation=generation, reward=parts.reward,
-                               train_data=parts.train_data, val_data=parts.val_data, dist=dist, timer=timer)
+                               train_data=parts.train_data, val_data=parts.val_data, dist=dist, timer=timer,
+                               return_logprobs=parts.speed.value(ROLLOUT_LOGPROBS))
 
 
 def loss_agg_mode(cfg: RunConfig) -> str:

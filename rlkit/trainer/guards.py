@@ -24,7 +24,9 @@ from typing import Any, TypeVar
 
 import torch
 
+from rlkit.config.auto import AUTO
 from rlkit.errors import ConfigError, RlkitError
+from rlkit.trainer.speed import SpeedPlan
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
@@ -123,14 +125,17 @@ def explain_out_of_memory(method: F) -> F:
         try:
             return method(trainer, *args, **kwargs)
         except torch.OutOfMemoryError as error:
-            raise RlkitError(out_of_memory_message(error, trainer.cfg, trainer.step)) from error
+            speed = getattr(trainer, "speed", None)  # None when setup has not resolved it yet
+            raise RlkitError(out_of_memory_message(error, trainer.cfg, trainer.step, speed)) from error
 
     return guarded  # type: ignore[return-value]
 
 
-def out_of_memory_message(error: BaseException, cfg: Any, step: int) -> str:
+def out_of_memory_message(error: BaseException, cfg: Any, step: int, speed: SpeedPlan | None = None) -> str:
+    """`speed`: the run's resolved speed options, whose budget and checkpointing the advice names (None: the
+    config's, an `auto` counting as its fixed default)."""
     phase, kinds = _phase_of(error)
-    knobs = [knob for kind in kinds for knob in _knobs(kind, cfg)]
+    knobs = [knob for kind in kinds for knob in _knobs(kind, cfg, speed)]
     first_line = (str(error).strip().splitlines() or ["out of memory"])[0]
     return (
         f"ran out of GPU memory in {phase} at step {step} ({first_line}); to use less memory, try: "
@@ -147,16 +152,20 @@ def _phase_of(error: BaseException) -> tuple[str, tuple[str, ...]]:
     return found
 
 
-def _knobs(kind: str, cfg: Any) -> list[str]:
+def _knobs(kind: str, cfg: Any, speed: SpeedPlan | None) -> list[str]:
     rollout, engine, algorithm = cfg.rollout, cfg.engine, cfg.algorithm
+    resolved = engine.resolve_auto() if speed is None else speed.engine_section(engine)
     if kind == "rollout":
         return [*_backend_knobs(rollout), f"lower rollout.max_new_tokens (now {rollout.max_new_tokens})"]
     if kind == "micro":
+        if resolved.max_tokens_per_micro_batch is not None:
+            how = ", chosen by auto" if engine.max_tokens_per_micro_batch == AUTO else ""
+            return [f"set a lower engine.max_tokens_per_micro_batch (now {resolved.max_tokens_per_micro_batch}{how})"]
         return [f"lower algorithm.micro_batch_size_per_device (now {algorithm.micro_batch_size_per_device})"]
     if kind == "chunk":
         return [f"lower engine.logprob_chunk_size (now {engine.logprob_chunk_size})"]
     if kind == "checkpointing":
-        return [] if engine.gradient_checkpointing else ["set engine.gradient_checkpointing=true"]
+        return [] if resolved.gradient_checkpointing else ["set engine.gradient_checkpointing=true"]
     if kind == "offload":
         return _backend_knobs(engine)
     raise ValueError(f"unknown knob kind {kind!r}")

@@ -166,3 +166,34 @@ def test_the_table_says_which_pairing_skipped_the_old_logprob_pass(tmp_path):
     hf_row, vllm_row = (next(line for line in text.splitlines() if name in line) for name in ("x hf", "x vllm"))
     assert "old lp" in text and "values" not in text  # only the old-logprob column is always there
     assert "not run" in hf_row and "not run" not in vllm_row  # a pairing that did not run shows "-"
+
+
+def test_the_record_shows_what_auto_picked(tmp_path, monkeypatch):
+    import sys
+
+    from rich.console import Console
+
+    from rlkit.bench.report import print_table, to_json
+    from rlkit.bench.runner import BenchRequest, BenchResult, pairing_config, run_pairing
+
+    header = ["INFO rlkit.trainer.speed: speed: engine.pack_sequences=true (auto: CUDA, bf16, flash varlen kernel: no "
+              "padding is computed)",
+              "INFO rlkit.trainer.speed: speed: engine.max_tokens_per_micro_batch=53248 (auto: 61.2 GiB free)",
+              "INFO rlkit.trainer.speed: speed: rollout.return_logprobs=true (set)"]
+    monkeypatch.setattr(runner, "train_command", lambda config_path, nproc: [
+        sys.executable, "-c", f"print({chr(10).join(header)!r}); raise SystemExit(3)"])
+    request = BenchRequest(("fsdp2",), ("hf",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path, shape="tiny")
+    cfg = pairing_config(request, "fsdp2", "hf", tmp_path / "model", tmp_path / "prompts.jsonl")
+    result = run_pairing(cfg, request, CPU, num_params=1)
+    assert result.settings == {
+        "engine.pack_sequences": {"value": True, "source": "auto",
+                                  "reason": "CUDA, bf16, flash varlen kernel: no padding is computed"},
+        "engine.max_tokens_per_micro_batch": {"value": 53248, "source": "auto", "reason": "61.2 GiB free"},
+        "rollout.return_logprobs": {"value": True, "source": "set", "reason": None},
+    }
+    bench = BenchResult(request, CPU, None, 1, [result])
+    assert to_json(bench)["pairings"][0]["settings"] == result.settings
+    console = Console(record=True, width=200)
+    print_table(bench, console)
+    assert ("fsdp2 x hf ran with engine.pack_sequences=true, engine.max_tokens_per_micro_batch=53248, "
+            "rollout.return_logprobs=true (set)") in console.export_text()
