@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from rlkit.config.base import LocalPath
 from rlkit.config.schema import (
     EngineConfig,
     FSDP2Config,
@@ -25,12 +26,12 @@ from rlkit.config.schema import (
 
 class SFTDataConfig(Section):
     train_files: Annotated[
-        list[str],
+        list[LocalPath],
         Field(description="Demonstration files (.jsonl, .json, .parquet), or 'builtin:<task>' for the "
               "demonstrations of a built-in task (letters, letters-val)."),
     ] = ["builtin:letters"]
     val_files: Annotated[
-        list[str], Field(description="Validation files; their loss is logged as val/loss. Empty for none.")
+        list[LocalPath], Field(description="Validation files; their loss is logged as val/loss. Empty for none.")
     ] = ["builtin:letters-val"]
     format: Annotated[
         Literal["auto", "prompt_response", "messages"],
@@ -98,7 +99,9 @@ class SFTTrainerConfig(TrainerConfig):
         Field(ge=1, description="Optimizer steps, each over data.train_batch_size samples; null: total_epochs of "
               "the training data."),
     ] = 60
-    output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/sft"
+    output_dir: Annotated[LocalPath, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = (
+        "outputs/sft"
+    )
 
 
 class SFTConfig(Section):
