@@ -37,10 +37,14 @@ from rlkit.trainer.components import (
     loss_agg_mode,
     loss_norm_length,
 )
-from rlkit.trainer.guards import check_output_dir, check_update, explain_out_of_memory, removed_on_error
+from rlkit.trainer.guards import check_update, explain_out_of_memory
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn, critic_loss_fn
 from rlkit.trainer.metrics import MetricsLogger, build_logger
+from rlkit.trainer.output_dir import OutputDir
+from rlkit.trainer.preemption import StopRequests
+from rlkit.trainer.preflight import check_components
 from rlkit.trainer.prepare import add_overlong_penalty, global_advantages, scores_on_last_token, token_level_rewards
+from rlkit.trainer.resume_checks import check_start
 from rlkit.trainer.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
@@ -52,13 +56,16 @@ class RLTrainer:
         check_against_world(cfg, dist)
         self.cfg = cfg
         self.dist = dist
-        self.output_dir = Path(cfg.trainer.output_dir)
         self.step = 0
-        check_output_dir(self.output_dir)
-        # A setup that fails (bad model path, data file, plugin, checkpoint) leaves no trace in output_dir.
-        with removed_on_error(self.output_dir, is_main=dist.is_main):
+        # -- reliability hooks (rlkit.trainer.output_dir, preflight, resume_checks): names resolve before anything is
+        # written; the output directory is locked; a setup that fails removes only what it created there.
+        check_components(cfg)
+        self.output = OutputDir.open(cfg.trainer.output_dir, dist, command="rlkit train")
+        self.output_dir = self.output.path
+        with self.output.setup():
             self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
             resume_from = resume_point(cfg.trainer.resume, self.checkpoints, self.output_dir)
+            check_start(resume_from, cfg, self.output, world_size=dist.world_size, total_steps=cfg.trainer.total_steps)
             self.parts: Components = build_components(cfg, dist)
             self.estimator = estimator_for(cfg.algorithm.adv_estimator)
             self.sampler = EpochSampler(len(self.parts.train_data), cfg.data.train_batch_size, seed=cfg.trainer.seed,
@@ -81,6 +88,12 @@ class RLTrainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
+        # -- reliability hook (rlkit.trainer.output_dir, preemption): the lock records how the run ended, and a
+        # preemption signal stops the loop after a saved step.
+        with self.output.running(), StopRequests(self.cfg.trainer.preempt_signals, self._progress) as self.stops:
+            return self._fit()
+
+    def _fit(self) -> dict[str, float]:
         cfg = self.cfg.trainer
         last: dict[str, float] = {}
         first_val: dict[str, float] = {}
@@ -96,9 +109,12 @@ class RLTrainer:
             # Logged before the save: a crash in between leaves a line past the last checkpoint, which the
             # resumed run truncates and writes again, never a checkpoint whose step has no line.
             self.logger.log(self.step, metrics)
+            saved = None
             if (cfg.save_freq and self.step % cfg.save_freq == 0) or (is_last and cfg.save_at_end):
-                self.save()
+                saved = self.save()
             last = metrics
+            if self.stops.agreed():  # a collective: every rank stops after this same step
+                raise self.stops.preempted(self.step, saved or self.save())
         self.logger.close()
         if self.dist.is_main and "val/reward/mean" in last:
             before = f"{first_val['val/reward/mean']:.3f} -> " if first_val else ""
@@ -307,6 +323,7 @@ class RLTrainer:
                 "sampler": self.sampler.state_dict(),
                 "kl_ctrl": self.kl_ctrl.state_dict(),
                 "rollout": self.parts.rollout.state_dict() if hasattr(self.parts.rollout, "state_dict") else {},
+                "world_size": self.dist.world_size,  # rlkit.trainer.resume_checks compares it
             }
             (directory / "trainer_state.json").write_text(json.dumps(state, indent=1))
             (directory / "config.yaml").write_text(yaml.safe_dump(self.cfg.model_dump(mode="json", by_alias=True),
@@ -327,6 +344,11 @@ class RLTrainer:
             log.info("resumed from %s at step %d", directory, self.step)
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _progress(self) -> tuple[int, Path | None]:
+        """The step in progress and the newest checkpoint, for messages when the run is stopped."""
+        published = self.checkpoints.complete_checkpoints()
+        return self.step, published[-1] if published else None
+
     def _sampling_params(self, *, train: bool) -> SamplingParams:
         r = self.cfg.rollout
         return SamplingParams(

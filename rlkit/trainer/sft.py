@@ -41,8 +41,10 @@ from rlkit.errors import CheckpointError, ConfigError
 from rlkit.models.loading import load_tokenizer
 from rlkit.trainer.checkpoint import CheckpointManager, resume_point
 from rlkit.trainer.components import build_engine, resolve_model_path
-from rlkit.trainer.guards import check_output_dir, removed_on_error
 from rlkit.trainer.metrics import MetricsLogger, build_logger
+from rlkit.trainer.output_dir import OutputDir
+from rlkit.trainer.preemption import StopRequests
+from rlkit.trainer.resume_checks import check_start
 from rlkit.trainer.timing import PhaseTimer
 
 log = logging.getLogger(__name__)
@@ -74,10 +76,12 @@ class SFTTrainer:
         torch.manual_seed(cfg.trainer.seed + dist.rank)  # dropout streams: reproducible, distinct per rank
         self.cfg = cfg
         self.dist = dist
-        self.output_dir = Path(cfg.trainer.output_dir)
-        check_output_dir(self.output_dir)
-        # A setup that fails (bad model path, data file, checkpoint) leaves no trace in output_dir.
-        with removed_on_error(self.output_dir, is_main=dist.is_main):
+        self.step = 0
+        # -- reliability hooks (rlkit.trainer.output_dir, resume_checks): the output directory is locked; a setup
+        # that fails removes only what it created there.
+        self.output = OutputDir.open(cfg.trainer.output_dir, dist, command="rlkit sft")
+        self.output_dir = self.output.path
+        with self.output.setup():
             self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
             resume_from = resume_point(cfg.trainer.resume, self.checkpoints, self.output_dir)
 
@@ -93,20 +97,20 @@ class SFTTrainer:
             self.sampler = EpochSampler(len(self.train_data), data.train_batch_size, seed=cfg.trainer.seed,
                                         shuffle=data.shuffle)
             self.total_steps = cfg.trainer.total_steps or self.sampler.steps_per_epoch * cfg.trainer.total_epochs
+            check_start(resume_from, cfg, self.output, world_size=dist.world_size, total_steps=self.total_steps)
             self.engine: TrainEngine = build_engine(cfg, EngineSpec(
                 role="actor", model_path=self.model_path, optim=cfg.optim, lora=cfg.model.lora,
                 trust_remote_code=cfg.model.trust_remote_code, total_optimizer_steps=self.total_steps,
                 seed=cfg.trainer.seed), dist)
 
-        self.step = 0
-        if resume_from is not None:
-            self._load(resume_from)
-        self.timer = PhaseTimer(cuda=dist.device.startswith("cuda"))
-        self.logger: MetricsLogger = build_logger(
-            cfg.trainer.loggers, self.output_dir, is_main=dist.is_main, total_steps=self.total_steps,
-            start_step=self.step, progress_bar=cfg.trainer.progress_bar, project=cfg.trainer.project_name,
-            name=cfg.trainer.experiment_name or self.output_dir.name, config=cfg.model_dump(mode="json"),
-        )
+            if resume_from is not None:
+                self._load(resume_from)
+            self.timer = PhaseTimer(cuda=dist.device.startswith("cuda"))
+            self.logger: MetricsLogger = build_logger(
+                cfg.trainer.loggers, self.output_dir, is_main=dist.is_main, total_steps=self.total_steps,
+                start_step=self.step, progress_bar=cfg.trainer.progress_bar, project=cfg.trainer.project_name,
+                name=cfg.trainer.experiment_name or self.output_dir.name, config=cfg.model_dump(mode="json"),
+            )
         self.batches = iter(self.sampler)
         if dist.is_main:
             log.info("SFT on %d samples (%d validation), %d steps of %d samples, model %s",
@@ -115,6 +119,12 @@ class SFTTrainer:
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
+        # -- reliability hook (rlkit.trainer.output_dir, preemption): the lock records how the run ended, and a
+        # preemption signal stops the loop after a saved step.
+        with self.output.running(), StopRequests(self.cfg.trainer.preempt_signals, self._progress) as self.stops:
+            return self._fit()
+
+    def _fit(self) -> dict[str, float]:
         cfg = self.cfg.trainer
         last: dict[str, float] = {}
         if cfg.val_before_train and self.step == 0 and self.val_data is not None:
@@ -126,11 +136,14 @@ class SFTTrainer:
             if self.val_data is not None and ((cfg.test_freq and self.step % cfg.test_freq == 0) or is_last):
                 with self.timer.phase("validate"):
                     metrics.update(self.validate())
+            saved = None
             if (cfg.save_freq and self.step % cfg.save_freq == 0) or (is_last and cfg.save_at_end):
-                self.save()
+                saved = self.save()
             metrics.update(self.timer.metrics())  # with validate and save, when they ran
             self.logger.log(self.step, metrics)
             last = metrics
+            if self.stops.agreed():  # a collective: every rank stops after this same step
+                raise self.stops.preempted(self.step, saved or self.save())
         self.logger.close()
         return last
 
@@ -220,6 +233,11 @@ class SFTTrainer:
             log.info("resumed from %s at step %d", directory, self.step)
 
     # -- helpers ----------------------------------------------------------------------------------
+    def _progress(self) -> tuple[int, Path | None]:
+        """The step in progress and the newest checkpoint, for messages when the run is stopped."""
+        published = self.checkpoints.complete_checkpoints()
+        return self.step, published[-1] if published else None
+
     @property
     def _micro(self) -> int:
         return self.cfg.data.micro_batch_size_per_device
