@@ -12,8 +12,8 @@ MB), a pipe round trip per sample (tens of microseconds), and state: a function 
 counter in its module keeps it in the worker, and a killed worker starts without it. Reward managers (a
 class scoring whole batches, often with a reward model on the GPU) stay in the trainer process.
 
-:class:`RewardWorker` starts it as ``python -c _WORKER_MAIN REQUESTS_FD REPLIES_FD``; it resolves reward names
-through rlkit.registry.REWARDS as the trainer does.
+:class:`RewardWorker` starts it as ``python -c _WORKER_MAIN REQUESTS_FD REPLIES_FD PARENT_PID FROM_MAIN_THREAD``; it
+resolves reward names through rlkit.registry.REWARDS as the trainer does.
 """
 
 from __future__ import annotations
@@ -104,7 +104,9 @@ class RewardWorker:
         env = {**os.environ, "PYTHONPATH": os.pathsep.join(path for path in sys.path if path)}
         try:
             process = subprocess.Popen(
-                [sys.executable, "-c", _WORKER_MAIN, str(request_read), str(reply_write)],
+                # PR_SET_PDEATHSIG follows the starting thread, not the process: only the main thread asks for it.
+                [sys.executable, "-c", _WORKER_MAIN, str(request_read), str(reply_write), str(os.getpid()),
+                 str(int(threading.current_thread() is threading.main_thread()))],
                 pass_fds=(request_read, reply_write), env=env, stdin=subprocess.DEVNULL,
             )
         finally:
@@ -163,7 +165,8 @@ def serve(requests: Connection, replies: Connection) -> None:
         try:
             replies.send(reply)
         except Exception as error:  # a result that cannot be pickled
-            replies.send((False, type(error).__name__, f"returned a {type(reply[1]).__name__}, not a number: {error}"))
+            what = f"returned a {type(reply[1]).__name__}, not a number: {error}"
+            replies.send((False, type(error).__name__, what))
 
 
 def _exit_with_parent(parent: int) -> None:
@@ -174,7 +177,8 @@ def _exit_with_parent(parent: int) -> None:
 
 
 def _die_with_parent() -> None:
-    """Linux: the kernel kills this process when the trainer dies, even while a reward holds the GIL."""
+    """Linux: the kernel kills this process when the trainer's main thread ends, even while a reward holds the
+    GIL (where the watchdog thread below cannot run)."""
     try:
         import ctypes
 
@@ -188,7 +192,9 @@ def main(argv: list[str]) -> None:
     # not end a reward call half-way.
     for signum in (signal.SIGINT, signal.SIGTERM, signal.SIGUSR1, signal.SIGUSR2, signal.SIGHUP):
         signal.signal(signum, signal.SIG_IGN)
-    _die_with_parent()
-    threading.Thread(target=_exit_with_parent, args=(os.getppid(),), daemon=True).start()
-    serve(Connection(int(argv[0]), writable=False), Connection(int(argv[1]), readable=False))
+    requests_fd, replies_fd, parent, from_main_thread = (int(arg) for arg in argv)
+    if from_main_thread:
+        _die_with_parent()
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    serve(Connection(requests_fd, writable=False), Connection(replies_fd, readable=False))
 

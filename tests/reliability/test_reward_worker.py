@@ -44,6 +44,8 @@ def fails(data_source, solution_str, ground_truth, extra_info):
 
 
 def sleeps(data_source, solution_str, ground_truth, extra_info):
+    if "PID_FILE" in os.environ:
+        open(os.environ["PID_FILE"], "w").write(str(os.getpid()))
     time.sleep(60)
 
 
@@ -99,6 +101,33 @@ def test_the_worker_scores_reports_errors_and_is_killed_on_a_timeout(tmp_path):
         assert worker.call(f"{plugin}:double", {}, sample(), 5.0)["score"] == 3.0
     finally:
         worker.close()
+
+
+TRAINER_KILLED_DURING_A_CALL = """
+import sys
+from rlkit.rewards.base import RewardSample
+from rlkit.rewards.worker import RewardWorker
+
+RewardWorker().call(sys.argv[1], {}, RewardSample(0, "src", "p", "1", "gt"), None)
+"""
+
+
+def test_the_worker_dies_with_a_trainer_killed_during_a_call(tmp_path):
+    plugin, pid_file = tmp_path / "functions.py", tmp_path / "worker_pid"
+    plugin.write_text(FUNCTIONS)
+    trainer = subprocess.Popen([sys.executable, "-c", TRAINER_KILLED_DURING_A_CALL, f"{plugin}:sleeps"],
+                               env={**os.environ, "PID_FILE": str(pid_file)})
+    deadline = time.monotonic() + 120
+    while not pid_file.exists():
+        assert trainer.poll() is None and time.monotonic() < deadline
+        time.sleep(0.05)
+    worker = int(pid_file.read_text())
+    trainer.kill()
+    trainer.wait()
+    deadline = time.monotonic() + 30
+    while alive(worker) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not alive(worker)
 
 
 def test_a_hung_reward_cannot_pin_the_run(small_run, tmp_path):
