@@ -2,7 +2,14 @@
 
 from __future__ import annotations
 
-from pydantic import BaseModel, ConfigDict
+import os
+from typing import Annotated
+
+from pydantic import AfterValidator, BaseModel, ConfigDict
+
+# A file or folder path from a config: a leading ~ is the user's home folder (a shell does that on the command
+# line, not inside `key=~/path` or a YAML file). Names that are not paths (builtin:tiny, hub ids) pass unchanged.
+LocalPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 class Section(BaseModel):
