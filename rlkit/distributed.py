@@ -8,11 +8,14 @@ one with `ensure_process_group`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from rlkit.errors import ConfigError, RlkitError
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ def _backend(use_cuda: bool) -> str:
 def init_distributed(device: str = "auto") -> DistInfo:
     """Join the torchrun process group when there is one. `device`: 'auto', 'cpu' or 'cuda'."""
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.device=cuda, but torch finds no CUDA GPU here (torch.cuda.is_available() is False); set "
+            "trainer.device=auto or cpu, or run where a GPU and a CUDA build of torch are"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1"))
     rank = int(os.environ.get("RANK", "0"))
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -111,6 +119,21 @@ def broadcast_object(obj, src: int = 0):
     holder = [obj]
     dist.broadcast_object_list(holder, src=src)
     return holder[0]
+
+
+def raise_on_every_rank(check: Callable[[], None], *, is_main: bool) -> None:
+    """Run `check` on rank 0 only (it touches shared files); an RlkitError it raises is raised on every rank."""
+    error = None
+    if is_main:
+        try:
+            check()
+        except RlkitError as raised:
+            if not is_distributed():
+                raise
+            error = raised
+    error = broadcast_object(error)
+    if error is not None:
+        raise error
 
 
 def barrier() -> None:

@@ -1,4 +1,5 @@
-"""The `rlkit` command. User errors print one line and exit with code 2; `--debug` shows the traceback."""
+"""The `rlkit` command. User errors print one line and exit with code 2; `--debug` shows the traceback.
+A run stopped on request (a preemption signal, Ctrl-C) prints where it stopped and exits with its own code."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import traceback
 
 import click
 
-from rlkit.errors import RlkitError
+from rlkit.errors import RlkitError, RunStopped
 
 USER_ERROR_EXIT_CODE = 2
 
 
 class RlkitGroup(click.Group):
-    """Turns RlkitError (and pydantic/click usage errors) into a clean message and exit code 2."""
+    """Turns RlkitError (and pydantic/click usage errors) into a clean message and exit code 2, and RunStopped
+    into its message (on rank 0) and exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -25,6 +27,10 @@ class RlkitGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {error}", err=True)
             sys.exit(USER_ERROR_EXIT_CODE)
+        except RunStopped as stopped:
+            if os.environ.get("RANK", "0") == "0":
+                click.echo(str(stopped), err=True)
+            sys.exit(stopped.exit_code)
 
 
 @click.group(cls=RlkitGroup, context_settings={"help_option_names": ["-h", "--help"]})

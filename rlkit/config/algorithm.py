@@ -7,7 +7,7 @@ from typing import Annotated, Any, ClassVar, Literal
 from pydantic import Field
 
 from rlkit.config.auto import AUTO, AutoSwitch
-from rlkit.config.base import Section
+from rlkit.config.base import LocalPath, Section
 from rlkit.config.engines import OptimConfig
 
 
@@ -105,7 +105,8 @@ class AlgorithmConfig(Section):
 
 class CriticConfig(Section):
     model_path: Annotated[
-        str | None, Field(description="Critic model directory; default: a copy of the policy with a value head.")
+        LocalPath | None,
+        Field(description="Critic model directory; default: a copy of the policy with a value head."),
     ] = None
     optim: Annotated[OptimConfig, Field(description="Critic optimizer.")] = OptimConfig(lr=1e-5)
     cliprange_value: Annotated[float, Field(gt=0, description="Value clipping around the old values.")] = 0.5
@@ -122,7 +123,11 @@ class RewardConfig(Section):
         dict[str, str], Field(description="Reward by data_source, overriding `name` for those sources.")
     ] = {}
     kwargs: Annotated[dict[str, Any], Field(description="Keyword arguments for the reward (or its manager).")] = {}
-    timeout_s: Annotated[float | None, Field(gt=0, description="Fail a reward call that takes longer.")] = None
+    timeout_s: Annotated[
+        float | None,
+        Field(gt=0, description="Seconds a reward may take per sample (a RewardManager's call: per sample it "
+              "scores) before it fails; a reward function's worker process is killed then. null: no limit."),
+    ] = 60.0
     on_error: Annotated[
         Literal["raise", "zero"],
         Field(description="'raise' stops on a failing reward; 'zero' scores it 0 and counts a warning."),

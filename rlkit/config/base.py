@@ -2,11 +2,16 @@
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import os
+from typing import Annotated, Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 from rlkit.config.auto import AUTO, Choice, Facts
+
+# A file or folder path from a config: a leading ~ is the user's home folder (a shell does that on the command
+# line, not inside `key=~/path` or a YAML file). Names that are not paths (builtin:tiny, hub ids) pass unchanged.
+LocalPath = Annotated[str, AfterValidator(os.path.expanduser)]
 
 
 class Section(BaseModel):

@@ -19,7 +19,7 @@ from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of
     OverlongPenaltyConfig,
     RewardConfig,
 )
-from rlkit.config.base import Section
+from rlkit.config.base import LocalPath, Section
 from rlkit.config.engines import EngineConfig, OptimConfig  # noqa: F401
 from rlkit.config.environment import EnvironmentConfig  # noqa: F401
 from rlkit.config.rollouts import RolloutConfig  # noqa: F401
@@ -37,7 +37,7 @@ def _file_list(value: Any) -> Any:
     return value
 
 
-FileList = Annotated[list[str], BeforeValidator(_file_list)]
+FileList = Annotated[list[LocalPath], BeforeValidator(_file_list)]
 
 
 def _estimator(name: str):
@@ -71,13 +71,15 @@ class LoraConfig(Section):
 
 class ModelConfig(Section):
     path: Annotated[
-        str,
+        LocalPath,
         Field(
             description="Hugging Face model directory or hub id (loaded offline from the local cache), or "
             "'builtin:tiny' for the tiny model rlkit builds locally."
         ),
     ] = "builtin:tiny"
-    tokenizer_path: Annotated[str | None, Field(description="Tokenizer directory; defaults to model.path.")] = None
+    tokenizer_path: Annotated[
+        LocalPath | None, Field(description="Tokenizer directory; defaults to model.path.")
+    ] = None
     trust_remote_code: Annotated[bool, Field(description="Allow custom modelling code from the model folder.")] = False
     lora: Annotated[
         LoraConfig | None,
@@ -156,6 +158,7 @@ class DataConfig(Section):
 # trainer
 # ---------------------------------------------------------------------------------------------
 Logger = Literal["console", "jsonl", "tensorboard", "wandb"]
+PreemptSignal = Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP"]
 
 
 class TrainerConfig(Section):
@@ -168,7 +171,9 @@ class TrainerConfig(Section):
         int | None,
         Field(ge=1, description="Epochs over the data instead of total_steps; setting both is an error."),
     ] = None
-    output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/default"
+    output_dir: Annotated[LocalPath, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = (
+        "outputs/default"
+    )
     seed: Annotated[int, Field(description="Seed for data order, sampling and initialisation.")] = 1
     save_freq: Annotated[int, Field(ge=0, description="Checkpoint every N steps (0: only at the end).")] = 0
     keep_last: Annotated[int, Field(ge=1, description="Checkpoints to keep.")] = 2
@@ -176,8 +181,14 @@ class TrainerConfig(Section):
     test_freq: Annotated[int, Field(ge=0, description="Validate every N steps (0: only at the end).")] = 25
     val_before_train: Annotated[bool, Field(description="Validate before the first step.")] = True
     resume: Annotated[
-        str, Field(description="'auto': continue from the latest checkpoint in output_dir; 'disable'; or a path.")
+        LocalPath,
+        Field(description="'auto': continue from the latest checkpoint in output_dir; 'disable'; or a path."),
     ] = "auto"
+    force_resume: Annotated[
+        bool,
+        Field(description="Resume even when the config changed in a way the checkpoint does not fit (training "
+              "data and order, seed, world size, LoRA); the changes are listed either way."),
+    ] = False
     loggers: Annotated[list[Logger], Field(description="Where metrics go.")] = ["console", "jsonl", "tensorboard"]
     progress_bar: Annotated[bool, Field(description="Show a progress bar on the console.")] = True
     on_nonfinite: Annotated[
@@ -186,6 +197,11 @@ class TrainerConfig(Section):
               "update/skipped), or 'stop' the run."),
     ] = "skip"
     device: Annotated[Literal["auto", "cpu", "cuda"], Field(description="'auto': cuda when available.")] = "auto"
+    preempt_signals: Annotated[
+        list[PreemptSignal],
+        Field(description="Signals that finish the current step, save a checkpoint and exit with code 75 (a "
+              "cluster's notice before it kills the job); empty: they act as by default."),
+    ] = ["SIGTERM", "SIGUSR1"]
     project_name: Annotated[str, Field(description="wandb project.")] = "rlkit"
     experiment_name: Annotated[str | None, Field(description="wandb run name; default: output_dir's name.")] = None
 

@@ -5,8 +5,9 @@ Two record schemas are read:
     (GSM8K's jsonl is flat with prompt_key=question, answer_key=answer);
   * ``verl``: verl's parquet schema, ``{prompt: [{role, content}, ...], reward_model: {ground_truth},
     data_source, extra_info}``, so datasets prepared for verl work unchanged.
-``schema: auto`` decides per file from its first row: verl when the prompt is a list of messages and
-the row has ``reward_model``.
+``schema: auto`` decides per file from its first row: verl when the row has a ``reward_model`` object.
+A verl prompt may also be plain text (some converters write it so): it is rendered like a flat prompt, as
+the user's message under ``prompt_format: chat``.
 """
 
 from __future__ import annotations
@@ -151,8 +152,9 @@ def read_examples(name: str, cfg: DataConfig) -> list[PromptExample]:
 
 
 def detect_schema(row: Row, prompt_key: str) -> str:
-    """'verl' when the prompt is a list of messages and a reward_model is present, else 'flat'."""
-    return "verl" if isinstance(row.fields.get(prompt_key), list) and "reward_model" in row.fields else "flat"
+    """'verl' when the row has a reward_model object and a prompt (messages or text), else 'flat'."""
+    prompt = row.fields.get(prompt_key)
+    return "verl" if isinstance(prompt, (list, str)) and isinstance(row.fields.get("reward_model"), dict) else "flat"
 
 
 def flat_example(row: Row, cfg: DataConfig, default_source: str) -> PromptExample:

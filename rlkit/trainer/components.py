@@ -15,25 +15,26 @@ from rlkit.engines.base import EngineSpec, TrainEngine
 from rlkit.environments import ChatRenderer, EnvironmentFactory, environment_factory, needs_chat_prompts
 from rlkit.errors import ConfigError
 from rlkit.experience import ColocatedExperience, ExperienceSource, MultiTurnGeneration
-from rlkit.models.loading import check_model_path, load_tokenizer
+from rlkit.models.loading import check_model_path, load_tokenizer, local_folder
 from rlkit.models.tiny import ensure_tiny_model
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
-from rlkit.rewards.loading import build_reward_manager
+from rlkit.rewards.loading import build_reward_manager, check_data_sources
 from rlkit.rollout.base import RolloutEngine
 from rlkit.timing import PhaseTimer
 from rlkit.trainer.speed import ROLLOUT_LOGPROBS, SpeedPlan, plan_speed
 
 
-def resolve_model_path(path: str, output_dir: Path) -> str:
-    """A local model folder: 'builtin:tiny' is built once under the output directory."""
+def resolve_model_path(path: str, output_dir: Path, key: str = "model.path") -> str:
+    """A local model folder: 'builtin:tiny' is built once under the output directory; a hub id is its snapshot
+    in the local Hugging Face cache (never downloaded); a folder is itself. `key` names the path in errors."""
     if path == BUILTIN_TINY:
         # Rank 0 builds, the others wait: ranks racing to build one folder on a shared disk trip over each other.
         if process_rank() == 0:
             ensure_tiny_model(output_dir / "builtin_tiny")
         barrier()
         return str(ensure_tiny_model(output_dir / "builtin_tiny"))
-    return path
+    return local_folder(path, key)
 
 
 @dataclass
@@ -112,12 +113,14 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
             "lower it or add data"
         )
     total_steps = cfg.trainer.num_steps(steps_per_epoch)
+    check_data_sources(cfg.reward, _data_sources(train_data, val_data))  # before any model loads
     reward = build_reward_manager(cfg.reward)
     new_environment = build_environments(cfg, tokenizer, train_data)
     rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
     critic_path = None
     if estimator_for(cfg.algorithm.adv_estimator).needs_values:
-        critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir)
+        critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir,
+                                         "critic.model_path" if cfg.critic.model_path else "model.path")
         check_model_path(critic_path, "critic.model_path" if cfg.critic.model_path else "model.path")
 
     speed = plan_speed(cfg, dist, model_path=model_path, critic_path=critic_path)
@@ -162,6 +165,15 @@ def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: P
     return ColocatedExperience(cfg, rollout=parts.rollout, generation=generation, reward=parts.reward,
                                train_data=parts.train_data, val_data=parts.val_data, dist=dist, timer=timer,
                                return_logprobs=parts.speed.value(ROLLOUT_LOGPROBS))
+
+
+def _data_sources(train_data: PromptDataset, val_data: PromptDataset | None) -> dict[str, str]:
+    """{data_source: the config key of the first files it occurs in}."""
+    sources: dict[str, str] = {}
+    for key, data in (("data.train_files", train_data), ("data.val_files", val_data or [])):
+        for record in data:
+            sources.setdefault(record.data_source, key)
+    return sources
 
 
 def loss_agg_mode(cfg: RunConfig) -> str:

@@ -35,6 +35,7 @@ from rlkit.trainer.components import (
 )
 from rlkit.trainer.guards import check_update, explain_out_of_memory
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn, critic_loss_fn
+from rlkit.trainer.preflight import check_components
 from rlkit.trainer.prepare import add_overlong_penalty, global_advantages, scores_on_last_token, token_level_rewards
 from rlkit.trainer.shell import TrainerShell
 from rlkit.trainer.speed import FROM_UPDATE, SpeedPlan, log_header, settle_memory
@@ -45,9 +46,11 @@ _COUNTS = ("update/skipped", "critic/update_skipped")  # metrics summed over a s
 
 class RLTrainer(TrainerShell):
     kind = "rl"
+    command = "rlkit train"
 
     def __init__(self, cfg: RunConfig, dist: DistInfo):
         check_against_world(cfg, dist)
+        check_components(cfg)  # every name resolves before anything is written or any model loads
         super().__init__(cfg, dist)
 
     def setup(self) -> None:

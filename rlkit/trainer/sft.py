@@ -66,6 +66,7 @@ def sft_loss_fn(num_tokens: float) -> LossFn:
 
 class SFTTrainer(TrainerShell):
     kind = "sft"
+    command = "rlkit sft"
 
     def __init__(self, cfg: SFTConfig, dist: DistInfo):
         check_against_world(cfg, dist)
