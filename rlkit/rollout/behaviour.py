@@ -13,7 +13,7 @@ Every engine is used as the trainer uses it: wake_up -> update_weights -> genera
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -240,6 +240,18 @@ def check_logprobs(engine: RolloutEngine, ref: Reference) -> None:
         assert_logprobs_match(engine.generate(ref.prompts, params), ref.model, params.temperature, ref, str(params))
 
 
+def check_without_logprobs(engine: RolloutEngine, ref: Reference) -> None:
+    """logprobs=False returns none (the trainer computes its own) and leaves what is sampled unchanged."""
+    greedy = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
+    with_logprobs = engine.generate(ref.prompts, greedy)
+    without = engine.generate(ref.prompts, replace(greedy, logprobs=False))
+    assert all(c.logprobs is None for c in without), "logprobs=False still returned log-probs"
+    # First tokens come from the prefill alone, so even engines with run-to-run noise agree on them.
+    assert [c.response_ids[:1] for c in without] == [c.response_ids[:1] for c in with_logprobs]
+    for index, completion in enumerate(without):
+        _check_ending(completion, ref.eos_token_ids, greedy.max_new_tokens, f"completion {index} without log-probs")
+
+
 def check_ignore_eos(engine: RolloutEngine, ref: Reference) -> None:
     """ignore_eos gives exactly max_new_tokens tokens, finish_reason 'length', sampling past EOS (not masking it)."""
     params = SamplingParams(n=4, temperature=1.0, max_new_tokens=12, ignore_eos=True)
@@ -310,6 +322,7 @@ def check_sleep_wake(engine: RolloutEngine, ref: Reference) -> None:
 CHECKS: tuple[Callable[[RolloutEngine, Reference], None], ...] = (
     check_generate,
     check_logprobs,
+    check_without_logprobs,
     check_ignore_eos,
     check_stop_tokens,
     check_weight_sync,

@@ -206,16 +206,17 @@ class HFRollout:
             pad_token_id=self.pad_token_id,
             num_beams=1,
         )
-        recorder = _LogprobRecorder(params.temperature if sample else 1.0)
+        # The recorder only reads the logits, so sampling is the same with and without it.
+        recorder = _LogprobRecorder(params.temperature if sample else 1.0) if params.logprobs else None
         sequences_RL = self.model.generate(
             input_ids=input_ids_RS.to(self.device),
             attention_mask=attention_mask_RS.to(self.device),
             generation_config=generation_config,
-            logits_processor=LogitsProcessorList([recorder]),
+            logits_processor=LogitsProcessorList([recorder] if recorder else []),
         )
         new_RN = sequences_RL[:, width:]
-        logprobs_RN = recorder.finish(new_RN[:, -1])
-        assert logprobs_RN.shape == new_RN.shape, (logprobs_RN.shape, new_RN.shape)
+        logprobs_RN = recorder.finish(new_RN[:, -1]) if recorder else None
+        assert logprobs_RN is None or logprobs_RN.shape == new_RN.shape, (logprobs_RN.shape, new_RN.shape)
 
         # A response ends at its first stop id, which it keeps (a sampled action); the rest is padding.
         num_new = new_RN.shape[1]
@@ -228,15 +229,16 @@ class HFRollout:
             lengths_R = torch.full((len(rows),), num_new)
 
         completions = []
+        logprob_rows = logprobs_RN.tolist() if logprobs_RN is not None else [None] * len(rows)
         for row, tokens, logprobs, length, stopped in zip(
-            rows, new_RN.tolist(), logprobs_RN.tolist(), lengths_R.tolist(), stopped_R.tolist()
+            rows, new_RN.tolist(), logprob_rows, lengths_R.tolist(), stopped_R.tolist()
         ):
             response_ids = tokens[:length]
             completions.append(
                 Completion(
                     prompt_ids=row,
                     response_ids=response_ids,
-                    logprobs=logprobs[:length],
+                    logprobs=logprobs[:length] if logprobs is not None else None,
                     finish_reason="stop" if stopped else "length",
                     text=self.tokenizer.decode(response_ids, skip_special_tokens=True),
                 )

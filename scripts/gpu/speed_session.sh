@@ -54,7 +54,7 @@ set -uo pipefail
 STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-10)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
-DATA=/tmp/speed/gsm8k/train.parquet
+DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
 SGLANG_SITE=/tmp/site_sglang
 mkdir -p /tmp/speed
 PASSES="python3 benchmarks/engine_passes.py --seqs 256 --prompt-len 128 --response-len 256 --repeats 2"
@@ -125,19 +125,22 @@ case $STEP in
   bash .gpu/smollm_p0/device_install.sh smollm .gpu/smollm_p0 | tail -1
   ;;
 4)
-  bash .gpu/smollm_p1/device_install.sh smollm .gpu/smollm_p1 | tail -1
-  need /tmp/site_smollm/.installed
+  if [ ! -f "$MODEL/config.json" ]; then  # not imported yet by scripts/gpu/smollm2.sh c2
+    bash .gpu/smollm_p1/device_install.sh smollm .gpu/smollm_p1 | tail -1
+    need /tmp/site_smollm/.installed
+    python3 -m rlkit model import /tmp/site_smollm/*.gguf "$MODEL" 2>&1 | tail -3 | log
+  fi
   install_wheels .gpu/extra_small /tmp/site_extra
-  mkdir -p /tmp/speed/gsm8k && cp .gpu/gsm8k/train.parquet "$DATA"
-  [ -f "$MODEL/config.json" ] || python3 -m rlkit model import /tmp/site_smollm/*.gguf "$MODEL" 2>&1 | tail -3 | log
+  [ -f "$DATA" ] || { mkdir -p "$(dirname "$DATA")" && cp .gpu/gsm8k/train.parquet "$DATA"; }
   need "$MODEL/config.json"
   bench default $WORKLOAD --engine fsdp2 --rollout vllm
-  python3 scripts/gpu/vllm_logprobs_cost.py --model "$MODEL" --data "$DATA" 2>&1 | grep -v Warning | log
+  [ -n "${SKIP_LOGPROBS_COST:-}" ] || \
+    python3 scripts/gpu/vllm_logprobs_cost.py --model "$MODEL" --data "$DATA" 2>&1 | grep -v Warning | log
   ;;
 5)
   need "$MODEL/config.json"
   bench ds_default $WORKLOAD --engine deepspeed --rollout vllm --no-baseline --steps 4
-  bench hand_picked $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline --steps 4 $FIXED $HAND_PICKED
+  [ -n "${DS_ONLY:-}" ] || bench hand_picked $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline --steps 4 $FIXED $HAND_PICKED
   ;;
 6)
   need "$MODEL/config.json"

@@ -58,9 +58,19 @@ def full_parameters(engine) -> dict[str, torch.Tensor]:
 
 
 # -- the DeepSpeed config -------------------------------------------------------------------------------
-def ds_config(optim=OptimConfig(), role="actor", world_size=1, dtype=torch.float32, **config):
+def ds_config(optim=OptimConfig(), role="actor", world_size=1, dtype=torch.float32, on_cuda=False, **config):
     return build_ds_config(DeepSpeedOptions(**config), role=role, optim=optim, world_size=world_size,
-                           compute_dtype=dtype, on_cuda=False)
+                           compute_dtype=dtype, on_cuda=on_cuda)
+
+
+def test_reduction_overlaps_the_backward_only_where_there_is_communication():
+    def overlap(**kwargs):
+        return ds_config(**kwargs)["zero_optimization"]["overlap_comm"]
+
+    assert overlap(on_cuda=True, world_size=2, zero_stage=2) and overlap(on_cuda=True, world_size=2, zero_stage=3)
+    assert not overlap(on_cuda=True, world_size=1, zero_stage=2)  # one rank: nothing to overlap
+    assert not overlap(on_cuda=True, world_size=2, zero_stage=1)  # needs partitioned gradients
+    assert not overlap(on_cuda=False, world_size=2, zero_stage=2)  # needs CUDA side streams
 
 
 def test_config_leaves_accumulation_to_rlkit_and_sets_clipping_explicitly():

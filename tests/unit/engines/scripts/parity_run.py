@@ -49,19 +49,20 @@ def parity_batch(model_dir: str) -> Batch:
     return batch
 
 
-def build(name: str, model_dir: str, dist: DistInfo):
+def build(name: str, model_dir: str, dist: DistInfo, precision: str = "fp32"):
     spec = EngineSpec(role="actor", model_path=model_dir, optim=OPTIM, total_optimizer_steps=NUM_STEPS, seed=1)
     if name == "fsdp2":
         from rlkit.engines.fsdp2 import FSDP2Engine
 
         from rlkit.engines.fsdp2.options import FSDP2Options
 
-        return FSDP2Engine(EngineConfig(precision="fp32"), FSDP2Options(), spec, dist)
+        return FSDP2Engine(EngineConfig(precision=precision), FSDP2Options(), spec, dist)
     from rlkit.engines.deepspeed import DeepSpeedEngine
 
     from rlkit.engines.deepspeed.options import DeepSpeedOptions
 
-    return DeepSpeedEngine(EngineConfig(precision="fp32"), DeepSpeedOptions(zero_stage=int(name[-1])), spec, dist)
+    return DeepSpeedEngine(EngineConfig(precision=precision), DeepSpeedOptions(zero_stage=int(name[-1])), spec,
+                           dist)
 
 
 def grpo_steps(engine, batch: Batch, dist: DistInfo) -> dict[str, list[float]]:
@@ -79,11 +80,11 @@ def grpo_steps(engine, batch: Batch, dist: DistInfo) -> dict[str, list[float]]:
     return {"loss": losses, "grad_norm": grad_norms}
 
 
-def run_all(model_dir: str, dist: DistInfo) -> dict[str, dict[str, list[float]]]:
+def run_all(model_dir: str, dist: DistInfo, precision: str = "fp32") -> dict[str, dict[str, list[float]]]:
     batch = parity_batch(model_dir)
     results = {}
     for name in ENGINES:
-        engine = build(name, model_dir, dist)
+        engine = build(name, model_dir, dist, precision)
         results[name] = grpo_steps(engine, batch, dist)
         del engine
     return results
