@@ -45,7 +45,7 @@ rmdir .gpu/smol_pieces
 cp -r .gpu/dsw .gpu/smol_c1/dsw
 python3 -m pip download -q --no-deps "${PLAT[@]}" -d .gpu/smol_c1/extra \
   gguf==0.19.0 rich==15.0.0 markdown-it-py==4.3.0 mdurl==0.1.2 pygments==2.21.0
-python3 -m rlkit data gsm8k --input "${GSM8K:-../shared/data/gsm8k}" --output .gpu/smol_c1/gsm8k
+python3 -m rlkit data gsm8k --input "${GSM8K:-datasets/gsm8k}" --output .gpu/smol_c1/gsm8k
 
 cp .gpu/vllm/vllm.tar.xz.00 .gpu/smol_c3/
 cp .gpu/vllm/vllm.tar.xz.0[1-9] .gpu/vllm/SHA256SUMS "$SHARED_GPU/device_install.sh" .gpu/smol_c4/
