@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # speed_session.sh STEP -- issue 17's GPU plan, one step per device command, ON the GPU machine (one H200), from
-# the repository root. Prepare the carried folders here first: scripts/gpu/speed_prepare.sh GGUF GSM8K_DIR.
+# the repository root. Prepare the carried folders here first: scripts/gpu/speed_prepare.sh GGUF [GSM8K_DIR].
 # Send the steps back to back (/tmp lives only while the machine stays warm); each writes its logs to $OUT.
 # Minutes are estimates from earlier sessions' timings (model loads, vLLM init ~50 s, steps of ~5-7 s).
 #
@@ -115,17 +115,17 @@ case $STEP in
   cp /tmp/speed/passes05/passes.json "$OUT/passes05_fsdp2.json"
   ;;
 2)
-  bash .gpu/vllm_p1/device_install.sh vllm .gpu/vllm_p1 | tail -1
+  bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
   need /tmp/site_vllm/.installed
   python3 scripts/gpu/vllm_logprobs_cost.py --model /tmp/speed/passes05/cache/qwen2.5-0.5b-random-v2 2>&1 \
     | grep -v Warning | log
   mv "$OUT/vllm_logprobs_profile.txt" "$OUT/vllm_logprobs_profile_05b.txt"
   ;;
 3)
-  bash .gpu/smollm_p0/device_install.sh smollm .gpu/smollm_p0 | tail -1
+  bash scripts/gpu/device_install.sh smollm .gpu/smollm_p0 | tail -1
   ;;
 4)
-  bash .gpu/smollm_p1/device_install.sh smollm .gpu/smollm_p1 | tail -1
+  bash scripts/gpu/device_install.sh smollm .gpu/smollm_p1 | tail -1
   need /tmp/site_smollm/.installed
   install_wheels .gpu/extra_small /tmp/site_extra
   mkdir -p /tmp/speed/gsm8k && cp .gpu/gsm8k/train.parquet "$DATA"
@@ -148,14 +148,14 @@ case $STEP in
   cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_deepspeed.json"
   ;;
 7)
-  bash .gpu/sglang_p0/device_install.sh sglang .gpu/sglang_p0 | tail -1
+  bash scripts/gpu/device_install.sh sglang .gpu/sglang_p0 | tail -1
   need "$MODEL/config.json"
   python3 -c "import transformers; print('transformers', transformers.__version__)" | log
   $PASSES --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_smollm --setting fsdp2: --repeats 3 2>&1 | log
   cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_fsdp2.json"
   ;;
 8)
-  bash .gpu/sglang_p1/device_install.sh sglang .gpu/sglang_p1 | tail -1
+  bash scripts/gpu/device_install.sh sglang .gpu/sglang_p1 | tail -1
   need $SGLANG_SITE/.installed
   need "$MODEL/config.json"
   export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
