@@ -4,7 +4,7 @@
 # throughput on the same shapes.
 set -uo pipefail
 source scripts/gpu/common.sh
-bash .gpu/vllm_p1/device_install.sh vllm .gpu/vllm_p1 | tail -1
+bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
 [ -f /tmp/site_vllm/.installed ] || { echo "vLLM bundle missing: run record_stage1.sh first, back to back"; exit 3; }
 BENCH="--shape 0.5b --prompts 32 --n 8 --prompt-len 128 --response-len 256 --steps 3 --warmup 1 --out /tmp/bench05"
 echo "+ rlkit bench $BENCH --engine fsdp2 --rollout vllm,hf" | tee "$OUT/bench_fsdp2.log"

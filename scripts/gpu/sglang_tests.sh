@@ -4,8 +4,8 @@
 # tests/gpu/test_sglang.py once the bundle is complete.
 #
 # Pieces, prepared here with
-#     PIECE=45M /work/shared/gpu/prepare_gpu_wheels.sh /work/main/.gpu sglang
-# and split into two carried folders (each with a copy of /work/shared/gpu/device_install.sh):
+#     PIECE=45M scripts/gpu/prepare_gpu_wheels.sh .gpu sglang
+# and split into two carried folders (scripts/gpu/device_install.sh, in the tree, installs them):
 #     .gpu/sglang_p0/  sglang.tar.xz.00                      (45 MiB)
 #     .gpu/sglang_p1/  sglang.tar.xz.01 + SHA256SUMS          (39.5 MiB)
 # Send them in back-to-back commands while the machine stays warm (/tmp survives only then):
@@ -20,7 +20,7 @@ SITE=/tmp/site_sglang
 
 for pieces in .gpu/sglang_p0 .gpu/sglang_p1; do
   if [ -d "$pieces" ] && [ ! -f "$SITE/.installed" ]; then
-    bash "$pieces/device_install.sh" sglang "$pieces" | tail -1
+    bash scripts/gpu/device_install.sh sglang "$pieces" | tail -1
   fi
 done
 if [ ! -f "$SITE/.installed" ]; then

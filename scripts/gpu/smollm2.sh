@@ -3,7 +3,8 @@
 # record of docs/results.md (SmolLM2-135M-Instruct: base -> SFT -> GRPO, with vLLM evaluations).
 # Prepare the carried folders HERE first (scripts/gpu/smollm2_prepare.sh), then send, back to back (the machine
 # keeps /tmp only while warm):
-#   c1  carry .gpu/smol_c1  install DeepSpeed/pydantic/rich/gguf, store the GGUF's first piece, the data
+#   c1  carry .gpu/smol_c1  install DeepSpeed/pydantic/rich/gguf, store the GGUF's first piece, convert the
+#                           tree's datasets/gsm8k to parquet
 #   c2  carry .gpu/smol_c2  join the GGUF, `rlkit model import`, full SFT, export              (~5 min)
 #   c3  carry .gpu/smol_c3  store vLLM's first piece; LoRA SFT, merged export                  (~4 min)
 #   c4  carry .gpu/smol_c4  install vLLM; evaluate base, SFT and LoRA SFT on GSM8K test (~2.5 min)
@@ -110,7 +111,7 @@ case $STAGE in
     nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$SUMMARY"
     install_wheels "$CARRY/dsw" /tmp/site_ds
     install_wheels "$CARRY/extra" /tmp/site_extra
-    mkdir -p "$W/data" && cp "$CARRY"/gsm8k/*.parquet "$W/data/"
+    python3 -m rlkit data gsm8k --input datasets/gsm8k --output "$W/data"  # in the tree: not carried
     bash scripts/gpu/pieces.sh gather "$GGUF_NAME" "$CARRY" "$W/$GGUF_NAME"
     python3 -c 'import torch, transformers, pydantic, rlkit; from importlib.metadata import version; print("torch",
       torch.__version__, "transformers", transformers.__version__, "gguf", version("gguf"))' | tee -a "$SUMMARY"
@@ -135,7 +136,7 @@ case $STAGE in
     timed export_lora python3 -m rlkit export --merge-lora "$W/runs/sft_lora" "$W/models/sft_lora"
     ;;
   c4)
-    bash "$CARRY/device_install.sh" vllm "$CARRY" | tail -n 1
+    bash scripts/gpu/device_install.sh vllm "$CARRY" | tail -n 1
     [ -f /tmp/site_vllm/.installed ] || { echo "vLLM is not installed: run c3 first, back to back"; exit 3; }
     # One after the other: run side by side (2026-12-02), vLLM's start-up profiling counted the other engines'
     # memory as its own and one of three found no room for its KV cache; and a bare `wait` here also waits for
@@ -162,7 +163,7 @@ case $STAGE in
     tail -n 5 "$W/logs/grpo_deepspeed.log"
     ;;
   c7)
-    bash "$CARRY/device_install.sh" sglang "$CARRY" | tail -n 1
+    bash scripts/gpu/device_install.sh sglang "$CARRY" | tail -n 1
     [ -f /tmp/site_sglang/.installed ] || { echo "SGLang is not installed: run c6 first, back to back"; exit 3; }
     # the SGLang bundle's own packages (transformers 5.12.1, its pydantic) come first, not the vLLM bundle's
     export PYTHONPATH="/tmp/site_sglang:$PWD:/tmp/site_extra:/tmp/site_ds"

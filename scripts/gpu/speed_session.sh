@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # speed_session.sh STEP -- issue 17's GPU plan, one step per device command, ON the GPU machine (one H200), from
-# the repository root. Prepare the carried folders here first: scripts/gpu/speed_prepare.sh GGUF GSM8K_DIR.
+# the repository root. Prepare the carried folders here first: scripts/gpu/speed_prepare.sh GGUF [GSM8K_DIR].
 # Send the steps back to back (/tmp lives only while the machine stays warm); each writes its logs to $OUT.
 # Minutes are estimates from earlier sessions' timings (model loads, vLLM init ~50 s, steps of ~5-7 s).
 #
@@ -115,18 +115,18 @@ case $STEP in
   cp /tmp/speed/passes05/passes.json "$OUT/passes05_fsdp2.json"
   ;;
 2)
-  bash .gpu/vllm_p1/device_install.sh vllm .gpu/vllm_p1 | tail -1
+  bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
   need /tmp/site_vllm/.installed
   python3 scripts/gpu/vllm_logprobs_cost.py --model /tmp/speed/passes05/cache/qwen2.5-0.5b-random-v2 2>&1 \
     | grep -v Warning | log
   mv "$OUT/vllm_logprobs_profile.txt" "$OUT/vllm_logprobs_profile_05b.txt"
   ;;
 3)
-  bash .gpu/smollm_p0/device_install.sh smollm .gpu/smollm_p0 | tail -1
+  bash scripts/gpu/device_install.sh smollm .gpu/smollm_p0 | tail -1
   ;;
 4)
   if [ ! -f "$MODEL/config.json" ]; then  # not imported yet by scripts/gpu/smollm2.sh c2
-    bash .gpu/smollm_p1/device_install.sh smollm .gpu/smollm_p1 | tail -1
+    bash scripts/gpu/device_install.sh smollm .gpu/smollm_p1 | tail -1
     need /tmp/site_smollm/.installed
     python3 -m rlkit model import /tmp/site_smollm/*.gguf "$MODEL" 2>&1 | tail -3 | log
   fi
@@ -151,14 +151,14 @@ case $STEP in
   cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_deepspeed.json"
   ;;
 7)
-  bash .gpu/sglang_p0/device_install.sh sglang .gpu/sglang_p0 | tail -1
+  bash scripts/gpu/device_install.sh sglang .gpu/sglang_p0 | tail -1
   need "$MODEL/config.json"
   python3 -c "import transformers; print('transformers', transformers.__version__)" | log
   $PASSES --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_smollm --setting fsdp2: --repeats 3 2>&1 | log
   cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_fsdp2.json"
   ;;
 8)
-  bash .gpu/sglang_p1/device_install.sh sglang .gpu/sglang_p1 | tail -1
+  bash scripts/gpu/device_install.sh sglang .gpu/sglang_p1 | tail -1
   need $SGLANG_SITE/.installed
   need "$MODEL/config.json"
   export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false

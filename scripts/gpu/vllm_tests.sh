@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # scripts/gpu/vllm_tests.sh PIECEDIR [PYTEST_ARGS...] -- runs ON THE GPU machine, from the repository root.
 #
-# Hands the vLLM bundle pieces carried in PIECEDIR to device_install.sh (copied there from
-# shared/gpu/), and once every piece has arrived and unpacked into /tmp/site_vllm, runs
+# Hands the vLLM bundle pieces carried in PIECEDIR (from scripts/gpu/prepare_gpu_wheels.sh) to
+# scripts/gpu/device_install.sh, and once every piece has arrived and unpacked into /tmp/site_vllm, runs
 # tests/gpu/test_vllm.py and test_vllm_torchrun.py. Send the pieces in back-to-back commands (the machine keeps /tmp only while
 # warm); the command carrying the last piece and SHA256SUMS runs the tests. See docs/vllm.md.
 # Writes vllm_tests.log and vllm_numbers.json under $OUT (default /tmp/vllm_out).
@@ -12,7 +12,7 @@ shift
 OUT=${OUT:-/tmp/vllm_out}
 mkdir -p "$OUT"
 
-bash "$PIECEDIR/device_install.sh" vllm "$PIECEDIR" 2>&1 | tail -2
+bash scripts/gpu/device_install.sh vllm "$PIECEDIR" 2>&1 | tail -2
 if [ ! -f /tmp/site_vllm/.installed ]; then
   echo "vLLM is not installed yet: carry the remaining pieces (the last one with SHA256SUMS)"
   exit 0

@@ -6,7 +6,7 @@ Needs a CUDA GPU, GSM8K and the SFT model, each found through the environment:
                      without it the test imports the GGUF (RLKIT_SMOLLM2_GGUF, see tests/helpers.py) and runs that
                      SFT recipe for one epoch first (~2 min on an H200)
   RLKIT_GSM8K        a folder with train.parquet (from `rlkit data gsm8k`) or GSM8K's train.jsonl; default
-                     ../shared/data/gsm8k
+                     the repository's datasets/gsm8k
 The rollout is vLLM when it is importable, else Hugging Face generate. scripts/gpu/smollm2.sh test runs it.
 """
 
@@ -27,7 +27,7 @@ STEPS, WINDOW = 20, 5
 
 
 def gsm8k_train(tmp_path: Path) -> Path:
-    folder = Path(os.environ.get("RLKIT_GSM8K", REPO.parent / "shared" / "data" / "gsm8k")).expanduser()
+    folder = Path(os.environ.get("RLKIT_GSM8K", REPO / "datasets" / "gsm8k")).expanduser()
     if (folder / "train.parquet").is_file():
         return folder / "train.parquet"
     if not (folder / "train.jsonl").is_file():

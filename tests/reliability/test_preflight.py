@@ -45,11 +45,11 @@ def test_validate_passes_good_configs_and_says_what_it_could_not_read(invoke, co
     d = config_dir
     good = write(d, "good.yaml", f"algorithm:\n  policy_loss: {d / 'losses.py'}:loss\n"
                                  f"data:\n  train_files: [{d / 'my_task.jsonl'}]\nreward:\n  name: letters\n")
-    elsewhere = write(d, "elsewhere.yaml", "data:\n  train_files: [../shared/data/gsm8k/train.parquet]\n")
+    elsewhere = write(d, "elsewhere.yaml", "data:\n  train_files: [../elsewhere/gsm8k/train.parquet]\n")
     result = invoke("validate", good, elsewhere)
     assert result.exit_code == 0, result.output
     assert f"OK    {good}\n" in result.output
-    not_here = "(not here, data sources not checked: ../shared/data/gsm8k/train.parquet)"
+    not_here = "(not here, data sources not checked: ../elsewhere/gsm8k/train.parquet)"
     assert f"OK    {elsewhere}  {not_here}" in result.output
 
 

@@ -18,7 +18,8 @@ CPU = Machine(gpu=None, num_gpus=0, cpu="test cpu", num_cpu_cores=2)
 
 @pytest.fixture(autouse=True)
 def single_thread(monkeypatch):
-    # Two threads on two cores make tiny-model timings swing 100x (shared/NOTES.md); children inherit it.
+    # Two threads on two cores made tiny-model timings swing 100x (measured on the 2-core CI machine); children
+    # inherit it.
     monkeypatch.setenv("OMP_NUM_THREADS", "1")
 
 

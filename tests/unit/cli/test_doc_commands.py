@@ -5,7 +5,9 @@ such as `B="rlkit bench ..."` expanded, `torchrun ... -m rlkit` and `$ rlkit` pr
 inline code spans that start with `rlkit `. A span with placeholders (`CONFIG`, `[--merge-lora]`, `...`) is
 usage syntax, not a command, and is left out. Each command must parse (click accepts its options) and
 resolve (a command that reads a config builds it: `train`, `sft`, `validate`, `config ...`, `bench`'s
-pairings); the short CPU ones (`config`, `validate`, `list`) are run. Paths are read from the repository root.
+pairings); the short CPU ones (`config`, `validate`, `list`, `data gsm8k`) are run. Paths are read from the
+repository root; what a run command writes (`--output`) goes to a temporary folder instead, so the checkout
+stays as it was.
 """
 
 from __future__ import annotations
@@ -24,7 +26,8 @@ from helpers import REPO
 from rlkit.cli.main import cli
 
 DOCS = [REPO / "README.md", *sorted((REPO / "docs").glob("*.md"))]
-RUN_THEM = ("config", "validate", "list")  # short, CPU only: run, not just resolved
+RUN_THEM = (("config",), ("validate",), ("list",), ("data", "gsm8k"))  # short, CPU only: run, not just resolved
+OUTPUT_OPTIONS = ("--output",)
 _FENCE = re.compile(r"^```.*?$(.*?)^```", re.MULTILINE | re.DOTALL)
 _ASSIGNMENT = re.compile(r"^([A-Z_][A-Z0-9_]*)=(.*)$", re.DOTALL)
 _PLACEHOLDER = re.compile(r"^[A-Z][A-Z0-9_]+(\.\w+)?$|^\[|[<>]|\.\.\.")  # CONFIG, RECIPE.yaml, [--flag], <path>, ...
@@ -186,13 +189,30 @@ def test_the_docs_have_commands_to_check():
     names = {command.args[0] for command in COMMANDS}
     assert {"train", "sft", "config", "list", "bench", "data"} <= names, names
     assert any(command.args[:2] == ("config", "from-verl") for command in COMMANDS)
+    assert any(command.args[:2] == ("data", "gsm8k") for command in COMMANDS)
+
+
+def runs(args: tuple[str, ...]) -> bool:
+    return any(args[:len(prefix)] == prefix for prefix in RUN_THEM)
+
+
+def writing_into(folder: Path, args: tuple[str, ...]) -> tuple[list[str], list[Path]]:
+    """The command with each `--output PATH` moved under `folder`, and the paths it will write."""
+    moved, outputs = list(args), []
+    for index, arg in enumerate(moved[:-1]):
+        if arg in OUTPUT_OPTIONS:
+            outputs.append(folder / moved[index + 1])
+            moved[index + 1] = str(outputs[-1])
+    return moved, outputs
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=str)
-def test_documented_command_parses_resolves_and_short_ones_run(command, monkeypatch):
+def test_documented_command_parses_resolves_and_short_ones_run(command, monkeypatch, tmp_path):
     monkeypatch.chdir(REPO)  # the docs' paths are the repository's
     contexts = parse(command.args)
     resolve(contexts)
-    if command.args[0] in RUN_THEM:
-        result = CliRunner().invoke(cli, list(command.args))
+    if runs(command.args):
+        args, outputs = writing_into(tmp_path, command.args)
+        result = CliRunner().invoke(cli, args)
         assert result.exit_code == 0, f"{command}\n{result.output}"
+        assert all(output.exists() for output in outputs), f"{command} wrote nothing to {outputs}\n{result.output}"

@@ -1,9 +1,9 @@
 import json
-from pathlib import Path
 
 import pytest
 from click.testing import CliRunner
 
+from helpers import REPO
 from rlkit.cli.data import data_group
 from rlkit.config.schema import DataConfig
 from rlkit.data import load_prompt_dataset
@@ -11,7 +11,7 @@ from rlkit.data.gsm8k import convert_gsm8k, gsm8k_final_answer
 from rlkit.data.records import read_rows
 from rlkit.errors import DataError
 
-SHARED_GSM8K = Path(__file__).resolve().parents[4] / "shared" / "data" / "gsm8k"
+GSM8K = REPO / "datasets" / "gsm8k"  # the repository's copy of GSM8K (MIT license)
 QUESTION = "how many clips did natalia sell ?"
 ANSWER = "48+24 = <<48+24=72>>72 clips, and 1,128 more.\n#### 1,200"
 
@@ -83,12 +83,11 @@ def test_cli_gsm8k_bad_input_raises_data_error(tmp_path):
     assert isinstance(result.exception, DataError)
 
 
-@pytest.mark.skipif(not (SHARED_GSM8K / "test.jsonl").is_file(), reason="shared GSM8K copy not present")
-def test_real_gsm8k_test_split(tmp_path):
-    folder = tmp_path / "in"
-    folder.mkdir()
-    (folder / "test.jsonl").symlink_to(SHARED_GSM8K / "test.jsonl")
-    ((num_rows, path),) = convert_gsm8k(folder, tmp_path / "out").values()
-    assert num_rows == 1319
-    rows = read_rows(path)
-    assert all(row.fields["reward_model"]["ground_truth"].lstrip("-").replace(".", "").isdigit() for row in rows)
+def test_the_repository_copy_of_gsm8k_converts_whole(tmp_path):
+    written = convert_gsm8k(GSM8K, tmp_path / "out")
+    assert {split: num_rows for split, (num_rows, _) in written.items()} == {"train": 7473, "test": 1319}
+    for _, path in written.values():
+        rows = read_rows(path)
+        assert all(row.fields["reward_model"]["ground_truth"].lstrip("-").replace(".", "").isdigit() for row in rows)
+    first = read_rows(written["test"][1])[0].fields  # Janet's ducks: 16 - 3 - 4 = 9 eggs at $2
+    assert first["reward_model"]["ground_truth"] == "18" and first["extra_info"]["question"].startswith("Janet")
