@@ -26,6 +26,7 @@
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import resource
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 RNG_DIR = "rng"
 
 
-class TrainerShell:
+class TrainerShell(abc.ABC):
     """The run around the steps. A subclass builds its parts in `setup` and defines one step (`train_one_step`),
     `validate`, and what its checkpoints hold (`save_engines`, `load_engines`, `trainer_state`,
     `load_trainer_state`). `cfg` has the `trainer`, `model` and `engine` sections of both run kinds."""
@@ -89,26 +90,29 @@ class TrainerShell:
             self.resources.push(resources.pop_all())
 
     # -- what a run kind defines ------------------------------------------------------------------
+    @abc.abstractmethod
     def setup(self) -> None:
         """Build the run's parts, set `total_steps` and `tokenizer`, register closers on `self.resources`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def train_one_step(self) -> dict[str, float]:
         """Train step `self.step`; its metrics. Phases go to `self.timer`, which the loop reports."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def has_validation(self) -> bool:
-        raise NotImplementedError
+        """Whether the run has validation data (then `validate` runs at trainer.test_freq and at the end)."""
 
+    @abc.abstractmethod
     def validate(self) -> dict[str, float]:
-        raise NotImplementedError
+        """The validation metrics of the current weights (every rank calls it)."""
 
+    @abc.abstractmethod
     def save_engines(self, directory: Path) -> None:
         """Write the engines' state into the checkpoint directory (collective)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load_engines(self, directory: Path) -> None:
-        raise NotImplementedError
+        """Restore the engines' state from the checkpoint directory (collective)."""
 
     def trainer_state(self) -> dict[str, Any]:
         """The run kind's entries of trainer_state.json (JSON-serialisable; rank 0's are written)."""
