@@ -202,7 +202,7 @@ class TrainerShell(abc.ABC):
     def _load(self, directory: Path) -> None:
         state = json.loads((directory / TRAINER_STATE).read_text())  # its kind was checked before setup
         if self.cfg.trainer.total_steps is None:  # the run's length came from the data
-            check_total_steps(self.total_steps, state["step"], directory)
+            check_total_steps(self.cfg.trainer, self.total_steps, state["step"], directory)
         self.load_engines(directory)
         self.step = state["step"]
         self.load_trainer_state(state)
