@@ -67,6 +67,9 @@ class GuardedRewardManager(RewardManager):
             return self._score_each(samples)
         return self._score_batch(samples)
 
+    def close(self) -> None:
+        self.manager.close()
+
     def _score_each(self, samples: list[RewardSample]) -> RewardOutput:
         results, failures = [], []
         for sample in samples:

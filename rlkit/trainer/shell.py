@@ -20,8 +20,8 @@
 * **Checkpoints** hold the engines (the subclass's), `trainer_state.json` (kind, step, world size and the
   subclass's state), every rank's torch RNG state, the config and the tokenizer. A resume restores them all,
   so a resumed run continues exactly, dropout included.
-* **Cleanup** closes every engine and logger, then records in the lock file how the run ended, whether the
-  run ends or fails.
+* **Cleanup** closes every engine, the reward (its worker process) and the loggers, then records in the lock
+  file how the run ended, whether the run ends or fails.
 """
 
 from __future__ import annotations
@@ -173,8 +173,8 @@ class TrainerShell(abc.ABC):
         return metrics
 
     def close(self) -> None:
-        """Close the loggers and every engine the run started, then give the output directory's lock back
-        (idempotent)."""
+        """Close the loggers and everything the run started (engines, the reward's worker process), then give the
+        output directory's lock back (idempotent)."""
         self.resources.close()
 
     def _progress(self) -> tuple[int, Path | None]:
