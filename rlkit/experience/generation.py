@@ -50,20 +50,33 @@ class SingleTurnGeneration:
 
     def __call__(self, prompts: Sequence[PromptItem], params: SamplingParams) -> Batch:
         completions: list[Completion] = self.rollout.generate([p.prompt_ids for p in prompts], params)
-        owners = [prompt for prompt in prompts for _ in range(params.n)]
-        return completions_to_batch(
-            completions,
-            pad_token_id=self.pad_token_id,
-            max_prompt_length=max(len(p.prompt_ids) for p in prompts),
-            max_response_length=params.max_new_tokens,
-            group_index=[p.group for p in owners],
-            meta={
-                "prompt_text": [p.prompt_text for p in owners],
-                "data_source": [p.data_source for p in owners],
-                "ground_truth": [p.ground_truth for p in owners],
-                "extra_info": [p.extra_info for p in owners],
-            },
-        )
+        return assemble_responses(completions, [prompt for prompt in prompts for _ in range(params.n)],
+                                  pad_token_id=self.pad_token_id,
+                                  max_prompt_length=max(len(p.prompt_ids) for p in prompts),
+                                  max_response_length=params.max_new_tokens)
+
+
+def assemble_responses(completions: Sequence[Completion], owners: Sequence[PromptItem], *, pad_token_id: int,
+                       max_prompt_length: int, max_response_length: int,
+                       prompt_texts: Sequence[str] | None = None) -> Batch:
+    """The Batch of `completions` (B, prompt-major) with what every Generation's batch carries of its prompts:
+    `owners` (B) is the prompt each completion answers, which gives the group index and the meta lists
+    prompt_text, data_source, ground_truth and extra_info. `prompt_texts` (B): the prompts as the model saw them
+    where they were rendered afresh (an environment's reset); by default the owners' own. Widths as in
+    rlkit.rollout.assemble.completions_to_batch."""
+    return completions_to_batch(
+        completions,
+        pad_token_id=pad_token_id,
+        max_prompt_length=max_prompt_length,
+        max_response_length=max_response_length,
+        group_index=[owner.group for owner in owners],
+        meta={
+            "prompt_text": list(prompt_texts) if prompt_texts is not None else [owner.prompt_text for owner in owners],
+            "data_source": [owner.data_source for owner in owners],
+            "ground_truth": [owner.ground_truth for owner in owners],
+            "extra_info": [owner.extra_info for owner in owners],
+        },
+    )
 
 
 def sync_weights(rollout: RolloutEngine, weights: WeightsFn, device: str) -> None:

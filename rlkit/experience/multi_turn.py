@@ -29,8 +29,7 @@ from rlkit.batch import Batch
 from rlkit.environments import ChatRenderer, Environment, EnvironmentFactory, Sample, Step
 from rlkit.errors import PluginError, RlkitError
 from rlkit.experience.conversation import Conversation
-from rlkit.experience.generation import PromptItem
-from rlkit.rollout.assemble import completions_to_batch
+from rlkit.experience.generation import PromptItem, assemble_responses
 from rlkit.rollout.base import Completion, RolloutEngine, SamplingParams
 from rlkit.trajectory import Trajectory
 
@@ -157,18 +156,10 @@ class MultiTurnGeneration:
     # -- the batch --------------------------------------------------------------------------------
     def _assemble(self, conversations: list[Conversation], owners: list[PromptItem], budget: int) -> Batch:
         completions: list[Completion] = [conversation.as_completion() for conversation in conversations]
-        batch = completions_to_batch(
-            completions,
-            pad_token_id=self.pad_token_id,
+        batch = assemble_responses(
+            completions, owners, pad_token_id=self.pad_token_id,
             max_prompt_length=max(len(conversation.prompt_ids) for conversation in conversations),
-            max_response_length=budget,
-            group_index=[owner.group for owner in owners],
-            meta={
-                "prompt_text": [conversation.prompt_text for conversation in conversations],
-                "data_source": [owner.data_source for owner in owners],
-                "ground_truth": [owner.ground_truth for owner in owners],
-                "extra_info": [owner.extra_info for owner in owners],
-            },
+            max_response_length=budget, prompt_texts=[conversation.prompt_text for conversation in conversations],
         )
         response_mask_BT = torch.zeros((len(conversations), budget), dtype=torch.float32)
         for row, conversation in enumerate(conversations):

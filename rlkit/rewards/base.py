@@ -68,6 +68,10 @@ class RewardManager(abc.ABC):
     def __call__(self, samples: list[RewardSample]) -> RewardOutput:
         """One score per sample, in order."""
 
+    def close(self) -> None:
+        """Release what the manager started (a worker process, a reward model); the run calls it when it ends,
+        however it ends. Idempotent; nothing by default."""
+
 
 def correctness(scores: list[float], acc: list[float] | None) -> list[float]:
     """1.0 for each correct response, else 0.0: correct when its reward reports ``acc`` = 1, or, where it reports

@@ -16,7 +16,6 @@ call there is abandoned and finishes in the background.
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Callable
 from functools import partial
 from typing import Any, Literal, TypeVar
@@ -31,35 +30,20 @@ from rlkit.rewards.base import (
     split_result,
 )
 from rlkit.rewards.worker import RemoteRewardError, RewardTimeout, WorkerRewardFunction
+from rlkit.timeouts import call_with_timeout
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-def call_with_timeout(call: Callable[[], T], timeout_s: float | None, limit: str = "") -> T:
-    """``call()``, run in a daemon worker thread when ``timeout_s`` is set; ``limit`` says where the
-    time limit comes from in the message (default: reward.timeout_s).
-
-    Python cannot stop a thread: a timed-out call is abandoned and keeps running in the background.
-    """
-    if timeout_s is None:
-        return call()
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # handed to the caller below
-            outcome["error"] = error
-
-    worker = threading.Thread(target=run, name="rlkit-reward", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise RewardTimeout(f"took longer than {limit or f'reward.timeout_s={timeout_s:g} s'}")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
+def within_timeout(call: Callable[[], T], timeout_s: float | None, limit: str = "") -> T:
+    """``call()`` in a worker thread, RewardTimeout after ``timeout_s`` (None: no limit); ``limit`` says where the
+    time limit comes from in the message (default: reward.timeout_s). A timed-out call keeps running in the
+    background (rlkit.timeouts)."""
+    return call_with_timeout(
+        call, timeout_s, lambda: RewardTimeout(f"took longer than {limit or f'reward.timeout_s={timeout_s:g} s'}"),
+        thread_name="rlkit-reward",
+    )
 
 
 class GuardedRewardManager(RewardManager):
@@ -83,6 +67,9 @@ class GuardedRewardManager(RewardManager):
             return self._score_each(samples)
         return self._score_batch(samples)
 
+    def close(self) -> None:
+        self.manager.close()
+
     def _score_each(self, samples: list[RewardSample]) -> RewardOutput:
         results, failures = [], []
         for sample in samples:
@@ -98,13 +85,13 @@ class GuardedRewardManager(RewardManager):
         if isinstance(self.manager, WorkerRewardFunction):
             return self.manager.call_one(sample, timeout_s=self.timeout_s)
         assert isinstance(self.manager, FunctionRewardManager)
-        return call_with_timeout(partial(self.manager.call_one, sample), self.timeout_s)
+        return within_timeout(partial(self.manager.call_one, sample), self.timeout_s)
 
     def _score_batch(self, samples: list[RewardSample]) -> RewardOutput:
         timeout_s = self.timeout_s * max(len(samples), 1) if self.timeout_s is not None else None
         limit = f"{timeout_s:g} s (reward.timeout_s={self.timeout_s:g} s per sample)" if timeout_s else ""
         try:
-            output = call_with_timeout(lambda: self.manager(samples), timeout_s, limit)
+            output = within_timeout(lambda: self.manager(samples), timeout_s, limit)
             check_output(output, len(samples))
         except Exception as error:
             self._warn([self._fail(error, samples)], len(samples))

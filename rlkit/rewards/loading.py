@@ -137,6 +137,10 @@ class RoutedRewardManager(RewardManager):
             num_failures += output.num_failures
         return RewardOutput(scores, dict(sorted(extras.items())), num_failures)
 
+    def close(self) -> None:
+        for manager in self.managers.values():
+            manager.close()
+
 
 def make_manager(
     name: str, component: Any, kwargs: dict[str, Any], worker: RewardWorker | None = None

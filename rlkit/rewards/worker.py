@@ -142,6 +142,9 @@ class WorkerRewardFunction(RewardManager):
     def __call__(self, samples: list[RewardSample]) -> RewardOutput:
         return RewardOutput.from_results([split_result(self.call_one(sample)) for sample in samples])
 
+    def close(self) -> None:
+        self.worker.close()
+
 
 # -- the worker process ---------------------------------------------------------------------------------
 def serve(requests: Connection, replies: Connection) -> None:

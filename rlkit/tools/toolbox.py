@@ -14,12 +14,12 @@ from __future__ import annotations
 
 import inspect
 import json
-import threading
 from dataclasses import dataclass, field
 from typing import Any, Callable, Sequence
 
 from rlkit.errors import PluginError
 from rlkit.registry import TOOLS
+from rlkit.timeouts import call_with_timeout
 from rlkit.trajectory import ToolCall
 
 
@@ -107,27 +107,6 @@ class ToolTimeout(TimeoutError):
     pass
 
 
-def call_with_timeout(call: Callable[[], Any], timeout_s: float) -> Any:
-    """`call()` in a daemon worker thread; ToolTimeout after `timeout_s`. Python cannot stop a thread: a tool
-    that hangs keeps its thread (tools that can hang should bound themselves, as the python tool does)."""
-    outcome: dict[str, Any] = {}
-
-    def run() -> None:
-        try:
-            outcome["value"] = call()
-        except BaseException as error:  # handed to the caller below
-            outcome["error"] = error
-
-    worker = threading.Thread(target=run, name="rlkit-tool", daemon=True)
-    worker.start()
-    worker.join(timeout_s)
-    if worker.is_alive():
-        raise ToolTimeout(f"the tool did not finish within {timeout_s:g} s")
-    if "error" in outcome:
-        raise outcome["error"]
-    return outcome["value"]
-
-
 class ToolBox:
     """The tools of an environment, called by name with the model's arguments.
 
@@ -169,7 +148,9 @@ class ToolBox:
         except TypeError as error:
             return self._error(name, arguments, f"wrong arguments for {name}: {error}")
         try:
-            result = call_with_timeout(lambda: as_text(tool(arguments)), self.timeout_s)
+            result = call_with_timeout(
+                lambda: as_text(tool(arguments)), self.timeout_s,
+                lambda: ToolTimeout(f"the tool did not finish within {self.timeout_s:g} s"), thread_name="rlkit-tool")
         except Exception as error:
             return self._error(name, arguments, f"{type(error).__name__}: {error}")
         return ToolCall(name, arguments, truncate(result, self.max_output_chars))

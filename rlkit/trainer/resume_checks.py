@@ -89,13 +89,43 @@ def _check_fresh_start(output: OutputDir, *, writes_metrics: bool) -> None:
     )
 
 
-def check_total_steps(total_steps: int, step: int, checkpoint: Path) -> None:
-    """A run of `total_steps` cannot resume from step `step` of `checkpoint` when that lies beyond its end."""
-    if total_steps < step:
+def check_total_steps(trainer: Any, total_steps: int, step: int, checkpoint: Path) -> None:
+    """A run of `total_steps` cannot resume from step `step` of `checkpoint` when that lies beyond its end.
+
+    `trainer`: the run's trainer section; the error names the key that set the length (trainer.total_steps, or
+    trainer.total_epochs when total_steps is null), its value at the checkpoint and now, and what to set.
+    """
+    if total_steps >= step:
+        return
+    to_start_fresh = "or start fresh with trainer.output_dir=<a new directory>"
+    if trainer.total_steps is not None:
         raise ConfigError(
-            f"trainer.total_steps={total_steps} is below step {step} of {checkpoint}, which this run resumes from; "
-            f"raise trainer.total_steps above {step} to train on, or start a new run in another trainer.output_dir"
+            f"{_key_change(checkpoint, 'total_steps', total_steps)} is below step {step} of {checkpoint}, which this "
+            f"run resumes from; raise trainer.total_steps above {step} to train on, {to_start_fresh}"
         )
+    epochs = trainer.total_epochs or 1  # null (with total_steps null): one epoch
+    per_epoch = total_steps // epochs
+    raise ConfigError(
+        f"{_key_change(checkpoint, 'total_epochs', trainer.total_epochs)} makes this run {total_steps} steps "
+        f"({per_epoch} an epoch), below step {step} of {checkpoint}, which it resumes from; set "
+        f"trainer.total_epochs={step // per_epoch + 1} or more to train on, {to_start_fresh}"
+    )
+
+
+def _key_change(checkpoint: Path, key: str, value: Any) -> str:
+    """'trainer.KEY OLD -> NEW' (OLD: the checkpoint's config.yaml), or 'trainer.KEY=NEW' where that is unknown or
+    the same. A null total_epochs is shown as what it means."""
+
+    def shown(number: Any) -> str:
+        return "null (one epoch)" if number is None and key == "total_epochs" else str(number)
+
+    try:
+        saved = (read_yaml(checkpoint / "config.yaml").get("trainer") or {}).get(key, value)
+    except (RlkitError, AttributeError):
+        saved = value
+    if saved == value:
+        return f"trainer.{key}={shown(value)}"
+    return f"trainer.{key} {shown(saved)} -> {shown(value)}"
 
 
 def _check_resume(checkpoint: Path, cfg: BaseModel, *, kind: str, world_size: int) -> None:
@@ -107,7 +137,7 @@ def _check_resume(checkpoint: Path, cfg: BaseModel, *, kind: str, world_size: in
     if state.get("kind", "rl") != kind:  # RL checkpoints before the kind was written have none
         raise CheckpointError(f"{checkpoint} {_WRONG_KIND[kind]}")
     if cfg.trainer.total_steps is not None:
-        check_total_steps(cfg.trainer.total_steps, step, checkpoint)
+        check_total_steps(cfg.trainer, cfg.trainer.total_steps, step, checkpoint)
     try:
         saved = read_yaml(checkpoint / "config.yaml")
     except RlkitError:

@@ -56,6 +56,7 @@ class RLTrainer(TrainerShell):
     def setup(self) -> None:
         cfg = self.cfg
         self.parts: Components = build_components(cfg, self.dist)
+        self.resources.callback(self.parts.reward.close)  # its worker process must not outlive the run
         self.tokenizer = self.parts.tokenizer
         self.total_steps = self.parts.total_steps
         self.experience: ExperienceSource = build_experience(cfg, self.parts, self.dist, self.timer)

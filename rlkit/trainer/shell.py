@@ -20,12 +20,13 @@
 * **Checkpoints** hold the engines (the subclass's), `trainer_state.json` (kind, step, world size and the
   subclass's state), every rank's torch RNG state, the config and the tokenizer. A resume restores them all,
   so a resumed run continues exactly, dropout included.
-* **Cleanup** closes every engine and logger, then records in the lock file how the run ended, whether the
-  run ends or fails.
+* **Cleanup** closes every engine, the reward (its worker process) and the loggers, then records in the lock
+  file how the run ended, whether the run ends or fails.
 """
 
 from __future__ import annotations
 
+import abc
 import json
 import logging
 import resource
@@ -49,7 +50,7 @@ log = logging.getLogger(__name__)
 RNG_DIR = "rng"
 
 
-class TrainerShell:
+class TrainerShell(abc.ABC):
     """The run around the steps. A subclass builds its parts in `setup` and defines one step (`train_one_step`),
     `validate`, and what its checkpoints hold (`save_engines`, `load_engines`, `trainer_state`,
     `load_trainer_state`). `cfg` has the `trainer`, `model` and `engine` sections of both run kinds."""
@@ -89,26 +90,29 @@ class TrainerShell:
             self.resources.push(resources.pop_all())
 
     # -- what a run kind defines ------------------------------------------------------------------
+    @abc.abstractmethod
     def setup(self) -> None:
         """Build the run's parts, set `total_steps` and `tokenizer`, register closers on `self.resources`."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def train_one_step(self) -> dict[str, float]:
         """Train step `self.step`; its metrics. Phases go to `self.timer`, which the loop reports."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def has_validation(self) -> bool:
-        raise NotImplementedError
+        """Whether the run has validation data (then `validate` runs at trainer.test_freq and at the end)."""
 
+    @abc.abstractmethod
     def validate(self) -> dict[str, float]:
-        raise NotImplementedError
+        """The validation metrics of the current weights (every rank calls it)."""
 
+    @abc.abstractmethod
     def save_engines(self, directory: Path) -> None:
         """Write the engines' state into the checkpoint directory (collective)."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def load_engines(self, directory: Path) -> None:
-        raise NotImplementedError
+        """Restore the engines' state from the checkpoint directory (collective)."""
 
     def trainer_state(self) -> dict[str, Any]:
         """The run kind's entries of trainer_state.json (JSON-serialisable; rank 0's are written)."""
@@ -169,8 +173,8 @@ class TrainerShell:
         return metrics
 
     def close(self) -> None:
-        """Close the loggers and every engine the run started, then give the output directory's lock back
-        (idempotent)."""
+        """Close the loggers and everything the run started (engines, the reward's worker process), then give the
+        output directory's lock back (idempotent)."""
         self.resources.close()
 
     def _progress(self) -> tuple[int, Path | None]:
@@ -198,7 +202,7 @@ class TrainerShell:
     def _load(self, directory: Path) -> None:
         state = json.loads((directory / TRAINER_STATE).read_text())  # its kind was checked before setup
         if self.cfg.trainer.total_steps is None:  # the run's length came from the data
-            check_total_steps(self.total_steps, state["step"], directory)
+            check_total_steps(self.cfg.trainer, self.total_steps, state["step"], directory)
         self.load_engines(directory)
         self.step = state["step"]
         self.load_trainer_state(state)

@@ -56,7 +56,8 @@ def test_total_steps_below_the_checkpoint_is_an_error(small_run, invoke, run_cop
     before = dir_snapshot(run_copy)
     result = invoke("train", *small_run(run_copy, "trainer.total_steps=1"))
     assert result.exit_code == 2, result.output
-    assert "trainer.total_steps=1 is below step 2 of" in result.output and "raise trainer.total_steps" in result.output
+    assert "trainer.total_steps 2 -> 1 is below step 2 of" in result.output  # the finished run's value -> this one's
+    assert "raise trainer.total_steps above 2 to train on, or start fresh with trainer.output_dir=" in result.output
     assert dir_snapshot(run_copy) == before
 
 

@@ -152,3 +152,27 @@ def test_a_hung_reward_cannot_pin_the_run(small_run, tmp_path):
     assert hung != run.pid and not alive(hung)  # it hung in a worker process, which is gone
     step = json.loads((out / "metrics.jsonl").read_text().splitlines()[-1])
     assert step["reward/failures"] == 1.0 and step["reward/mean"] == pytest.approx(31 / 32)
+
+
+def test_the_worker_is_closed_with_a_run_that_fails(small_run, train, tmp_path, monkeypatch):
+    # The run's built-in reward (letters) runs in a worker process; the run fails after its first rewards.
+    from rlkit.rewards.worker import RewardWorker
+    from rlkit.trainer.rl import RLTrainer
+
+    started = []
+    start = RewardWorker._start
+
+    def recording_start(worker):
+        start(worker)
+        started.append(worker._process)
+
+    def failing_update(trainer, batch):
+        raise RuntimeError("the update failed")
+
+    monkeypatch.setattr(RewardWorker, "_start", recording_start)
+    monkeypatch.setattr(RLTrainer, "_update", failing_update)
+    with pytest.raises(RuntimeError, match="the update failed") as raised:
+        train(small_run(tmp_path / "run", "trainer.total_steps=1", "data.val_files=[]"))
+    assert raised.traceback  # still holds the trainer, and through it the worker: closing is the run's doing
+    assert len(started) == 1
+    assert started[0].poll() is not None and not alive(started[0].pid)

@@ -4,7 +4,8 @@ one generate call per turn. The rollout log-probs line up with the model's token
 sampled they agree with a plain fp32 forward of the whole conversation (within the engine's tolerance of the
 behaviour suite), and they are 0 on the environment's tokens.
 
-hf runs on CPU; hf on cuda, vllm and sglang are marked `gpu` (one engine per pytest process: `-k vllm`).
+The engines and the `subject` fixture are conftest.py's: hf runs on CPU; hf on cuda, vllm and sglang are marked
+`gpu` (one engine per pytest process: `-k vllm`).
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import copy
 
 import torch
-from test_rollout_behaviour import CASES, checkpoint, subject  # noqa: F401  (fixtures)
 
 from rlkit.environments import Step
 from rlkit.experience import MultiTurnGeneration, PromptItem

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rlkit.registry",),
     ("rlkit.algorithms",),
     ("rlkit.config",),
-    ("rlkit.batch", "rlkit.distributed", "rlkit.timing", "rlkit.trajectory"),
+    ("rlkit.batch", "rlkit.distributed", "rlkit.timeouts", "rlkit.timing", "rlkit.trajectory"),
     ("rlkit.data", "rlkit.models", "rlkit.rewards", "rlkit.tools"),
     ("rlkit.engines", "rlkit.rollout", "rlkit.environments"),
     ("rlkit.experience",),

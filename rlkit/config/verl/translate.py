@@ -7,7 +7,8 @@ import logging
 from typing import Any
 
 from rlkit.config.tree import Assignment, set_path
-from rlkit.config.verl.rules import RULES, VERL_SECTIONS, rollout_engines, train_engines
+from rlkit.config.verl.backends import rollout_engines, train_engines
+from rlkit.config.verl.rules import RULES, VERL_SECTIONS
 from rlkit.config.verl.translation import MISSING, Context, Rule, Translation, Unsupported, interpolation_free
 from rlkit.errors import ConfigError
 

@@ -8,6 +8,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 MISSING = object()
+# verl's sections of the policy's model, actor, rollout and reference
+MODEL = "actor_rollout_ref.model."
+ACTOR = "actor_rollout_ref.actor."
+ROLLOUT = "actor_rollout_ref.rollout."
+REF = "actor_rollout_ref.ref."
 
 
 class Unsupported(Exception):

@@ -9,6 +9,7 @@ from rlkit.config import RunConfig, build_config
 from rlkit.data.prompts import PromptDataset, PromptRecord
 from rlkit.distributed import DistInfo
 from rlkit.experience import ColocatedExperience, Experience, ExperienceSource, SingleTurnGeneration, sync_weights
+from rlkit.experience.generation import PromptItem, assemble_responses
 from rlkit.rewards.base import RewardManager, RewardOutput
 from rlkit.rollout.base import Completion
 from rlkit.timing import PhaseTimer
@@ -192,3 +193,17 @@ def test_the_state_resumes_the_prompt_order_and_close_closes_the_engine():
     assert rollout.num_generate_calls == state["rollout"]["num_generate_calls"] + 1
     resumed.close()
     assert rollout.calls[-1] == "close"
+
+
+def test_assembled_responses_carry_their_prompts_group_and_meta():
+    owners = [PromptItem(7, [1, 2], "two", "gsm8k", "4", {"id": 0}),
+              PromptItem(9, [3], "one", "letters", "b", {"id": 1})]
+    completions = [Completion([1, 2], [5, 6, 7], None, "stop", "x"), Completion([3], [8], None, "length", "y")]
+    batch = assemble_responses(completions, owners, pad_token_id=0, max_prompt_length=2, max_response_length=4)
+    assert batch["group_index"] == [7, 9]
+    assert (batch["prompt_text"], batch["data_source"]) == (["two", "one"], ["gsm8k", "letters"])
+    assert (batch["ground_truth"], batch["extra_info"]) == (["4", "b"], [{"id": 0}, {"id": 1}])
+    assert batch["response_text"] == ["x", "y"] and batch["input_ids"].shape == (2, 6)
+    rendered = assemble_responses(completions, owners, pad_token_id=0, max_prompt_length=2, max_response_length=4,
+                                  prompt_texts=["<two>", "<one>"])  # a prompt an environment rendered afresh
+    assert rendered["prompt_text"] == ["<two>", "<one>"] and rendered["data_source"] == ["gsm8k", "letters"]

@@ -13,7 +13,7 @@ from rlkit.rewards.base import (
     RewardSample,
     split_result,
 )
-from rlkit.rewards.guard import GuardedRewardManager, call_with_timeout
+from rlkit.rewards.guard import GuardedRewardManager
 
 SAMPLES = [RewardSample(index, "src", "p", response, "gt") for index, response in enumerate(["ok", "bad", "ok"])]
 
@@ -81,13 +81,6 @@ def test_timeout_stops_a_hanging_call():
         assert output.scores == [1.0, 0.0, 1.0] and output.num_failures == 1
     finally:
         release.set()
-
-
-def test_call_with_timeout_returns_and_reraises():
-    assert call_with_timeout(lambda: 3, None) == 3
-    assert call_with_timeout(lambda: 3, 1.0) == 3
-    with pytest.raises(ZeroDivisionError):
-        call_with_timeout(lambda: 1 / 0, 1.0)
 
 
 class CountingManager(RewardManager):
