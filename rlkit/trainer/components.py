@@ -13,9 +13,13 @@ from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import DistInfo, barrier, process_rank
 from rlkit.engines.base import EngineSpec, TrainEngine
 from rlkit.errors import ConfigError
-from rlkit.experience import ColocatedExperience, ExperienceSource, SingleTurnGeneration
+from rlkit.experience import ColocatedExperience, ExperienceSource, Generation, SingleTurnGeneration
+from rlkit.experience.rollout_worker import RolloutWorker
+from rlkit.experience.split import SplitExperience
+from rlkit.experience.tensor_parallel import LeaderGeneration
 from rlkit.models.loading import check_model_path, load_tokenizer
 from rlkit.models.tiny import ensure_tiny_model
+from rlkit.placement import Placement
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager
@@ -43,7 +47,19 @@ class Components:
     actor: TrainEngine
     ref: TrainEngine | None  # None when no KL is used, or with LoRA (the actor with adapters off)
     critic: TrainEngine | None
-    rollout: RolloutEngine
+    rollout: RolloutEngine | None  # None on a rank that runs no rollout engine (rlkit.placement.layout)
+    reward: RewardManager
+    train_data: PromptDataset
+    val_data: PromptDataset | None
+    total_steps: int
+
+
+@dataclass
+class Inputs:
+    """What both sides of a run read: the tokenizer, the prompts, the reward, the run's length."""
+
+    tokenizer: Any
+    model_path: str
     reward: RewardManager
     train_data: PromptDataset
     val_data: PromptDataset | None
@@ -71,12 +87,6 @@ def check_against_world(cfg: RunConfig, dist: DistInfo) -> None:
             f"algorithm.mini_batch_size={cfg.algorithm.mini_batch_size} does not split over {world} ranks; "
             f"make it a multiple of {world}"
         )
-    tp = getattr(cfg.rollout.options, "tensor_parallel_size", 1)
-    if tp > 1:
-        raise ConfigError(
-            f"rollout.{cfg.rollout.name}.tensor_parallel_size={tp}: the trainer runs one rollout engine per rank for "
-            "now; set it to 1"
-        )
 
 
 def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo) -> TrainEngine:
@@ -85,7 +95,7 @@ def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo) -> TrainEngin
     return engine_cls(cfg.engine, cfg.engine.options, spec, dist)
 
 
-def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
+def build_inputs(cfg: RunConfig) -> Inputs:
     """Cheap checks first (paths, data, plugins), so a mistake fails before any model is loaded."""
     output_dir = Path(cfg.trainer.output_dir)
     model_path = resolve_model_path(cfg.model.path, output_dir)
@@ -108,8 +118,25 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
             "lower it or add data"
         )
     total_steps = cfg.trainer.num_steps(steps_per_epoch)
-    reward = build_reward_manager(cfg.reward)
+    return Inputs(tokenizer, model_path, build_reward_manager(cfg.reward), train_data, val_data, total_steps)
+
+
+def build_rollout(cfg: RunConfig, inputs: Inputs, placement: Placement) -> RolloutEngine | None:
+    """This rank's rollout engine: None on a trainer of a split job and where the engine group's engine runs from
+    its first rank. Engines see their side's world (placement.dist)."""
+    if not placement.layout.runs_engine(placement.rank):
+        return None
     rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
+    return rollout_cls(cfg.rollout, cfg.rollout.options, inputs.model_path, inputs.tokenizer, placement.dist,
+                       seed=cfg.trainer.seed)
+
+
+def build_components(cfg: RunConfig, dist: DistInfo, placement: Placement) -> Components:
+    """The inputs, then the training engines, then the rollout engine (where this rank runs one)."""
+    inputs = build_inputs(cfg)
+    tokenizer, model_path, total_steps = inputs.tokenizer, inputs.model_path, inputs.total_steps
+    output_dir = Path(cfg.trainer.output_dir)
+    ROLLOUT_ENGINES.get(cfg.rollout.name)  # a misspelled rollout fails before the training engines load
     critic_path = None
     if estimator_for(cfg.algorithm.adv_estimator).needs_values:
         critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir)
@@ -128,17 +155,46 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
         critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
                                               **common), dist)
 
-    rollout = rollout_cls(cfg.rollout, cfg.rollout.options, model_path, tokenizer, dist, seed=cfg.trainer.seed)
-    return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps)
+    rollout = build_rollout(cfg, inputs, placement)
+    return Components(tokenizer, model_path, actor, ref, critic, rollout, inputs.reward, inputs.train_data,
+                      inputs.val_data, total_steps)
 
 
-def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer) -> ExperienceSource:
-    """The synchronous source: this rank's rollout engine, one response per sample."""
-    tokenizer = parts.tokenizer
+def build_generation(rollout: RolloutEngine | None, tokenizer: Any, placement: Placement) -> Generation | None:
+    """One response per sample on `rollout`; in a colocated engine group whose engine runs from its first rank,
+    the first rank's responses reach the group's other ranks."""
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    return ColocatedExperience(cfg, rollout=parts.rollout, generation=SingleTurnGeneration(parts.rollout, pad_token_id),
-                               reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
+    generation = SingleTurnGeneration(rollout, pad_token_id) if rollout is not None else None
+    if placement.engine_group is not None:
+        return LeaderGeneration(generation, placement.layout.leader_of(placement.rank), placement.engine_group)
+    return generation
+
+
+def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer,
+                     placement: Placement) -> ExperienceSource:
+    """Colocated: this rank's rollout engine, one response per sample. Split: what the rollout ranks send."""
+    if placement.layout.split:
+        return SplitExperience(cfg, placement, train_data=parts.train_data, total_steps=parts.total_steps, dist=dist,
                                timer=timer)
+    return ColocatedExperience(cfg, rollout=parts.rollout,
+                               generation=build_generation(parts.rollout, parts.tokenizer, placement),
+                               reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
+                               timer=timer, layout=placement.layout)
+
+
+def build_rollout_worker(cfg: RunConfig, placement: Placement) -> RolloutWorker:
+    """What a rollout rank of a split job runs: the inputs, its engine, and the loop around them."""
+    inputs = build_inputs(cfg)
+    rollout = build_rollout(cfg, inputs, placement)
+    timer = PhaseTimer(cuda=placement.dist.device.startswith("cuda"))
+    try:
+        generation = build_generation(rollout, inputs.tokenizer, placement)
+        return RolloutWorker(cfg, placement, rollout=rollout, generation=generation, reward=inputs.reward,
+                             train_data=inputs.train_data, val_data=inputs.val_data, timer=timer)
+    except BaseException:
+        if rollout is not None:
+            rollout.close()
+        raise
 
 
 def loss_agg_mode(cfg: RunConfig) -> str:

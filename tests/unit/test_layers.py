@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rlkit.algorithms",),
     ("rlkit.config",),
     ("rlkit.batch", "rlkit.distributed", "rlkit.timing"),
+    ("rlkit.placement",),
     ("rlkit.data", "rlkit.models", "rlkit.rewards"),
     ("rlkit.engines", "rlkit.rollout"),
     ("rlkit.experience",),
