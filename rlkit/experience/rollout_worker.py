@@ -16,7 +16,6 @@ See rlkit.experience.split for the messages.
 from __future__ import annotations
 
 import logging
-import traceback
 from datetime import timedelta
 from typing import Any
 
@@ -157,7 +156,6 @@ class RolloutWorker:
             return
         message = {"kind": "error", "rank": self.placement.rank, "user_error": isinstance(error, RlkitError),
                    "message": f"{type(error).__name__}: {error}"}
-        log.error("rollout rank %d failed:\n%s", self.placement.rank, "".join(traceback.format_exception(error)))
         for trainer in self.layout.trainer_ranks:
             self.channel.send(message, trainer, TO_TRAINER)
         self.channel.wait_sent(min(_ERROR_DELIVERY, self.placement.timeout))

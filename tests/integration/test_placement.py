@@ -177,8 +177,8 @@ def test_a_trainer_that_fails_while_the_rollout_rank_generates_stops_it_cleanly(
 
 
 # -- world 3 ------------------------------------------------------------------------------------------
-ALGORITHMS = [["algorithm.adv_estimator=remax"],
-              ["algorithm.dynamic_sampling.max_generate_batches=3", "trainer.total_steps=3"]]
+ALGORITHMS = [["algorithm.adv_estimator=remax", "trainer.total_steps=2"],
+              ["algorithm.dynamic_sampling.max_generate_batches=3", "trainer.total_steps=2"]]
 
 
 @pytest.fixture(scope="module")
