@@ -55,7 +55,7 @@ class Channel:
     def __init__(self, store: dist.Store, rank: int, world_size: int, timeout: timedelta):
         self.rank = rank
         self.timeout = timeout
-        self._group = dist.ProcessGroupGloo(dist.PrefixStore("rlkit/channel", store), rank, world_size, timeout)
+        self._group = _backend_group("gloo", dist.PrefixStore("rlkit/channel", store), rank, world_size, timeout)
         self._pending: list[tuple[Any, list[Tensor]]] = []  # (work, buffers kept alive until sent)
 
     def send(self, obj: Any, dst: int, tag: int) -> None:
@@ -113,13 +113,8 @@ class WeightBroadcast:
         self.device = torch.device(device)
         self.timeout = timeout
         self.bucket_bytes = bucket_bytes
-        prefix = dist.PrefixStore("rlkit/weights", store)
-        if self.device.type == "cuda":
-            options = dist.ProcessGroupNCCL.Options()
-            options._timeout = timeout
-            self._group = dist.ProcessGroupNCCL(prefix, rank, world_size, options)
-        else:
-            self._group = dist.ProcessGroupGloo(prefix, rank, world_size, timeout)
+        kind = "nccl" if self.device.type == "cuda" else "gloo"
+        self._group = _backend_group(kind, dist.PrefixStore("rlkit/weights", store), rank, world_size, timeout)
 
     def send(self, weights: Iterable[tuple[str, Tensor]], channel: Channel, receivers: list[int]) -> int:
         """Broadcast `weights` (trainer 0, the root); returns the bytes sent. `receivers`: their job ranks."""
@@ -177,6 +172,19 @@ def _buckets(weights: Iterable[tuple[str, Tensor]], max_bytes: int) -> Iterator[
         size += num_bytes
     if bucket:
         yield bucket
+
+
+def _backend_group(kind: str, store: dist.Store, rank: int, world_size: int, timeout: timedelta) -> Any:
+    """A gloo or NCCL group of its own (not torch's default group or a subgroup of it), as torch's
+    init_process_group makes its backends; every member constructs it at the same time."""
+    if kind == "nccl":
+        options = dist.ProcessGroupNCCL.Options()
+        options._timeout = timeout
+        group = dist.ProcessGroupNCCL(store, rank, world_size, options)
+    else:
+        group = dist.ProcessGroupGloo(store, rank, world_size, timeout)
+    group._set_sequence_number_for_group()  # as torch does for the groups it makes
+    return group
 
 
 def _leave(group: Any) -> None:
