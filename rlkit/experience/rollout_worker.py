@@ -19,6 +19,7 @@ import logging
 from datetime import timedelta
 from typing import Any
 
+from rlkit.batch import Batch
 from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset
 from rlkit.data.sampler import EpochSampler
@@ -138,9 +139,11 @@ class RolloutWorker:
         self.timer.reset()
         for piece in pieces:
             positions = shard_positions(len(indices), num_shards, piece.shard)
+            # Own storage for every tensor: a view (dynamic sampling's slice) would pickle all of its base.
+            batch = Batch({name: tensor.clone() for name, tensor in piece.batch.tensors.items()}, piece.batch.meta)
             self.channel.send({
                 "kind": "batch", "step": step, "prompt_indices": [indices[p] for p in positions],
-                "batch": piece.batch, "scores": piece.scores, "metrics": piece.metrics, "generated": piece.generated,
+                "batch": batch, "scores": piece.scores.clone(), "metrics": piece.metrics, "generated": piece.generated,
                 "calls": self.seeds.calls.get(piece.shard, 0), "times": times,
             }, piece.shard, TO_TRAINER)
 

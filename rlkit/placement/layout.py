@@ -178,4 +178,11 @@ def layout_for(cfg: RunConfig, world_size: int) -> Layout:
             f"ranks; each engine serves whole training ranks, so the {num_trainers} training ranks must be a "
             f"multiple of the {num_engines} engines (rollout_ranks / {key})"
         )
+    # The trainers' own rule (rlkit.trainer.components.check_against_world), checked here too so that the rollout
+    # ranks stop with the same one line instead of waiting for trainers that have stopped.
+    for key, value in (("data.train_batch_size", cfg.data.train_batch_size),
+                       ("algorithm.mini_batch_size", cfg.algorithm.mini_batch_size)):
+        if value % num_trainers:
+            raise ConfigError(f"{key}={value} does not split over the {num_trainers} training ranks of "
+                              f"placement.mode=split; make it a multiple of {num_trainers}")
     return Layout(world_size, rollout_ranks, tp, spans or "every_rank")

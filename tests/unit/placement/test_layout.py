@@ -71,6 +71,8 @@ def test_layout_for_reads_the_placement_and_the_engine_block():
      5, "not a multiple of rollout.vllm.tensor_parallel_size=2"),
     (["placement.mode=split", "placement.rollout_ranks=2"], 3, "2 rollout engines for 1 training ranks"),
     (["placement.mode=split", "placement.rollout_ranks=2"], 5, "3 training ranks must be a multiple of the 2"),
+    (["placement.mode=split", "data.train_batch_size=6", "algorithm.mini_batch_size=6"], 5,
+     "data.train_batch_size=6 does not split over the 4 training ranks"),
 ])
 def test_a_world_that_cannot_be_laid_out_names_the_setting(overrides, world, message):
     with pytest.raises(ConfigError, match=message):
