@@ -8,11 +8,14 @@ one with `ensure_process_group`.
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 import torch
 import torch.distributed as dist
+
+from rlkit.errors import ConfigError, RlkitError
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,11 @@ def init_distributed(device: str = "auto", *, store: dist.Store | None = None, r
     of a split placement, rlkit.placement), over `store`; the rank and size are this process's in that world.
     """
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
+    if use_cuda and not torch.cuda.is_available():
+        raise ConfigError(
+            "trainer.device=cuda, but torch finds no CUDA GPU here (torch.cuda.is_available() is False); set "
+            "trainer.device=auto or cpu, or run where a GPU and a CUDA build of torch are"
+        )
     world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
     rank = int(os.environ.get("RANK", "0")) if rank is None else rank
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
@@ -131,6 +139,21 @@ def new_groups(rank_lists: list[list[int]], rank: int) -> dist.ProcessGroup | No
         if rank in ranks:
             mine = group
     return mine
+
+
+def raise_on_every_rank(check: Callable[[], None], *, is_main: bool) -> None:
+    """Run `check` on rank 0 only (it touches shared files); an RlkitError it raises is raised on every rank."""
+    error = None
+    if is_main:
+        try:
+            check()
+        except RlkitError as raised:
+            if not is_distributed():
+                raise
+            error = raised
+    error = broadcast_object(error)
+    if error is not None:
+        raise error
 
 
 def barrier() -> None:

@@ -27,3 +27,16 @@ class RewardError(RlkitError):
 
 class CheckpointError(RlkitError):
     """A checkpoint is missing, incomplete or corrupted."""
+
+
+class RunStopped(Exception):
+    """A run that stopped on request (a preemption signal, Ctrl-C) and can be resumed.
+
+    Not a mistake: the CLI prints the message (where it stopped, how to resume) without ``error:`` and exits
+    with ``exit_code``: PREEMPTED_EXIT_CODE after a preemption signal, 130 after Ctrl-C
+    (rlkit.trainer.preemption).
+    """
+
+    def __init__(self, message: str, exit_code: int):
+        super().__init__(message)
+        self.exit_code = exit_code

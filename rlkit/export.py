@@ -1,6 +1,7 @@
 """Export an rlkit checkpoint (RL or SFT) to a Hugging Face folder.
 
-Writes only OUT (staged as the sibling `.OUT.tmp` and renamed into place). A run on `builtin:tiny` rebuilds
+Writes only OUT, staged in a new sibling directory `.OUT.<random>.tmp` and renamed into place (a fresh name each
+time: a `.OUT.tmp` someone else made is never touched). A run on `builtin:tiny` rebuilds
 the tiny base model where the run kept it (RUN_DIR/builtin_tiny) when it is there, else in a temporary
 directory that is removed afterwards.
 """
@@ -52,8 +53,6 @@ def export_checkpoint(checkpoint: Path, out: Path, *, merge_lora: bool = False) 
             "written to OUT/adapter as well)"
         )
     run_dir = checkpoint.parent.parent  # OUTPUT_DIR/checkpoints/step_N
-    tmp = out.with_name(f".{out.name}.tmp")
-    shutil.rmtree(tmp, ignore_errors=True)
     with tempfile.TemporaryDirectory(prefix="rlkit-export-") as scratch:
         base_dir = run_dir if (run_dir / "builtin_tiny").is_dir() else Path(scratch)
         model_path = resolve_model_path(cfg.model.path, base_dir)
@@ -63,6 +62,7 @@ def export_checkpoint(checkpoint: Path, out: Path, *, merge_lora: bool = False) 
         engine_config = cfg.engine.model_copy(update={"precision": "fp32"})
         engine = TRAIN_ENGINES.get(cfg.engine.name)(engine_config, cfg.engine.options, spec, DistInfo())
         engine.load(checkpoint / "actor")
+        tmp = _new_staging_dir(out)
         try:
             engine.export_hf(tmp)
             tokenizer_dir = checkpoint / "tokenizer"
@@ -76,3 +76,13 @@ def export_checkpoint(checkpoint: Path, out: Path, *, merge_lora: bool = False) 
             shutil.rmtree(tmp, ignore_errors=True)  # a failed export leaves nothing half-written
             raise
     return out
+
+
+def _new_staging_dir(out: Path) -> Path:
+    """A new, uniquely named sibling of `out` with the permissions a plain mkdir would give it."""
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
+    umask = os.umask(0)
+    os.umask(umask)
+    tmp.chmod(0o777 & ~umask)
+    return tmp

@@ -39,37 +39,38 @@ def read_metrics(path: Path) -> list[dict]:
     return records
 
 
-def plot_metrics(paths: Path | list[Path], out: Path, keys: list[str] | None = None, *, x: str = "step",
-                 labels: list[str] | None = None) -> Path:
-    """One panel per metric; several runs (their metrics.jsonl paths) drawn over each other, labelled by `labels`
-    (default: each run's folder name). `x`: 'step', or 'time' (seconds of training: the sum of time/step)."""
+def plot_metrics(paths: Path | list[Path], out: Path, keys: list[str] | None = None,
+                 labels: list[str] | None = None, *, x: str = "step") -> Path:
+    """Curves of one metrics.jsonl, or of several overlaid (one line a run, labelled by `labels`, default each
+    run's folder name), to a PNG. `x`: 'step', or 'time' (seconds of training: the sum of time/step)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     paths = [paths] if isinstance(paths, Path) else list(paths)
-    labels = labels or [path.parent.name for path in paths]
     runs = [read_metrics(path) for path in paths]
-    wanted = keys or DEFAULT_KEYS
-    present = [key for key in wanted if any(record.get(key) is not None for records in runs for record in records)]
+    labels = labels or [path.parent.name for path in paths]
+    present = [key for key in (keys or DEFAULT_KEYS)
+               if any(record.get(key) is not None for records in runs for record in records)]
     if not present:
-        raise DataError(f"{', '.join(map(str, paths))} hold none of the metrics {', '.join(wanted)}")
+        raise DataError(f"{', '.join(map(str, paths))} have none of the metrics {', '.join(keys or DEFAULT_KEYS)}")
     columns = min(3, len(present))
     rows = math.ceil(len(present) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
     for axis, key in zip(axes.flat, present):
-        for records, label in zip(runs, labels):
+        for records, label in zip(runs, labels, strict=True):
             points = [(position, record[key]) for position, record in zip(_positions(records, x), records)
                       if record.get(key) is not None]
-            if points:
-                steps, values = zip(*points)
-                axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
+            if not points:
+                continue
+            steps, values = zip(*points)
+            axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
         axis.set_title(key)
         axis.set_xlabel("step" if x == "step" else "training seconds")
         axis.grid(alpha=0.3)
         if len(runs) > 1:
-            axis.legend(fontsize="small")
+            axis.legend(fontsize=7)
     for axis in list(axes.flat)[len(present):]:
         axis.axis("off")
     figure.tight_layout()

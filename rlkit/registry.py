@@ -255,6 +255,10 @@ POLICY_LOSSES: Registry[Callable[..., Any]] = Registry(
     "policy loss", "rlkit.policy_losses", ["rlkit.algorithms.policy_losses"]
 )
 REWARDS: Registry[Any] = Registry("reward", "rlkit.rewards", ["rlkit.rewards.builtin"])
+ENVIRONMENTS: Registry[Callable[..., Any]] = Registry(
+    "environment", "rlkit.environments", ["rlkit.environments.builtin"]
+)
+TOOLS: Registry[Callable[..., Any]] = Registry("tool", "rlkit.tools", ["rlkit.tools.builtin"])
 
 # The built-in engines: each one's class, options block, memory knobs and verl names, and nowhere else.
 _VERL_ACTOR = "actor_rollout_ref.actor.fsdp_config."
@@ -310,4 +314,6 @@ ALL_REGISTRIES = {
     "advantage_estimators": ADV_ESTIMATORS,
     "policy_losses": POLICY_LOSSES,
     "rewards": REWARDS,
+    "environments": ENVIRONMENTS,
+    "tools": TOOLS,
 }

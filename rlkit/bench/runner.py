@@ -10,6 +10,9 @@ run writes metrics.jsonl; the summary takes medians over the steps after the war
   MFU                6 * parameters * tokens * ppo_epochs / update time / peak bf16 FLOP/s of the GPUs used
   peak memory        the largest memory/peak_gb of the measured steps (torch's allocator, CUDA only)
 
+Each run prints the speed options it resolved (every `auto` with its value and reason) in its header; they are
+read back from its log into the result (`settings`), so the record shows what was measured.
+
 Then, unless switched off, "vLLM alone" generates the same prompts with the same sampling settings
 (rlkit.bench.vllm_alone): what a step's time is compared with.
 
@@ -42,6 +45,7 @@ from rlkit.bench.workload import Workload, ensure_model, model_dir, run_settings
 from rlkit.config import RunConfig, build_config
 from rlkit.errors import ConfigError, PluginError
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES, Entry, Registry, is_reference
+from rlkit.trainer.speed import parse_header_line
 
 log = logging.getLogger(__name__)
 
@@ -144,6 +148,8 @@ class PairingResult:
     peak_memory_gb: float | None = None
     num_steps: int = 0
     output_dir: str | None = None
+    # the speed options the run resolved, from its header: {key: {"value", "source" (auto/set), "reason"}}
+    settings: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def name(self) -> str:
@@ -294,9 +300,10 @@ def run_pairing(cfg: RunConfig, request: BenchRequest, machine: Machine, num_par
     with log_path.open("w") as log_file:
         returncode = subprocess.run(train_command(config_path, request.nproc), stdout=log_file,
                                     stderr=subprocess.STDOUT).returncode
+    settings = resolved_settings(log_path)
     if returncode != 0:
         return PairingResult(engine, rollout, "failed", f"exit code {returncode}: {_last_line(log_path)} "
-                             f"(log: {log_path})", placement, output_dir=str(output_dir))
+                             f"(log: {log_path})", placement, output_dir=str(output_dir), settings=settings)
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     summary = summarize(records, warmup=request.workload.warmup,
                         num_samples=cfg.data.train_batch_size * cfg.rollout.n, num_params=num_params,
@@ -305,8 +312,16 @@ def run_pairing(cfg: RunConfig, request: BenchRequest, machine: Machine, num_par
                             training_gpus(cfg, request.nproc)))
     if summary["num_steps"] < request.workload.steps:
         return PairingResult(engine, rollout, "failed", f"{summary['num_steps']} of {request.workload.steps} "
-                             f"measured steps in {metrics_path}", placement, output_dir=str(output_dir))
-    return PairingResult(engine, rollout, "ok", placement=placement, output_dir=str(output_dir), **summary)
+                             f"measured steps in {metrics_path}", placement, output_dir=str(output_dir),
+                             settings=settings)
+    return PairingResult(engine, rollout, "ok", placement=placement, output_dir=str(output_dir), settings=settings,
+                         **summary)
+
+
+def resolved_settings(log_path: Path) -> dict[str, dict[str, Any]]:
+    """The speed options a run printed in its header (rlkit.trainer.speed), read back from its log."""
+    found = (parse_header_line(line) for line in log_path.read_text(errors="replace").splitlines())
+    return dict(item for item in found if item is not None)
 
 
 def train_command(config_path: Path, nproc: int) -> list[str]:

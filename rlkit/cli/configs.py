@@ -10,21 +10,61 @@ import yaml
 
 from rlkit.cli.args import split_config_args
 from rlkit.config.kinds import config_models, model_for_file
-from rlkit.errors import ConfigError
+from rlkit.errors import ConfigError, RlkitError
+
+COMMAND_OF_KIND = {"train": "rlkit train", "sft": "rlkit sft"}
+KIND_NAMES = {"train": "an RL", "sft": "an SFT"}
+
+
+def build_for_command(kind: str, config_file: str | None, overrides: list[str], flags: dict) -> object:
+    """The config of `rlkit train` (kind 'train') or `rlkit sft` ('sft'). A config file of the other kind is an
+    error that names the command it belongs to."""
+    from rlkit.config import build_config
+
+    models = config_models()
+    try:
+        return build_config(models[kind], config_file, overrides, flags)
+    except ConfigError:
+        if config_file is None:
+            raise
+        for other, model in models.items():
+            if other == kind:
+                continue
+            try:
+                build_config(model, config_file)  # the file alone, read as the other kind would read it
+            except ConfigError:
+                continue
+            raise ConfigError(
+                f"{config_file} is {KIND_NAMES[other]} config, not {KIND_NAMES[kind]} one: run it with "
+                f"`{COMMAND_OF_KIND[other]} {config_file}`"
+            ) from None
+        raise
 
 
 @click.command("validate")
 @click.argument("configs", nargs=-1, required=True)
 def validate_command(configs: tuple[str, ...]) -> None:
-    """Check config files; prints OK or the errors of each, exits 2 if any is invalid."""
+    """Check config files; prints OK or the errors of each, exits 2 if any is invalid.
+
+    An RL config's named components (advantage estimator, policy loss, rewards) must resolve, and every
+    data_source in its data files (those present here) must have a reward.
+    """
     from rlkit.config import build_config
+    from rlkit.config.schema import RunConfig
 
     failed = 0
     for path in configs:
         try:
-            build_config(model_for_file(path), path)
-            click.echo(f"OK    {path}")
-        except ConfigError as error:
+            cfg = build_config(model_for_file(path), path)
+            note = ""
+            if isinstance(cfg, RunConfig):
+                from rlkit.trainer.preflight import check_components, check_data_files
+
+                check_components(cfg)
+                missing = check_data_files(cfg)
+                note = f"  (not here, data sources not checked: {', '.join(missing)})" if missing else ""
+            click.echo(f"OK    {path}{note}")
+        except RlkitError as error:
             failed += 1
             click.echo(f"FAIL  {path}: {error}")
     if failed:

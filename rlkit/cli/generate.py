@@ -1,36 +1,18 @@
 """`rlkit generate MODEL (--prompt TEXT ... | --data FILE) [--reward NAME] [--n N] ...`: sample and score.
 
-MODEL is any of
-  * a Hugging Face folder (an `rlkit export` output, a downloaded model) or a hub id in the local cache;
-  * an rlkit checkpoint, `OUTPUT_DIR/checkpoints/step_N` of `rlkit train` or `rlkit sft` (it has actor/ and
-    config.yaml): the run's engine is rebuilt on this process and loads it, so every engine's format and LoRA
-    runs (merged on the fly) work alike;
-  * a run's output directory (it has checkpoints/): its latest good checkpoint;
-  * `builtin:tiny`.
-Generation runs through the HF rollout engine on one process, with the sampling options `rlkit train` has.
+MODEL is a Hugging Face folder, an rlkit checkpoint or run directory, or `builtin:tiny`
+(rlkit.evaluation.policy). Generation runs through the HF rollout engine on one process, with the sampling
+options `rlkit train` has; `rlkit eval` measures a whole data file with any rollout engine.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import click
-
-
-@dataclass
-class Policy:
-    """Where generation takes its weights from: a HF folder, plus full weights to load over it (checkpoints:
-    a generator over the rebuilt training engine, which it keeps alive until it is dropped)."""
-
-    model_path: str
-    tokenizer_path: str
-    trust_remote_code: bool = False
-    weights: Iterator[Any] | None = None
-    description: str = ""
 
 
 @click.command("generate")
@@ -70,6 +52,8 @@ def generate_command(
     from rlkit.config.schema import RewardConfig, RolloutConfig
     from rlkit.distributed import destroy, init_distributed
     from rlkit.errors import ConfigError
+    from rlkit.evaluation.policy import resolve_policy
+    from rlkit.evaluation.prompts import read_prompts, score_responses
     from rlkit.models.loading import load_tokenizer
     from rlkit.rewards.loading import build_reward_manager
     from rlkit.rollout.base import SamplingParams
@@ -96,7 +80,7 @@ def generate_command(
         params = SamplingParams(n=num_samples, temperature=temperature, top_p=top_p, max_new_tokens=max_new_tokens)
         completions = rollout.generate([record.prompt_ids for record in records], params)
         owners = [record for record in records for _ in range(num_samples)]
-        scores, extras = (score(reward_manager, owners, [c.text for c in completions]) if reward_manager
+        scores, extras = (score_responses(reward_manager, owners, [c.text for c in completions]) if reward_manager
                           else (None, {}))
         click.echo(f"# {policy.description}")
         print_completions(records, completions, num_samples, scores)
@@ -110,90 +94,8 @@ def generate_command(
 
 
 # ---------------------------------------------------------------------------------------------
-# the model
+# scores, output
 # ---------------------------------------------------------------------------------------------
-def resolve_policy(model: str, dist: Any) -> Policy:
-    """A Policy for MODEL (see the module docstring); errors say what MODEL should be."""
-    from rlkit.config.schema import TrainerConfig
-    from rlkit.errors import CheckpointError
-    from rlkit.trainer.checkpoint import CheckpointManager
-    from rlkit.trainer.components import resolve_model_path
-
-    path = Path(model).expanduser()
-    if (path / "checkpoints").is_dir() and not (path / "config.json").is_file():
-        latest = CheckpointManager(path / "checkpoints", keep_last=1, is_main=True).latest()
-        if latest is None:
-            raise CheckpointError(f"{path}/checkpoints holds no complete checkpoint to generate with")
-        path = latest
-    if (path / "actor").is_dir() and (path / "config.yaml").is_file():
-        return checkpoint_policy(path, dist)
-    if model.startswith("builtin:"):
-        model = resolve_model_path(model, Path(TrainerConfig().output_dir))
-    return Policy(model, model, description=f"model {model}")
-
-
-def checkpoint_policy(checkpoint: Path, dist: Any) -> Policy:
-    """The policy of an rlkit checkpoint: its run's engine, rebuilt here, loads actor/ and streams full weights
-    (LoRA merged) into the rollout model, whatever format the engine writes."""
-    from rlkit.config.kinds import model_for_file
-    from rlkit.config.loading import load_saved_config
-    from rlkit.engines.base import EngineSpec
-    from rlkit.trainer.checkpoint import verify
-    from rlkit.trainer.components import build_engine, resolve_model_path
-
-    verify(checkpoint)
-    config_file = checkpoint / "config.yaml"
-    cfg = load_saved_config(model_for_file(str(config_file)), config_file)
-    # builtin:tiny is rebuilt (deterministically) where the run kept it: OUTPUT_DIR/checkpoints/step_N
-    model_path = resolve_model_path(cfg.model.path, checkpoint.parent.parent)
-    engine = build_engine(cfg, EngineSpec(role="actor", model_path=model_path, optim=cfg.optim, lora=cfg.model.lora,
-                                          trust_remote_code=cfg.model.trust_remote_code, seed=cfg.trainer.seed), dist)
-    engine.load(checkpoint / "actor")
-    tokenizer_dir = checkpoint / "tokenizer"
-    return Policy(
-        model_path,
-        str(tokenizer_dir) if tokenizer_dir.is_dir() else cfg.model.tokenizer_path or model_path,
-        cfg.model.trust_remote_code,
-        weights=engine.full_weights(),
-        description=f"checkpoint {checkpoint} (base {model_path}{', LoRA merged' if cfg.model.lora else ''})",
-    )
-
-
-# ---------------------------------------------------------------------------------------------
-# prompts, scores, output
-# ---------------------------------------------------------------------------------------------
-def read_prompts(
-    prompts: tuple[str, ...], data_file: str | None, tokenizer: Any, *, ground_truth: str | None, limit: int | None,
-    prompt_key: str, answer_key: str, prompt_format: str, system_prompt: str | None,
-) -> list[Any]:
-    """PromptRecords of the --prompt texts or the --data file, rendered as `rlkit train` renders prompts."""
-    from rlkit.config.schema import DataConfig
-    from rlkit.data.prompts import PromptRecord, load_prompt_dataset
-    from rlkit.data.templates import encode_prompts, render_prompt, resolve_prompt_format
-
-    if data_file is not None:
-        cfg = DataConfig(train_files=[data_file], val_files=[], prompt_key=prompt_key, answer_key=answer_key,
-                         prompt_format=prompt_format, system_prompt=system_prompt, max_prompt_length=10**9,
-                         filter_overlong_prompts=False)
-        return list(load_prompt_dataset([data_file], cfg, tokenizer, max_samples=limit))
-    resolved = resolve_prompt_format(prompt_format, tokenizer)
-    texts = [render_prompt(prompt, tokenizer, resolved, system_prompt) for prompt in prompts]
-    return [PromptRecord(ids, text, "prompt", ground_truth, {}, index)
-            for index, (text, ids) in enumerate(zip(texts, encode_prompts(texts, tokenizer, resolved), strict=True))]
-
-
-def score(manager: Any, records: list[Any], responses: list[str]) -> tuple[list[float], dict[str, list[float]]]:
-    """Scores (and extras such as acc) of each response under a RewardManager."""
-    from rlkit.rewards.base import RewardSample
-
-    samples = [
-        RewardSample(index, record.data_source, record.prompt_text, response, record.ground_truth, record.extra_info)
-        for index, (record, response) in enumerate(zip(records, responses, strict=True))
-    ]
-    output = manager(samples)
-    return output.scores, output.extras
-
-
 def print_completions(records: list[Any], completions: list[Any], num_samples: int, scores: list[float] | None) -> None:
     for index, record in enumerate(records):
         click.echo(f"\n=== prompt {index}" + (f" (ground truth: {record.ground_truth})"

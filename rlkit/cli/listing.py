@@ -7,7 +7,7 @@ import click
 
 @click.command("list")
 def list_command() -> None:
-    """List training engines, rollout engines, estimators, policy losses and rewards."""
+    """List training engines, rollout engines, estimators, policy losses, rewards, environments and tools."""
     from rlkit.registry import ALL_REGISTRIES
 
     for group, registry in ALL_REGISTRIES.items():

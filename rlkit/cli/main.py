@@ -1,4 +1,5 @@
-"""The `rlkit` command. User errors print one line and exit with code 2; `--debug` shows the traceback."""
+"""The `rlkit` command. User errors print one line and exit with code 2; `--debug` shows the traceback.
+A run stopped on request (a preemption signal, Ctrl-C) prints where it stopped and exits with its own code."""
 
 from __future__ import annotations
 
@@ -9,13 +10,14 @@ import traceback
 
 import click
 
-from rlkit.errors import RlkitError
+from rlkit.errors import RlkitError, RunStopped
 
 USER_ERROR_EXIT_CODE = 2
 
 
 class RlkitGroup(click.Group):
-    """Turns RlkitError (and pydantic/click usage errors) into a clean message and exit code 2."""
+    """Turns RlkitError (and pydantic/click usage errors) into a clean message and exit code 2, and RunStopped
+    into its message (on rank 0) and exit code."""
 
     def invoke(self, ctx: click.Context):
         try:
@@ -25,6 +27,10 @@ class RlkitGroup(click.Group):
                 traceback.print_exc()
             click.echo(f"error: {error}", err=True)
             sys.exit(USER_ERROR_EXIT_CODE)
+        except RunStopped as stopped:
+            if os.environ.get("RANK", "0") == "0":
+                click.echo(str(stopped), err=True)
+            sys.exit(stopped.exit_code)
 
 
 @click.group(cls=RlkitGroup, context_settings={"help_option_names": ["-h", "--help"]})
@@ -59,15 +65,17 @@ def _register_commands() -> None:
     from rlkit.cli.bench import bench_command
     from rlkit.cli.configs import config_group, validate_command
     from rlkit.cli.data import data_group
+    from rlkit.cli.eval import eval_command
     from rlkit.cli.export import export_command
     from rlkit.cli.generate import generate_command
     from rlkit.cli.listing import list_command
+    from rlkit.cli.model import model_group
     from rlkit.cli.plot import plot_command
     from rlkit.cli.sft import sft_command
     from rlkit.cli.train import train_command
 
-    for command in (train_command, sft_command, generate_command, validate_command, config_group, list_command,
-                    export_command, data_group, plot_command, bench_command):
+    for command in (train_command, sft_command, generate_command, eval_command, validate_command, config_group,
+                    list_command, export_command, data_group, plot_command, bench_command, model_group):
         cli.add_command(command)
 
 

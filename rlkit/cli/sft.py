@@ -17,13 +17,12 @@ def sft_command(args: tuple[str, ...], engine: str | None) -> None:
     data.train_batch_size=32. Run under `torchrun --nproc_per_node=N -m rlkit sft ...` for several processes.
     Checkpoints land in trainer.output_dir/checkpoints; `rlkit generate` and `rlkit export` read them.
     """
-    from rlkit.config import build_config
-    from rlkit.config.sft import SFTConfig
+    from rlkit.cli.configs import build_for_command
     from rlkit.distributed import destroy, init_distributed
     from rlkit.trainer.sft import SFTTrainer
 
     config_file, overrides = split_config_args(args)
-    cfg = build_config(SFTConfig, config_file, overrides, {"engine.name": engine})
+    cfg = build_for_command("sft", config_file, overrides, {"engine.name": engine})
     dist = init_distributed(cfg.trainer.device)
     try:
         SFTTrainer(cfg, dist).fit()

@@ -19,11 +19,11 @@ def train_command(args: tuple[str, ...], engine: str | None, rollout: str | None
     Run under `torchrun --nproc_per_node=N -m rlkit train ...` for several processes; with
     placement.mode=split the last placement.rollout_ranks of them only roll out.
     """
-    from rlkit.config import RunConfig, build_config
+    from rlkit.cli.configs import build_for_command
 
     config_file, overrides = split_config_args(args)
     flags = {"engine.name": engine, "rollout.name": rollout, "algorithm.adv_estimator": adv_estimator}
-    cfg = build_config(RunConfig, config_file, overrides, flags)
+    cfg = build_for_command("train", config_file, overrides, flags)
 
     # Imported after validation: a bad config should fail in a fraction of a second.
     from rlkit.distributed import destroy

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field
 
-from rlkit.config.base import Section
+from rlkit.config.auto import AUTO, AutoSwitch
+from rlkit.config.base import LocalPath, Section
 from rlkit.config.engines import OptimConfig
 
 
@@ -26,11 +27,16 @@ class DynamicSamplingConfig(Section):
 
 
 class OverlongPenaltyConfig(Section):
-    buffer_length: Annotated[int, Field(ge=1, description="Tokens before max_new_tokens where the penalty ramps.")] = 4
-    penalty_factor: Annotated[float, Field(ge=0, description="Penalty at max_new_tokens.")] = 1.0
+    buffer_length: Annotated[
+        int, Field(ge=1, description="Tokens before the response budget (rollout.max_new_tokens; for conversations, "
+                   "rollout.max_total_tokens) where the penalty ramps.")
+    ] = 4
+    penalty_factor: Annotated[float, Field(ge=0, description="Penalty at the response budget.")] = 1.0
 
 
 class AlgorithmConfig(Section):
+    FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {"old_logprobs_from_update": False}
+
     adv_estimator: Annotated[
         str,
         Field(description="Advantage estimator: gae, grpo, drgrpo, reinforce, reinforce_plus_plus, "
@@ -51,7 +57,8 @@ class AlgorithmConfig(Section):
               "the others token-mean)."),
     ] = None
     loss_agg_norm_length: Annotated[
-        int | None, Field(ge=1, description="The constant T of seq-mean-token-sum-norm; default: max_new_tokens.")
+        int | None, Field(ge=1, description="The constant T of seq-mean-token-sum-norm; default: the response budget "
+                      "(rollout.max_new_tokens; for conversations, rollout.max_total_tokens).")
     ] = None
     entropy_coeff: Annotated[float, Field(ge=0, description="Entropy bonus coefficient.")] = 0.0
     use_kl_in_reward: Annotated[bool, Field(description="Subtract a KL penalty from the token rewards.")] = False
@@ -84,12 +91,12 @@ class AlgorithmConfig(Section):
               "on-policy updates (ppo_epochs 1, mini_batch_size == data.train_batch_size)."),
     ] = False
     old_logprobs_from_update: Annotated[
-        bool,
+        AutoSwitch,
         Field(description="Skip the old log-prob pass: the update's own log-probs, detached, are the old ones "
               "(ratio exactly 1, as TRL's GRPO with num_iterations=1); only for on-policy updates (ppo_epochs 1, "
               "mini_batch_size == data.train_batch_size), not with reuse_rollout_logprobs, use_kl_in_reward or "
-              "rollout_is_cap."),
-    ] = False
+              "rollout_is_cap. 'auto': on on a GPU wherever it is allowed; off on CPU."),
+    ] = AUTO
     rollout_is_cap: Annotated[
         float | None,
         Field(gt=0, description="Truncated importance sampling: weight the loss by min(p_train/p_rollout, cap)."),
@@ -98,7 +105,8 @@ class AlgorithmConfig(Section):
 
 class CriticConfig(Section):
     model_path: Annotated[
-        str | None, Field(description="Critic model directory; default: a copy of the policy with a value head.")
+        LocalPath | None,
+        Field(description="Critic model directory; default: a copy of the policy with a value head."),
     ] = None
     optim: Annotated[OptimConfig, Field(description="Critic optimizer.")] = OptimConfig(lr=1e-5)
     cliprange_value: Annotated[float, Field(gt=0, description="Value clipping around the old values.")] = 0.5
@@ -115,7 +123,11 @@ class RewardConfig(Section):
         dict[str, str], Field(description="Reward by data_source, overriding `name` for those sources.")
     ] = {}
     kwargs: Annotated[dict[str, Any], Field(description="Keyword arguments for the reward (or its manager).")] = {}
-    timeout_s: Annotated[float | None, Field(gt=0, description="Fail a reward call that takes longer.")] = None
+    timeout_s: Annotated[
+        float | None,
+        Field(gt=0, description="Seconds a reward may take per sample (a RewardManager's call: per sample it "
+              "scores) before it fails; a reward function's worker process is killed then. null: no limit."),
+    ] = 60.0
     on_error: Annotated[
         Literal["raise", "zero"],
         Field(description="'raise' stops on a failing reward; 'zero' scores it 0 and counts a warning."),

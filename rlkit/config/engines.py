@@ -7,10 +7,11 @@ for its own options (`engine.deepspeed.zero_stage`), typed by the engine's regis
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
+from rlkit.config.auto import AUTO, AutoSwitch, AutoTokens
 from rlkit.config.backends import BackendSection
 from rlkit.config.base import Section
 
@@ -20,6 +21,10 @@ Precision = Literal["auto", "fp32", "bf16"]
 class EngineConfig(BackendSection):
     registry_name: ClassVar[str] = "TRAIN_ENGINES"
     section_key: ClassVar[str] = "engine"
+    FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {
+        "gradient_checkpointing": False, "torch_compile": False, "pack_sequences": False,
+        "max_tokens_per_micro_batch": None,
+    }
 
     name: Annotated[
         str,
@@ -29,13 +34,19 @@ class EngineConfig(BackendSection):
     precision: Annotated[
         Precision, Field(description="Compute precision: 'auto' is bf16 on GPU and fp32 on CPU.")
     ] = "auto"
-    gradient_checkpointing: Annotated[bool, Field(description="Recompute activations in backward.")] = False
+    gradient_checkpointing: Annotated[
+        AutoSwitch,
+        Field(description="Recompute each decoder layer's activations in backward instead of keeping them. 'auto': "
+              "on only when the token budget without it would not hold one sequence of the longest length (GPU; "
+              "off on CPU)."),
+    ] = AUTO
     torch_compile: Annotated[
-        bool,
+        AutoSwitch,
         Field(description="torch.compile every decoder layer's forward and the per-chunk log-prob/entropy "
               "arithmetic, fusing their elementwise work. The first passes pay for compiling (once per engine, "
-              "and once more when sequence lengths change, after which shapes are dynamic)."),
-    ] = False
+              "and once more when sequence lengths change, after which shapes are dynamic). 'auto': on on a GPU "
+              "for models of 50M parameters or more; off on CPU and for smaller models."),
+    ] = AUTO
     logprob_chunk_size: Annotated[
         int,
         Field(ge=1, description="Tokens per chunk when computing log-probs and entropy, so that fp32 logits of the "
@@ -49,24 +60,28 @@ class EngineConfig(BackendSection):
               "padding)."),
     ] = False
     pack_sequences: Annotated[
-        bool,
+        AutoSwitch,
         Field(description="Run every forward (log-probs, values, training) on one row holding the real tokens of "
               "the micro-batch's sequences back to back, with a variable-length causal attention that never "
               "crosses sequences (PyTorch's flash varlen kernel on CUDA in bf16/fp16, an exact per-sequence loop "
               "elsewhere); outputs come back as (B, T). No padding is computed; same numbers up to float "
-              "rounding. Replaces remove_padding."),
-    ] = False
+              "rounding. Replaces remove_padding. 'auto': on where the flash kernel runs (CUDA, bf16/fp16, "
+              "torch >= 2.10) and the model's attention can take it, unless remove_padding is on; off on CPU."),
+    ] = AUTO
     max_tokens_per_micro_batch: Annotated[
-        int | None,
-        Field(ge=1, description="Form micro-batches by a token budget instead of "
-              "algorithm.micro_batch_size_per_device: rows x padded width (the trimmed width with remove_padding; "
-              "the number of real tokens with pack_sequences) stays within it. Sequences are grouped by length; "
-              "every rank runs the same number of micro-batches; a sequence over the budget runs alone."),
-    ] = None
+        AutoTokens,
+        Field(description="Form micro-batches by a token budget instead of a count of sequences: rows x padded "
+              "width (the trimmed width with remove_padding; the number of real tokens with pack_sequences) "
+              "stays within it. Sequences are grouped by length; every rank runs the same number of "
+              "micro-batches; a sequence over the budget runs alone. null: micro-batches of "
+              "algorithm.micro_batch_size_per_device sequences (data.micro_batch_size_per_device in SFT). "
+              "'auto': on a GPU, the tokens whose activations fit in the memory left once the engines are "
+              "built and the rollout engine sleeps (docs/speed_defaults.md); null on CPU."),
+    ] = AUTO
 
     @model_validator(mode="after")
     def _packing_replaces_trimming(self) -> EngineConfig:
-        if self.pack_sequences and self.remove_padding:
+        if self.pack_sequences is True and self.remove_padding:
             raise ValueError(
                 "engine.pack_sequences and engine.remove_padding are both true: packing already removes all "
                 "padding; set engine.remove_padding=false"

@@ -4,16 +4,18 @@ engine's registry entry (rlkit.config.backends)."""
 
 from __future__ import annotations
 
-from typing import Annotated, ClassVar
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
+from rlkit.config.auto import AUTO, AutoSwitch
 from rlkit.config.backends import BackendSection
 
 
 class RolloutConfig(BackendSection):
     registry_name: ClassVar[str] = "ROLLOUT_ENGINES"
     section_key: ClassVar[str] = "rollout"
+    FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {"return_logprobs": True}
 
     name: Annotated[
         str,
@@ -28,10 +30,27 @@ class RolloutConfig(BackendSection):
     stop_token_ids: Annotated[list[int], Field(description="Extra token ids that end a response (EOS always does).")] = []
     ignore_eos: Annotated[bool, Field(description="Keep generating past EOS (benchmarks: fixed lengths).")] = False
     return_logprobs: Annotated[
-        bool,
-        Field(description="Return the rollout's per-token log-probs (the rollout/logprob_abs_diff metric, "
-              "reuse_rollout_logprobs, rollout_is_cap). vLLM generates about 2x slower with them: turn off for "
-              "speed when none of those is used."),
-    ] = True
+        AutoSwitch,
+        Field(description="Return the rollout's per-token log-probs: what algorithm.reuse_rollout_logprobs and "
+              "algorithm.rollout_is_cap read, and the rollout/logprob_abs_diff metric. vLLM generates about 2x "
+              "slower with them. 'auto': on when reuse_rollout_logprobs or rollout_is_cap reads them, else off on a "
+              "GPU (then rollout/logprob_abs_diff is not reported: set true for it); on on CPU."),
+    ] = AUTO
     val_temperature: Annotated[float, Field(ge=0, description="Temperature for validation; 0 is greedy.")] = 0.0
     val_n: Annotated[int, Field(ge=1, description="Responses per validation prompt.")] = 1
+    max_turns: Annotated[
+        int,
+        Field(ge=1, description="Model turns per conversation at most: the environment (environment.name) answers "
+              "each turn until it is done. 1: one response per prompt."),
+    ] = 1
+    max_total_tokens: Annotated[
+        int | None,
+        Field(ge=1, description="Token budget of a whole conversation after the prompt, the model's turns and the "
+              "environment's messages together (the trained response's width); each turn also stops at "
+              "max_new_tokens. null: max_new_tokens x max_turns."),
+    ] = None
+
+    @property
+    def response_budget(self) -> int:
+        """The longest response part of a trained sequence: one response, or a whole conversation."""
+        return self.max_total_tokens or self.max_new_tokens * self.max_turns

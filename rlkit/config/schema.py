@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, ClassVar, Literal
 
-from pydantic import BeforeValidator, Field, model_validator
+from pydantic import BaseModel, BeforeValidator, Field, model_validator
 
 from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of a run, in one place
     AlgorithmConfig,
@@ -19,11 +19,14 @@ from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of
     OverlongPenaltyConfig,
     RewardConfig,
 )
-from rlkit.config.base import Section
+from rlkit.config.base import LocalPath, Section
 from rlkit.config.engines import EngineConfig, OptimConfig  # noqa: F401
+from rlkit.config.environment import EnvironmentConfig  # noqa: F401
 from rlkit.config.placement import PlacementConfig  # noqa: F401
 from rlkit.config.rollouts import RolloutConfig  # noqa: F401
 from rlkit.errors import PluginError
+
+BUILTIN_TINY = "builtin:tiny"
 
 
 def _file_list(value: Any) -> Any:
@@ -35,7 +38,7 @@ def _file_list(value: Any) -> Any:
     return value
 
 
-FileList = Annotated[list[str], BeforeValidator(_file_list)]
+FileList = Annotated[list[LocalPath], BeforeValidator(_file_list)]
 
 
 def _estimator(name: str):
@@ -58,22 +61,45 @@ class LoraConfig(Section):
         list[str] | Literal["all-linear"],
         Field(description="Module names to adapt, or 'all-linear' for every linear layer but the LM head."),
     ] = "all-linear"
+    modules_to_save: Annotated[
+        list[str] | None,
+        Field(description="Modules trained in full next to the adapters (peft's modules_to_save; the reference "
+              "policy uses their original weights), e.g. [lm_head] for a model whose output layer is untrained. "
+              "null: [lm_head] when model.path is builtin:tiny (its random, frozen LM head caps the loss LoRA can "
+              "reach near 4.5; docs/sft.md), else none."),
+    ] = None
 
 
 class ModelConfig(Section):
     path: Annotated[
-        str,
+        LocalPath,
         Field(
             description="Hugging Face model directory or hub id (loaded offline from the local cache), or "
             "'builtin:tiny' for the tiny model rlkit builds locally."
         ),
     ] = "builtin:tiny"
-    tokenizer_path: Annotated[str | None, Field(description="Tokenizer directory; defaults to model.path.")] = None
+    tokenizer_path: Annotated[
+        LocalPath | None, Field(description="Tokenizer directory; defaults to model.path.")
+    ] = None
     trust_remote_code: Annotated[bool, Field(description="Allow custom modelling code from the model folder.")] = False
     lora: Annotated[
         LoraConfig | None,
         Field(description="Train LoRA adapters instead of all weights; the reference is the base with adapters off."),
     ] = None
+
+    @model_validator(mode="before")
+    @classmethod
+    def _lora_trains_the_tiny_models_head(cls, data: Any) -> Any:
+        # The built-in tiny model is random: LoRA alone cannot move its output layer, so its head trains in full.
+        # Resolved before validation: a built config is frozen.
+        if not isinstance(data, dict) or data.get("lora") is None:
+            return data
+        lora = data["lora"]
+        lora = lora.model_dump() if isinstance(lora, BaseModel) else dict(lora) if isinstance(lora, dict) else lora
+        if isinstance(lora, dict) and lora.get("modules_to_save") is None:
+            lora["modules_to_save"] = ["lm_head"] if data.get("path", BUILTIN_TINY) == BUILTIN_TINY else []
+            data = {**data, "lora": lora}
+        return data
 
 
 # ---------------------------------------------------------------------------------------------
@@ -133,6 +159,7 @@ class DataConfig(Section):
 # trainer
 # ---------------------------------------------------------------------------------------------
 Logger = Literal["console", "jsonl", "tensorboard", "wandb"]
+PreemptSignal = Literal["SIGTERM", "SIGUSR1", "SIGUSR2", "SIGHUP"]
 
 
 class TrainerConfig(Section):
@@ -145,7 +172,9 @@ class TrainerConfig(Section):
         int | None,
         Field(ge=1, description="Epochs over the data instead of total_steps; setting both is an error."),
     ] = None
-    output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/default"
+    output_dir: Annotated[LocalPath, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = (
+        "outputs/default"
+    )
     seed: Annotated[int, Field(description="Seed for data order, sampling and initialisation.")] = 1
     save_freq: Annotated[int, Field(ge=0, description="Checkpoint every N steps (0: only at the end).")] = 0
     keep_last: Annotated[int, Field(ge=1, description="Checkpoints to keep.")] = 2
@@ -153,8 +182,14 @@ class TrainerConfig(Section):
     test_freq: Annotated[int, Field(ge=0, description="Validate every N steps (0: only at the end).")] = 25
     val_before_train: Annotated[bool, Field(description="Validate before the first step.")] = True
     resume: Annotated[
-        str, Field(description="'auto': continue from the latest checkpoint in output_dir; 'disable'; or a path.")
+        LocalPath,
+        Field(description="'auto': continue from the latest checkpoint in output_dir; 'disable'; or a path."),
     ] = "auto"
+    force_resume: Annotated[
+        bool,
+        Field(description="Resume even when the config changed in a way the checkpoint does not fit (training "
+              "data and order, seed, world size, LoRA); the changes are listed either way."),
+    ] = False
     loggers: Annotated[list[Logger], Field(description="Where metrics go.")] = ["console", "jsonl", "tensorboard"]
     progress_bar: Annotated[bool, Field(description="Show a progress bar on the console.")] = True
     on_nonfinite: Annotated[
@@ -163,6 +198,11 @@ class TrainerConfig(Section):
               "update/skipped), or 'stop' the run."),
     ] = "skip"
     device: Annotated[Literal["auto", "cpu", "cuda"], Field(description="'auto': cuda when available.")] = "auto"
+    preempt_signals: Annotated[
+        list[PreemptSignal],
+        Field(description="Signals that finish the current step, save a checkpoint and exit with code 75 (a "
+              "cluster's notice before it kills the job); empty: they act as by default."),
+    ] = ["SIGTERM", "SIGUSR1"]
     project_name: Annotated[str, Field(description="wandb project.")] = "rlkit"
     experiment_name: Annotated[str | None, Field(description="wandb run name; default: output_dir's name.")] = None
 
@@ -202,6 +242,7 @@ class RunConfig(Section):
     algorithm: AlgorithmConfig = AlgorithmConfig(mini_batch_size=8)
     critic: CriticConfig = CriticConfig()
     reward: RewardConfig = RewardConfig()
+    environment: EnvironmentConfig = EnvironmentConfig()
     trainer: TrainerConfig = TrainerConfig()
     placement: PlacementConfig = PlacementConfig()
 
@@ -258,7 +299,7 @@ class RunConfig(Section):
         algorithm = self.algorithm
         on_policy = algorithm.ppo_epochs == 1 and algorithm.mini_batch_size == self.data.train_batch_size
         for name in ("reuse_rollout_logprobs", "old_logprobs_from_update"):
-            if getattr(algorithm, name) and not on_policy:
+            if getattr(algorithm, name) is True and not on_policy:  # 'auto' turns it on only where allowed
                 raise ValueError(
                     f"algorithm.{name} needs an on-policy update: set algorithm.ppo_epochs=1 and "
                     f"algorithm.mini_batch_size={self.data.train_batch_size} (= data.train_batch_size), or turn "
@@ -269,7 +310,7 @@ class RunConfig(Section):
     @model_validator(mode="after")
     def _old_logprobs_from_update_needs_nothing_before_it(self) -> RunConfig:
         algorithm = self.algorithm
-        if not algorithm.old_logprobs_from_update:
+        if algorithm.old_logprobs_from_update is not True:  # 'auto' turns it on only where allowed
             return self
         flag = "algorithm.old_logprobs_from_update"
         if algorithm.reuse_rollout_logprobs:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import functools
 import json
+import operator
 import re
 import types
 import typing
@@ -78,12 +80,38 @@ def _field_by_key(model: type[BaseModel], key: str) -> FieldInfo | None:
 # ---------------------------------------------------------------------------------------------
 # config reference
 # ---------------------------------------------------------------------------------------------
+def _without_metadata(annotation: Any) -> Any:
+    """The annotation with Annotated's metadata dropped at every level (validators are no part of the type)."""
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin is typing.Annotated:
+        return _without_metadata(args[0])
+    if origin in (typing.Union, types.UnionType):
+        return functools.reduce(operator.or_, (_without_metadata(arg) for arg in args))
+    if origin is list:
+        return list[_without_metadata(args[0])]
+    return annotation
+
+
 def _type_name(annotation: Any) -> str:
+    annotation = _without_metadata(annotation)
     text = repr(annotation) if not isinstance(annotation, type) else annotation.__name__
     for noise in ("typing.", "<class '", "'>"):
         text = text.replace(noise, "")
     text = re.sub(r"rlkit\.config\.\w+\.", "", text)
-    return text
+    return text.replace("NoneType", "None")
+
+
+def _without_metadata(annotation: Any) -> Any:
+    """The annotation with its Annotated[...] wrappers (validators, constraints) left out, also inside unions."""
+    if typing.get_origin(annotation) is typing.Annotated:
+        return _without_metadata(typing.get_args(annotation)[0])
+    origin, args = typing.get_origin(annotation), typing.get_args(annotation)
+    if origin in (Union, types.UnionType):
+        return Union[tuple(_without_metadata(arg) for arg in args)]
+    if origin in (list, set, tuple, dict) and args:  # list[Annotated[str, ...]] reads list[str]
+        stripped = tuple(_without_metadata(arg) for arg in args)
+        return origin[stripped if len(stripped) > 1 else stripped[0]]
+    return annotation
 
 
 def _default_text(value: Any) -> str:

@@ -13,6 +13,7 @@ from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
 
+from rlkit.config.base import LocalPath
 from rlkit.config.schema import (
     EngineConfig,
     FileList,
@@ -100,7 +101,9 @@ class SFTTrainerConfig(TrainerConfig):
         Field(ge=1, description="Optimizer steps, each over data.train_batch_size samples (the default unless "
               "total_epochs is set); null: total_epochs (or one epoch) of the training data."),
     ] = 60
-    output_dir: Annotated[str, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = "outputs/sft"
+    output_dir: Annotated[LocalPath, Field(description="Checkpoints, metrics.jsonl, TensorBoard events.")] = (
+        "outputs/sft"
+    )
 
 
 class SFTConfig(Section):

@@ -5,8 +5,9 @@ Two record schemas are read:
     (GSM8K's jsonl is flat with prompt_key=question, answer_key=answer);
   * ``verl``: verl's parquet schema, ``{prompt: [{role, content}, ...], reward_model: {ground_truth},
     data_source, extra_info}``, so datasets prepared for verl work unchanged.
-``schema: auto`` decides per file from its first row: verl when the prompt is a list of messages and
-the row has ``reward_model``.
+``schema: auto`` decides per file from its first row: verl when the row has a ``reward_model`` object.
+A verl prompt may also be plain text (some converters write it so): it is rendered like a flat prompt, as
+the user's message under ``prompt_format: chat``.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from rlkit.data.templates import (
     encode_prompts,
     render_prompt,
     resolve_prompt_format,
+    to_messages,
     truncate_prompt,
 )
 from rlkit.errors import DataError
@@ -44,6 +46,9 @@ class PromptRecord:
     ground_truth: Any
     extra_info: dict[str, Any]
     index: int
+    # The prompt as chat messages, the system prompt included (None for raw text): what an environment that
+    # renders the prompt afresh (with tools, say) starts from; it is not truncated to max_prompt_length.
+    messages: list[dict[str, Any]] | None = None
 
 
 @dataclass(frozen=True)
@@ -109,9 +114,9 @@ def load_prompt_dataset(
                 continue
             ids = truncate_prompt(ids, cfg.max_prompt_length, cfg.truncation, example.location)
             text = tokenizer.decode(ids, skip_special_tokens=False)  # the text of what the model sees
-        records.append(
-            PromptRecord(ids, text, example.data_source, example.ground_truth, example.extra_info, len(records))
-        )
+        messages = to_messages(example.prompt, cfg.system_prompt) if prompt_format == "chat" else None
+        records.append(PromptRecord(ids, text, example.data_source, example.ground_truth, example.extra_info,
+                                    len(records), messages))
 
     num_filtered = len(examples) - len(records)
     if not records:
@@ -147,8 +152,9 @@ def read_examples(name: str, cfg: DataConfig) -> list[PromptExample]:
 
 
 def detect_schema(row: Row, prompt_key: str) -> str:
-    """'verl' when the prompt is a list of messages and a reward_model is present, else 'flat'."""
-    return "verl" if isinstance(row.fields.get(prompt_key), list) and "reward_model" in row.fields else "flat"
+    """'verl' when the row has a reward_model object and a prompt (messages or text), else 'flat'."""
+    prompt = row.fields.get(prompt_key)
+    return "verl" if isinstance(prompt, (list, str)) and isinstance(row.fields.get("reward_model"), dict) else "flat"
 
 
 def flat_example(row: Row, cfg: DataConfig, default_source: str) -> PromptExample:

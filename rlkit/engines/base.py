@@ -52,11 +52,18 @@ class EngineSpec:
 class TrainEngine(Protocol):
     """One model (actor with optimizer, critic with value head and optimizer, or frozen reference).
 
-    `micro_batch_size` counts sequences per micro-batch, unless the engine's config sets a token budget
-    (`max_tokens_per_micro_batch`, rlkit.engines.micro_batches), which then forms the micro-batches.
+    `micro_batch_size` counts sequences per micro-batch, unless the engine has a token budget
+    (`max_tokens_per_micro_batch` in its config or from `apply_memory_plan`, rlkit.engines.micro_batches), which
+    then forms the micro-batches.
     """
 
     role: Role
+
+    def apply_memory_plan(self, *, max_tokens_per_micro_batch: int | None, gradient_checkpointing: bool) -> None:
+        """Take the token budget (None: micro_batch_size sequences) and activation checkpointing a run resolves
+        once its engines are built and the rollout engine sleeps (rlkit.trainer.speed); they replace the config's.
+        Checkpointing applies to an engine that trains."""
+        ...
 
     def compute_logprobs(
         self, batch: Batch, *, micro_batch_size: int, with_entropy: bool = False, base_model: bool = False

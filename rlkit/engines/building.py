@@ -81,3 +81,18 @@ def apply_activation_checkpointing(hf_model: nn.Module) -> None:
     # transformers before ~5.20 knows it only by its older name, gradient_checkpointing_enable
     enable = getattr(hf_model, "activation_checkpointing_enable", None) or hf_model.gradient_checkpointing_enable
     enable({"use_reentrant": False})
+
+
+def set_activation_checkpointing(hf_model: nn.Module, on: bool) -> None:
+    """Switch activation checkpointing on or off after the model is sharded or compiled: transformers' layers
+    read the switch at each call, outside the compiled forward and inside the sharding hooks."""
+    # transformers before ~5.20 has only the older names, *gradient_checkpointing*
+    is_on = getattr(type(hf_model), "is_activation_checkpointing", None)
+    if on == (hf_model.is_activation_checkpointing if is_on is not None else hf_model.is_gradient_checkpointing):
+        return
+    if on:
+        apply_activation_checkpointing(hf_model)
+    else:
+        disable = getattr(hf_model, "activation_checkpointing_disable", None) or \
+            hf_model.gradient_checkpointing_disable
+        disable()

@@ -95,9 +95,10 @@ def export_hf(
         if is_main and name not in tied:
             weights[name] = tensor.cpu()
     adapter = None
-    if save_adapter:  # full LoRA tensors in the peft model's names
+    if save_adapter:  # full LoRA tensors (and modules trained in full) in the peft model's names
         adapter = {
-            name: materialize(param).cpu() for name, param in scorer.model.named_parameters() if ".lora_" in f".{name}"
+            name: materialize(param).cpu() for name, param in scorer.model.named_parameters()
+            if ".lora_" in f".{name}" or ".modules_to_save." in name
         }
     if is_main:
         directory.mkdir(parents=True, exist_ok=True)

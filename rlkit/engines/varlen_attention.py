@@ -154,6 +154,11 @@ def per_sequence_sdpa(
     return torch.cat(outputs)
 
 
+def flash_varlen_available() -> bool:
+    """Whether this torch has PyTorch's flash varlen kernel (torch >= 2.10; it runs on CUDA in bf16/fp16)."""
+    return _torch_varlen_attn() is not None
+
+
 @functools.cache
 def _torch_varlen_attn() -> Callable | None:
     try:

@@ -5,18 +5,22 @@ one product, `Experience` (a Batch of this rank's responses, their scores, their
 carries the version of the policy that generated it). `ColocatedExperience` is the synchronous source: the
 rollout engine shares each training rank's device and generates the step's batch with the weights of the
 step before. How a prompt becomes responses is a `Generation`: `SingleTurnGeneration` asks the rollout
-engine for one response per sample. See docs/rollout.md.
+engine for one response per sample; `MultiTurnGeneration` holds a conversation with an environment per sample
+(rlkit.environments; one response with the default single-turn environment). See docs/rollout.md and
+docs/environments.md.
 """
 
 from rlkit.experience.base import Experience, ExperienceSource, WeightsFn
 from rlkit.experience.colocated import ColocatedExperience
 from rlkit.experience.generation import Generation, PromptItem, SingleTurnGeneration, score, sync_weights
+from rlkit.experience.multi_turn import MultiTurnGeneration
 
 __all__ = [
     "ColocatedExperience",
     "Experience",
     "ExperienceSource",
     "Generation",
+    "MultiTurnGeneration",
     "PromptItem",
     "SingleTurnGeneration",
     "WeightsFn",

@@ -24,7 +24,7 @@ from rlkit.distributed import DistInfo, all_gather_objects, all_reduce_min, all_
 from rlkit.experience.base import Experience, WeightsFn
 from rlkit.experience.generation import Generation, PromptItem, sync_weights
 from rlkit.experience.shards import StepBuilder, merge_answers, prompt_item, validation_shard
-from rlkit.experience.statistics import summarize, summarize_gathered
+from rlkit.experience.statistics import summarize, summarize_conversations, summarize_gathered
 from rlkit.placement.layout import Layout, shard_positions
 from rlkit.rewards.base import RewardManager
 from rlkit.rollout.base import RolloutEngine
@@ -38,17 +38,19 @@ class ColocatedExperience:
         cfg: the run (rollout sampling options, data batch sizes, algorithm switches, the seed).
         rollout: this rank's rollout engine (woken, fed weights and put to sleep here; closed by `close`); None on
             a rank whose engine group's engine runs from its first rank.
-        generation: prompts -> responses on `rollout` (SingleTurnGeneration).
+        generation: prompts -> responses on `rollout` (MultiTurnGeneration; SingleTurnGeneration).
         reward: scores the responses.
         train_data, val_data: the prompts (val_data None: no validation).
         dist: this rank.
         timer: receives the phases weight_sync, generate, reward and baseline.
         layout: the job's ranks and engine groups; default one engine per rank.
+        return_logprobs: the run's rollout.return_logprobs, resolved (rlkit.trainer.speed); None: the config's,
+            `auto` at its fixed default. The rollout returns log-probs when it is on or the algorithm reads them.
     """
 
     def __init__(self, cfg: RunConfig, *, rollout: RolloutEngine | None, generation: Generation,
                  reward: RewardManager, train_data: PromptDataset, val_data: PromptDataset | None, dist: DistInfo,
-                 timer: PhaseTimer, layout: Layout | None = None):
+                 timer: PhaseTimer, layout: Layout | None = None, return_logprobs: bool | None = None):
         self.cfg = cfg
         self.rollout = rollout
         self.train_data = train_data
@@ -59,7 +61,7 @@ class ColocatedExperience:
         self.shard, part, num_parts = layout.training_part(dist.rank)
         self.num_shards = layout.num_shards
         self.builder = StepBuilder(cfg, generation, reward, timer, min_over_peers=all_reduce_min,
-                                   part=(part, num_parts))
+                                   part=(part, num_parts), return_logprobs=return_logprobs)
         self.sampler = EpochSampler(len(train_data), cfg.data.train_batch_size, seed=cfg.trainer.seed,
                                     shuffle=cfg.data.shuffle)
         self.version: int | None = None
@@ -78,7 +80,9 @@ class ColocatedExperience:
             self._sync_weights()
         [piece] = self.builder.build([(self.shard, prompts)], self.version)
         metrics = dict(piece.metrics)
-        metrics.update(summarize_gathered(all_gather_objects(piece.generated)))
+        gathered = all_gather_objects((piece.generated, piece.conversations))
+        metrics.update(summarize_gathered([generated for generated, _ in gathered]))
+        metrics.update(summarize_conversations(sum((conversations for _, conversations in gathered), [])))
         if self.cfg.algorithm.dynamic_sampling is not None:
             metrics["dynamic_sampling/kept_samples"] = all_reduce_sum(len(piece.batch))
         self._sleep()
@@ -90,9 +94,11 @@ class ColocatedExperience:
         self._sync_weights()
         answers = self.builder.validate([(self.shard, validation_shard(self.val_data, self.shard, self.num_shards))])
         self._sleep()
-        scores, lengths, reasons, correct = merge_answers(all_gather_objects(answers.get(self.shard, ([],) * 4)))
+        scores, lengths, reasons, correct, conversations = merge_answers(
+            all_gather_objects(answers.get(self.shard, ([],) * 5)))
         metrics = summarize(scores, lengths, reasons, prefix="val/")
         metrics["val/accuracy"] = sum(correct) / max(len(correct), 1)
+        metrics.update(summarize_conversations(conversations, prefix="val/"))
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,8 +1,8 @@
 """Generation and scoring: prompts in, a scored Batch out, and the weight push that precedes them.
 
 A `Generation` turns prompts into a Batch of responses; `SingleTurnGeneration` asks the rollout engine for
-one response per sample. A multi-turn rollout (model, tool, model, ...) is another Generation: it returns the
-same layout, with `response_mask` 1 only on the model's own tokens.
+one response per sample. A multi-turn rollout (model, tool, model, ...) is another Generation
+(rlkit.experience.multi_turn): it returns the same layout, with `response_mask` 1 only on the model's own tokens.
 """
 
 from __future__ import annotations
@@ -21,7 +21,8 @@ from rlkit.rollout.base import Completion, RolloutEngine, SamplingParams
 
 @dataclass
 class PromptItem:
-    """One prompt of the step; `group` is its position in the global batch, shared by its n responses."""
+    """One prompt of the step; `group` is its position in the global batch, shared by its n responses.
+    `messages`: the prompt as chat messages (None for raw text), for environments that render it afresh."""
 
     group: int
     prompt_ids: list[int]
@@ -29,12 +30,14 @@ class PromptItem:
     data_source: str
     ground_truth: object
     extra_info: dict
+    messages: list[dict] | None = None
 
 
 class Generation(Protocol):
     def __call__(self, prompts: Sequence[PromptItem], params: SamplingParams) -> Batch:
         """params.n responses per prompt, prompt-major: a Batch of len(prompts) * params.n rows with the
-        rlkit.batch layout (response width = params.max_new_tokens) and the prompts' meta."""
+        rlkit.batch layout (response width: the generation's budget, params.max_new_tokens for one turn) and the
+        prompts' meta."""
         ...
 
 
@@ -84,10 +87,11 @@ def sync_weights(rollout: RolloutEngine | None, weights: WeightsFn, device: str)
 
 def score(batch: Batch, reward: RewardManager) -> tuple[torch.Tensor, dict[str, list[float]], dict[str, float]]:
     """(B,) scores, per-sample extras (such as acc) and reward metrics (extras averaged, failures counted)."""
+    trajectories = batch.get("trajectory") or [None] * len(batch)
     samples = [
         RewardSample(index=i, data_source=batch["data_source"][i], prompt=batch["prompt_text"][i],
                      response=batch["response_text"][i], ground_truth=batch["ground_truth"][i],
-                     extra_info=batch["extra_info"][i])
+                     extra_info=batch["extra_info"][i], trajectory=trajectories[i])
         for i in range(len(batch))
     ]
     output = reward(samples)

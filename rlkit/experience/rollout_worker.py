@@ -16,6 +16,8 @@ See rlkit.experience.split for the messages.
 from __future__ import annotations
 
 import logging
+import signal
+import threading
 from datetime import timedelta
 from typing import Any
 
@@ -49,11 +51,14 @@ class RolloutWorker:
         reward: scores the responses.
         train_data, val_data: the prompts, as the trainers read them.
         timer: the rollout's own phases, sent to the trainers with each batch.
+        seeds: the per-shard sampling seeds `generation`'s engine draws from (a SeededRollout over `rollout`).
+        return_logprobs: rollout.return_logprobs as the trainers resolved it (rlkit.trainer.speed).
     """
 
     def __init__(self, cfg: RunConfig, placement: Placement, *, rollout: RolloutEngine | None,
                  generation: Generation, reward: RewardManager, train_data: PromptDataset,
-                 val_data: PromptDataset | None, timer: PhaseTimer):
+                 val_data: PromptDataset | None, timer: PhaseTimer, seeds: ShardSeeds,
+                 return_logprobs: bool | None = None):
         self.cfg = cfg
         self.placement = placement
         self.layout = layout = placement.layout
@@ -66,21 +71,28 @@ class RolloutWorker:
         self.active = layout.runs_engine(rank)
         self.sends = self.active and layout.leader_of(rank) == rank
         self.shards = list(layout.shards_of_engine(layout.engine_of(rank)))
-        self.seeds = ShardSeeds(cfg.trainer.seed)
+        self.seeds = seeds
         group = placement.generation_group
         self.builder = StepBuilder(cfg, generation, reward, timer, seeds=self.seeds,
                                    min_over_peers=lambda value: all_reduce_min(value, group=group),
-                                   part=(0, 1) if self.sends else None)
+                                   part=(0, 1) if self.sends else None, return_logprobs=return_logprobs)
         self.version: int | None = None
 
     def run(self) -> None:
-        """Serve until the trainers stop; a failure is reported to them before it is raised here."""
+        """Serve until the trainers stop; a failure is reported to them before it is raised here.
+
+        Preemption signals (trainer.preempt_signals) are the trainers' to act on: they finish their step, save and
+        then send stop (rlkit.trainer.preemption). A rollout rank that died of the signal would fail the step they
+        are finishing, so here the signals are ignored while the loop runs."""
+        ignored = _ignore_signals(self.cfg.trainer.preempt_signals)
         try:
             self._serve()
         except BaseException as error:
             self._report(error)
             raise
         finally:
+            for signum, handler in ignored.items():
+                signal.signal(signum, handler)
             if self.rollout is not None:
                 self.rollout.close()
 
@@ -144,6 +156,7 @@ class RolloutWorker:
             self.channel.send({
                 "kind": "batch", "step": step, "prompt_indices": [indices[p] for p in positions],
                 "batch": batch, "scores": piece.scores.clone(), "metrics": piece.metrics, "generated": piece.generated,
+                "conversations": piece.conversations,
                 "calls": self.seeds.calls.get(piece.shard, 0), "times": times,
             }, piece.shard, TO_TRAINER)
 
@@ -162,3 +175,10 @@ class RolloutWorker:
         for trainer in self.layout.trainer_ranks:
             self.channel.send(message, trainer, TO_TRAINER)
         self.channel.wait_sent(min(_ERROR_DELIVERY, self.placement.timeout))
+
+
+def _ignore_signals(names: list[str]) -> dict[signal.Signals, Any]:
+    """Ignore the named signals (on the main thread, where Python handles them); the handlers they had."""
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    return {signal.Signals[name]: signal.signal(signal.Signals[name], signal.SIG_IGN) for name in names}

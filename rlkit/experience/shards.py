@@ -10,9 +10,11 @@ generates again for the same prompts. Every shard of the step runs the same refi
 shard that is shortest anywhere (`min_over_peers` reduces over the other processes), so that every shard ends
 with the same number of whole groups and the trainers run the same number of mini-batches.
 
-Sampling seeds: by default each engine's own per-call stream. `ShardSeeds` instead seeds generate call k of
-shard s with `call_seed(seed, k, s)`, which is the seed the HF engine of colocated rank s uses for its k-th call:
-a split job's rollout ranks sample exactly what the colocated ranks would.
+Sampling seeds: by default each engine's own per-call stream. `ShardSeeds` instead seeds the engine's generate
+call k for shard s with `call_seed(seed, k, s)`, which is the seed the HF engine of colocated rank s uses for its
+k-th call: a split job's rollout ranks sample exactly what the colocated ranks would. It counts the engine's
+calls (`SeededRollout`), not the Generation's: a multi-turn conversation makes one call per turn, each with a
+seed of its own.
 """
 
 from __future__ import annotations
@@ -30,15 +32,16 @@ from rlkit.batch import Batch
 from rlkit.config.schema import RunConfig
 from rlkit.data import PromptDataset
 from rlkit.experience.generation import Generation, PromptItem, score
-from rlkit.experience.statistics import accuracy, response_stats
+from rlkit.experience.statistics import conversation_counts, response_stats
 from rlkit.placement.layout import part_rows
-from rlkit.rewards.base import RewardManager
-from rlkit.rollout.base import SamplingParams, call_seed
+from rlkit.rewards.base import RewardManager, correctness
+from rlkit.rollout.base import Completion, RolloutEngine, SamplingParams, call_seed
 from rlkit.timing import PhaseTimer
 
 Shard = tuple[int, Sequence[PromptItem]]  # (shard index, its prompts)
-# Per-shard validation answers: scores, response lengths, finish reasons, correct (0/1 per response).
-Answers = tuple[list[float], list[int], list[str], list[float]]
+# Per-shard validation answers: scores, response lengths, finish reasons, correct (0/1 per response), and each
+# response's (turns, tool calls, failed tool calls) when it is a conversation (rlkit.experience.statistics).
+Answers = tuple[list[float], list[int], list[str], list[float], list[tuple[int, int, int]]]
 
 
 @dataclass
@@ -46,7 +49,8 @@ class ShardExperience:
     """One shard's scored responses (the rows this process keeps).
 
     metrics: this shard's reward metrics. generated: `response_stats` of the first generation, before baselines
-    and dynamic sampling (what the step's reward and length statistics describe).
+    and dynamic sampling (what the step's reward and length statistics describe); conversations: its
+    `conversation_counts`.
     """
 
     shard: int
@@ -54,29 +58,47 @@ class ShardExperience:
     scores: torch.Tensor
     metrics: dict[str, float]
     generated: tuple[list[float], list[int], list[str]]
+    conversations: list[tuple[int, int, int]]
 
 
 class ShardSeeds:
     """Sampling seeds by shard and call: call k of shard s samples under call_seed(seed, k, s).
 
-    `calls` counts each shard's generate calls (every call counts, greedy ones too, as an engine's counter does).
+    `calls` counts each shard's generate calls (every call counts, greedy ones too, as an engine's counter does);
+    `shard` is the shard the engine generates for now (StepBuilder sets it).
     """
 
     def __init__(self, seed: int, calls: dict[int, int] | None = None):
         self.seed = seed
         self.calls: dict[int, int] = dict(calls or {})
+        self.shard = 0
 
-    def next(self, shard: int, params: SamplingParams) -> SamplingParams:
-        index = self.calls.get(shard, 0)
-        self.calls[shard] = index + 1
-        return dataclasses.replace(params, seed=call_seed(self.seed, index, shard))
+    def next(self, params: SamplingParams) -> SamplingParams:
+        index = self.calls.get(self.shard, 0)
+        self.calls[self.shard] = index + 1
+        return dataclasses.replace(params, seed=call_seed(self.seed, index, self.shard))
+
+
+class SeededRollout:
+    """A rollout engine whose generate calls are seeded by `seeds` (the shard being generated, its call count);
+    everything else goes to `engine` as it is."""
+
+    def __init__(self, engine: RolloutEngine, seeds: ShardSeeds):
+        self.engine = engine
+        self.seeds = seeds
+
+    def generate(self, prompt_ids: list[list[int]], params: SamplingParams) -> list[Completion]:
+        return self.engine.generate(prompt_ids, self.seeds.next(params))
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.engine, name)
 
 
 def prompt_item(data: PromptDataset, group: int, index: int) -> PromptItem:
     """Prompt `index` of `data` as the step's prompt at position `group`."""
     record = data[index]
     return PromptItem(group, record.prompt_ids, record.prompt_text, record.data_source, record.ground_truth,
-                      record.extra_info)
+                      record.extra_info, record.messages)
 
 
 class StepBuilder:
@@ -90,12 +112,15 @@ class StepBuilder:
         min_over_peers: the smallest of a number over the other processes generating this step's shards.
         part: (part, num_parts): this process keeps part `part` of `num_parts` contiguous parts of every shard's
             rows; None: it keeps nothing (it runs its share of an engine whose first rank reports the outputs).
-        seeds: per-shard seeds, or None for the engine's own stream.
+        seeds: the per-shard seeds `generation`'s engine (a SeededRollout) draws from, or None for the engine's
+            own stream.
+        return_logprobs: the run's rollout.return_logprobs, resolved (rlkit.trainer.speed); None: the config's,
+            `auto` at its fixed default. The rollout returns log-probs when it is on or the algorithm reads them.
     """
 
     def __init__(self, cfg: RunConfig, generation: Generation, reward: RewardManager, timer: PhaseTimer, *,
                  min_over_peers: Callable[[float], float], part: tuple[int, int] | None = (0, 1),
-                 seeds: ShardSeeds | None = None):
+                 seeds: ShardSeeds | None = None, return_logprobs: bool | None = None):
         self.cfg = cfg
         self.generation = generation
         self.reward = reward
@@ -103,6 +128,8 @@ class StepBuilder:
         self.min_over_peers = min_over_peers
         self.part = part
         self.seeds = seeds
+        self.return_logprobs = (cfg.rollout.resolve_auto().return_logprobs if return_logprobs is None
+                                else return_logprobs)
         self.needs_baselines = estimator_for(cfg.algorithm.adv_estimator).needs_baselines
 
     @property
@@ -122,7 +149,8 @@ class StepBuilder:
                 continue
             with self.timer.phase("reward"):
                 scores, _, metrics = score(batch, self.reward)
-            pieces.append(ShardExperience(shard, batch, scores, metrics, response_stats(batch, scores)))
+            pieces.append(ShardExperience(shard, batch, scores, metrics, response_stats(batch, scores),
+                                          conversation_counts(batch)))
         if self.needs_baselines:
             with self.timer.phase("baseline"):
                 self._add_greedy_baselines(shards, pieces, params)
@@ -135,7 +163,7 @@ class StepBuilder:
                   version: int | None = None) -> Batch | None:
         """The shard's responses, cut to the rows this process keeps (None: it keeps none)."""
         if self.seeds is not None:
-            params = self.seeds.next(shard, params)
+            self.seeds.shard = shard
         batch = self.generation(prompts, params)
         if self.part is None:
             return None
@@ -198,7 +226,7 @@ class StepBuilder:
             merged = Batch.concat([pad_prompt(batch, width) for batch in batches])
             keep = num_groups * params.n
             scores = torch.cat([scores for _, scores in kept[piece.shard]])[:keep]
-            refilled.append(ShardExperience(piece.shard, merged.slice(0, keep), scores, piece.metrics, piece.generated))
+            refilled.append(dataclasses.replace(piece, batch=merged.slice(0, keep), scores=scores))
         return refilled
 
     # -- validation ---------------------------------------------------------------------------------
@@ -209,20 +237,22 @@ class StepBuilder:
         answers: dict[int, Answers] = {}
         for shard, prompts in shards:
             batch_size = self.cfg.data.val_batch_size or len(prompts) or 1
-            scores, lengths, reasons, correct = [], [], [], []
+            scores, lengths, reasons, correct, conversations = [], [], [], [], []
             for start in range(0, len(prompts), batch_size):
                 chunk = prompts[start:start + batch_size]
-                seeded = self.seeds.next(shard, params) if self.seeds is not None else params
-                batch = self.generation(chunk, seeded)
+                if self.seeds is not None:
+                    self.seeds.shard = shard
+                batch = self.generation(chunk, params)
                 if not self.reports:
                     continue
                 chunk_scores, extras, _ = score(batch, self.reward)
                 scores += chunk_scores.tolist()
                 lengths += batch["response_mask"].sum(dim=1).long().tolist()
                 reasons += batch["finish_reason"]
-                correct += accuracy(chunk_scores.tolist(), extras.get("acc"))
+                correct += correctness(chunk_scores.tolist(), extras.get("acc"))
+                conversations += conversation_counts(batch)
             if self.reports:
-                answers[shard] = (scores, lengths, reasons, correct)
+                answers[shard] = (scores, lengths, reasons, correct, conversations)
         return answers
 
     # -- sampling options ---------------------------------------------------------------------------
@@ -238,8 +268,7 @@ class StepBuilder:
 
     def _needs_rollout_logprobs(self) -> bool:
         algorithm = self.cfg.algorithm
-        return (self.cfg.rollout.return_logprobs or algorithm.reuse_rollout_logprobs
-                or algorithm.rollout_is_cap is not None)
+        return self.return_logprobs or algorithm.reuse_rollout_logprobs or algorithm.rollout_is_cap is not None
 
 
 def validation_shard(data: PromptDataset, shard: int, num_shards: int) -> list[PromptItem]:
@@ -249,7 +278,7 @@ def validation_shard(data: PromptDataset, shard: int, num_shards: int) -> list[P
 
 def merge_answers(parts: Sequence[Answers | Any]) -> Answers:
     """Concatenate per-shard validation answers (in shard order)."""
-    return tuple(sum((list(part[i]) for part in parts), []) for i in range(4))  # type: ignore[return-value]
+    return tuple(sum((list(part[i]) for part in parts), []) for i in range(5))  # type: ignore[return-value]
 
 
 def drop_groups_without_signal(batch: Batch, scores: torch.Tensor) -> tuple[Batch, torch.Tensor]:

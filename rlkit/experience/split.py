@@ -41,7 +41,7 @@ from rlkit.errors import RlkitError
 from rlkit.experience.base import Experience, WeightsFn
 from rlkit.experience.shards import merge_answers
 from rlkit.experience.staleness import drop_stale, response_ages
-from rlkit.experience.statistics import summarize, summarize_gathered
+from rlkit.experience.statistics import summarize, summarize_conversations, summarize_gathered
 from rlkit.placement import Placement, PlacementError
 from rlkit.placement.layout import shard_positions
 from rlkit.timing import PhaseTimer
@@ -115,11 +115,13 @@ class SplitExperience:
         dropped = 0
         if self.cfg.placement.on_stale == "drop":
             batch, scores, dropped = drop_stale(batch, scores, self.version, self.cfg.placement.staleness)
-        gathered = all_gather_objects({"generated": message["generated"], "calls": message["calls"],
-                                       "times": message["times"], "ages": ages, "dropped": dropped})
+        gathered = all_gather_objects({"generated": message["generated"], "conversations": message["conversations"],
+                                       "calls": message["calls"], "times": message["times"], "ages": ages,
+                                       "dropped": dropped})
         self.calls = [part["calls"] for part in gathered]
         metrics = dict(message["metrics"])
         metrics.update(summarize_gathered([part["generated"] for part in gathered]))
+        metrics.update(summarize_conversations(sum((part["conversations"] for part in gathered), [])))
         for phase in ROLLOUT_PHASES:  # the slowest engine's; they overlap the trainer's own phases when k > 0
             seconds = [part["times"][phase] for part in gathered if phase in part["times"]]
             if seconds:
@@ -143,9 +145,10 @@ class SplitExperience:
             message = self._take("answers", self.layout.sender_of_shard(self.dist.rank))
         gathered = all_gather_objects((message["answers"], message["calls"]))
         self.calls = [part[1] for part in gathered]
-        scores, lengths, reasons, correct = merge_answers([part[0] for part in gathered])
+        scores, lengths, reasons, correct, conversations = merge_answers([part[0] for part in gathered])
         metrics = summarize(scores, lengths, reasons, prefix="val/")
         metrics["val/accuracy"] = sum(correct) / max(len(correct), 1)
+        metrics.update(summarize_conversations(conversations, prefix="val/"))
         return metrics
 
     def state_dict(self) -> dict[str, Any]:

@@ -1,8 +1,6 @@
-"""Reward and length statistics of generated responses (gathered from every rank by the caller)."""
+"""Reward, length and conversation statistics of generated responses (gathered from every rank by the caller)."""
 
 from __future__ import annotations
-
-import math
 
 import torch
 
@@ -34,7 +32,22 @@ def summarize_gathered(gathered: list[tuple[list[float], list[int], list[str]]],
     return summarize(*(sum((list(part[i]) for part in gathered), []) for i in range(3)), prefix=prefix)
 
 
-def accuracy(scores: list[float], acc: list[float] | None) -> list[float]:
-    """A response is correct when its reward reports acc=1, or (where it reports none) when it scores >= 1."""
-    acc = acc or [math.nan] * len(scores)
-    return [value if not math.isnan(value) else float(score >= 1.0) for score, value in zip(scores, acc)]
+def conversation_counts(batch: Batch) -> list[tuple[int, int, int]]:
+    """(turns, tool calls, failed tool calls) of each response; [] for a batch without trajectories."""
+    return [(trajectory.num_turns, len(trajectory.tool_calls), trajectory.num_tool_errors)
+            for trajectory in batch.get("trajectory") or []]
+
+
+def summarize_conversations(counts: list[tuple[int, int, int]], prefix: str = "") -> dict[str, float]:
+    """Per-sample means of turns and tool calls, the share of samples that called a tool, and the share of tool
+    calls that failed, over a whole (already gathered) batch; {} without conversations."""
+    if not counts:
+        return {}
+    turns, calls, errors = (torch.tensor(column, dtype=torch.float32) for column in zip(*counts))
+    return {
+        f"{prefix}env/turns/mean": float(turns.mean()),
+        f"{prefix}env/tool_calls/mean": float(calls.mean()),
+        f"{prefix}env/tool_call_rate": float((calls > 0).float().mean()),
+        f"{prefix}env/tool_error_rate": float(errors.sum() / calls.sum().clamp(min=1)),
+    }
+

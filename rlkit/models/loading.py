@@ -1,8 +1,9 @@
 """Loading Hugging Face models and tokenizers from local folders, never from the network.
 
-A path is either a folder holding `config.json` or a hub id already in the local Hugging Face cache;
-both load with `local_files_only=True`. Anything missing or unreadable becomes an RlkitError that names
-the path and says what to do.
+A path is either a folder holding `config.json` or a hub id already in the local Hugging Face cache, which
+is read from its snapshot folder there (:func:`local_folder`); both load with `local_files_only=True`, so no
+request reaches the Hub. Anything missing or unreadable becomes an RlkitError that names the path and says
+what to do.
 
 Weights load in the dtype asked for (fp32 by default, the master copy an optimizer updates), not the
 checkpoint's: transformers 5 would otherwise keep a bf16 checkpoint in bf16.
@@ -54,6 +55,7 @@ def load_tokenizer(path: str, *, trust_remote_code: bool = False, key: str = "to
     from transformers import AutoTokenizer
 
     check_model_path(path, key, what="tokenizer")
+    path = local_folder(path, key)
     folder = Path(path).expanduser()
     if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
         raise RlkitError(
@@ -81,6 +83,7 @@ def _from_pretrained(
     from transformers import AutoConfig
 
     check_model_path(path, "model path")
+    path = local_folder(path, "model path")
     kind = auto_class.__name__.removeprefix("AutoModelFor")
     try:
         config = AutoConfig.from_pretrained(path, local_files_only=True, trust_remote_code=trust_remote_code)
@@ -96,6 +99,21 @@ def _from_pretrained(
             f"cannot load a {kind} model from '{path}': {type(error).__name__}: {error}{_offline_hint(path)}"
         ) from error
     return model.eval()
+
+
+def local_folder(path: str, key: str) -> str:
+    """The local folder of `path`: itself when it is a folder, else the snapshot of a hub id in the local Hugging
+    Face cache. Nothing is downloaded; an id that is not cached is an RlkitError naming `key`. Engines that load
+    by themselves (vLLM, SGLang) get this folder, so they never look for the id online either."""
+    if Path(path).expanduser().is_dir() or not _looks_like_hub_id(path):
+        return path
+    from huggingface_hub import snapshot_download
+
+    try:
+        return snapshot_download(path, local_files_only=True)
+    except Exception as error:  # LocalEntryNotFoundError, or a cache entry without a snapshot
+        raise RlkitError(f"{key} '{path}' is not a folder, nor in the local Hugging Face cache "
+                         f"({type(error).__name__}){_offline_hint(path)}") from None
 
 
 def check_model_path(path: str, key: str, *, what: str = "model") -> None:

@@ -4,8 +4,9 @@
 Hugging Face state dict one tensor at a time, asks the engine to materialise each (DTensor.full_tensor
 for FSDP2, a ZeRO-3 gather for DeepSpeed), and for a LoRA model yields the merged base weight
 W + (B @ A) * alpha / r under the base name, exactly what peft's `merge_and_unload` would store, with no
-`lora_` or `base_layer` names. The merge runs per layer on full tensors, so the sharded model itself
-is never touched (peft's own merge fails on it).
+`lora_` or `base_layer` names; a module in `modules_to_save` (trained in full) yields its trained copy under
+the module's own name. The merge runs per layer on full tensors, so the sharded model itself is never
+touched (peft's own merge fails on it).
 """
 
 from __future__ import annotations
@@ -20,24 +21,29 @@ from rlkit.errors import ConfigError
 
 ADAPTER_NAME = "default"
 _BASE_LAYER = ".base_layer"
+_TRAINED_COPY = f".modules_to_save.{ADAPTER_NAME}."  # peft's ModulesToSaveWrapper: the copy that trains
+_ORIGINAL = ".original_module."  # ... and the original it keeps for the adapters-off (reference) pass
 
 
 def apply_lora(
     model: nn.Module, config: LoraConfig, *, task_type: str | None = "CAUSAL_LM", fully_trained: tuple[str, ...] = ()
 ) -> nn.Module:
-    """Wrap `model` in a peft LoRA model; only the adapters train, and the modules named in `fully_trained`
-    (a critic's new value head), which get no adapter. lora_A is drawn from torch's RNG: seed it for
-    identical copies on every rank."""
+    """Wrap `model` in a peft LoRA model; only the adapters train, the modules of `config.modules_to_save`
+    (a trained copy beside the original, which the adapters-off reference pass uses), and the modules named
+    in `fully_trained` (a critic's new value head), which get no adapter. lora_A is drawn from torch's RNG:
+    seed it for identical copies on every rank."""
     from peft import LoraConfig as PeftLoraConfig
     from peft import get_peft_model
     from peft.tuners.lora import Linear as LoraLinear
 
+    check_modules_to_save(model, config.modules_to_save or [])
     peft_config = PeftLoraConfig(
         r=config.rank,
         lora_alpha=config.alpha,
         lora_dropout=config.dropout,
         target_modules=config.target_modules,
         exclude_modules=list(fully_trained) or None,
+        modules_to_save=list(config.modules_to_save or []) or None,
         task_type=task_type,
     )
     try:
@@ -53,6 +59,21 @@ def apply_lora(
                 "linear layers only: list linear modules (e.g. q_proj, v_proj) or use 'all-linear'"
             )
     return peft_model
+
+
+def check_modules_to_save(model: nn.Module, names: list[str]) -> None:
+    """Each name is a module of `model`, and none is an output layer tied to the input embeddings: its trained
+    copy would be untied, and the saved folder, which says the two are tied, would lose it."""
+    modules = dict(model.named_modules())
+    tied_head = model.get_output_embeddings() if getattr(model.config, "tie_word_embeddings", False) else None
+    for name in names:
+        matches = [module for path, module in modules.items() if path == name or path.endswith(f".{name}")]
+        if not matches:
+            raise ConfigError(f"model.lora.modules_to_save names '{name}', which this model does not have; "
+                              "give module names such as lm_head")
+        if tied_head is not None and any(module is tied_head for module in matches):
+            raise ConfigError(f"model.lora.modules_to_save: '{name}' is tied to the input embeddings in this model "
+                              "(tie_word_embeddings), so it cannot train as a separate copy; remove it")
 
 
 def is_peft_model(model: nn.Module) -> bool:
@@ -83,8 +104,11 @@ def hf_weights(model: nn.Module, materialize: Callable[[Tensor], Tensor]) -> Ite
     layers = lora_layers(model)
     for name, tensor in hf_model.state_dict(keep_vars=True).items():
         owner, _, leaf = name.rpartition(".")
-        if ".lora_" in f".{name}":
-            continue  # lora_A / lora_B: folded into their base weight below
+        if ".lora_" in f".{name}" or _ORIGINAL in f".{name}":
+            continue  # lora_A / lora_B: folded into their base weight below; a trained module's original: replaced
+        if _TRAINED_COPY in name:
+            yield name.replace(_TRAINED_COPY, "."), materialize(tensor)
+            continue
         if owner.endswith(_BASE_LAYER) and owner[: -len(_BASE_LAYER)] in layers:
             layer_name = owner[: -len(_BASE_LAYER)]
             full = materialize(tensor)

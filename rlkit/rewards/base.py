@@ -5,23 +5,30 @@ A reward *function* scores one response, with verl's signature so verl reward fi
     def compute_score(data_source, solution_str, ground_truth, extra_info) -> float | dict
 
 A dict holds ``"score"`` plus numeric extras (``{"score": 1.0, "acc": 1.0}``) that are logged as metrics.
-A :class:`RewardManager` scores a whole batch at once (a reward model batching its forward passes,
+A function that also takes a ``trajectory`` keyword argument receives the whole conversation of a multi-turn
+rollout (an :class:`rlkit.trajectory.Trajectory`: turns, tool calls and their results); ``solution_str`` is the
+final turn's text. A :class:`RewardManager` scores a whole batch at once (a reward model batching its forward passes,
 say); :class:`FunctionRewardManager` adapts a function to that interface.
 """
 
 from __future__ import annotations
 
 import abc
+import inspect
 import math
 import numbers
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from rlkit.trajectory import Trajectory
+
 
 @dataclass
 class RewardSample:
-    """One response to score. ``index`` is its row in the trainer's batch (named in errors)."""
+    """One response to score. ``index`` is its row in the trainer's batch (named in errors); ``response`` is the
+    model's text (its final turn, in a conversation with an environment), ``trajectory`` the whole conversation
+    (None outside a rollout)."""
 
     index: int
     data_source: str
@@ -29,6 +36,7 @@ class RewardSample:
     response: str
     ground_truth: Any
     extra_info: dict[str, Any] = field(default_factory=dict)
+    trajectory: Trajectory | None = None
 
 
 @dataclass
@@ -61,6 +69,15 @@ class RewardManager(abc.ABC):
         """One score per sample, in order."""
 
 
+def correctness(scores: list[float], acc: list[float] | None) -> list[float]:
+    """1.0 for each correct response, else 0.0: correct when its reward reports ``acc`` = 1, or, where it reports
+    none (NaN or no ``acc`` extra at all), when it scores at least 1.0. Validation accuracy (`rlkit train`) and
+    `rlkit eval` both count this way."""
+    acc = acc or [math.nan] * len(scores)
+    return [float(value) if not math.isnan(value) else float(score >= 1.0)
+            for score, value in zip(scores, acc, strict=True)]
+
+
 def split_result(result: Any) -> tuple[float, dict[str, float]]:
     """A reward function's return value -> (score, numeric extras); TypeError/ValueError say what is wrong.
 
@@ -90,33 +107,50 @@ def finite_score(value: Any, what: str) -> float:
 
 
 class FunctionRewardManager(RewardManager):
-    """Applies ``fn(data_source, solution_str, ground_truth, extra_info, **kwargs)`` to each sample."""
+    """Applies ``fn(data_source, solution_str, ground_truth, extra_info, **kwargs)`` to each sample, with
+    ``trajectory=sample.trajectory`` when ``fn`` names a ``trajectory`` parameter."""
 
     def __init__(self, fn: Callable[..., Any], name: str, kwargs: dict[str, Any] | None = None):
         self.fn = fn
         self.name = name
         self.kwargs = dict(kwargs or {})
+        self.takes_trajectory = takes_trajectory(fn)
 
     def call_one(self, sample: RewardSample) -> Any:
         """The function's raw return value for one sample."""
-        return self.fn(sample.data_source, sample.response, sample.ground_truth, sample.extra_info, **self.kwargs)
+        extra = {"trajectory": sample.trajectory} if self.takes_trajectory else {}
+        return self.fn(sample.data_source, sample.response, sample.ground_truth, sample.extra_info, **self.kwargs,
+                       **extra)
 
     def __call__(self, samples: list[RewardSample]) -> RewardOutput:
         return RewardOutput.from_results([split_result(self.call_one(sample)) for sample in samples])
 
 
+def takes_trajectory(fn: Callable[..., Any]) -> bool:
+    """Whether ``fn`` has a parameter named ``trajectory`` that can be passed by keyword (``**kwargs`` does not
+    count: verl reward functions that forward their kwargs must not get one they do not expect)."""
+    try:
+        parameter = inspect.signature(fn).parameters.get("trajectory")
+    except (TypeError, ValueError):
+        return False
+    return parameter is not None and parameter.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD,
+                                                        inspect.Parameter.KEYWORD_ONLY)
+
+
 def samples_from_batch(batch: Any) -> list[RewardSample]:
     """RewardSamples of a :class:`rlkit.batch.Batch` from its meta lists (prompt_text, response_text,
-    data_source, ground_truth, extra_info); ``index`` is the row in the batch."""
+    data_source, ground_truth, extra_info, and trajectory when it has one); ``index`` is the row in the batch."""
+    trajectories = batch.get("trajectory") or [None] * len(batch["data_source"])
     return [
-        RewardSample(index, data_source, prompt, response, ground_truth, extra_info or {})
-        for index, (data_source, prompt, response, ground_truth, extra_info) in enumerate(
+        RewardSample(index, data_source, prompt, response, ground_truth, extra_info or {}, trajectory)
+        for index, (data_source, prompt, response, ground_truth, extra_info, trajectory) in enumerate(
             zip(
                 batch["data_source"],
                 batch["prompt_text"],
                 batch["response_text"],
                 batch["ground_truth"],
                 batch["extra_info"],
+                trajectories,
                 strict=True,
             )
         )

@@ -8,7 +8,7 @@ from __future__ import annotations
 from rlkit.errors import PluginError
 from rlkit.registry import REWARDS
 from rlkit.rewards import bench as _bench  # noqa: F401  (registers 'bench' on import)
-from rlkit.rewards import gsm8k, letters, shaping
+from rlkit.rewards import environment, gsm8k, letters, shaping
 from rlkit.rewards import math as math_reward
 
 REWARDS.register("gsm8k", gsm8k.compute_score)
@@ -16,6 +16,7 @@ REWARDS.register("math", math_reward.compute_score)
 REWARDS.register("format", shaping.format_score)
 REWARDS.register("length", shaping.length_score)
 REWARDS.register("letters", letters.compute_score)
+REWARDS.register("environment", environment.compute_score)
 
 DEFAULT_REWARDS = {
     "openai/gsm8k": "gsm8k",

@@ -1,13 +1,16 @@
 """Guard a reward manager: timeouts, result checks and what a failure does (`reward.on_error`).
 
-A failure is a reward that raises, runs past ``timeout_s``, returns something other than a finite
-number or a dict with a finite ``"score"``, or (a batch manager) returns the wrong number of scores.
+A failure is a reward that raises, runs past ``timeout_s`` (per sample; a batch manager's call gets
+``timeout_s`` per sample it scores), returns something other than a finite number or a dict with a finite
+``"score"``, or (a batch manager) returns the wrong number of scores.
 With ``on_error="raise"`` it becomes a RewardError naming the sample index, its data_source and the
 plugin; with ``"zero"`` the failed samples score 0.0, are counted in ``num_failures`` and one warning
 per batch is logged.
 
 Functions are guarded per sample, so one bad sample costs only its own score; a batch manager is
-guarded per call.
+guarded per call. A function that runs in a RewardWorker (rlkit.rewards.worker) has its worker process killed
+when it runs past the timeout; anything else runs in a worker thread, which Python cannot stop: a timed-out
+call there is abandoned and finishes in the background.
 """
 
 from __future__ import annotations
@@ -27,17 +30,15 @@ from rlkit.rewards.base import (
     finite_score,
     split_result,
 )
+from rlkit.rewards.worker import RemoteRewardError, RewardTimeout, WorkerRewardFunction
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 
-class RewardTimeout(TimeoutError):
-    pass
-
-
-def call_with_timeout(call: Callable[[], T], timeout_s: float | None) -> T:
-    """``call()``, run in a daemon worker thread when ``timeout_s`` is set.
+def call_with_timeout(call: Callable[[], T], timeout_s: float | None, limit: str = "") -> T:
+    """``call()``, run in a daemon worker thread when ``timeout_s`` is set; ``limit`` says where the
+    time limit comes from in the message (default: reward.timeout_s).
 
     Python cannot stop a thread: a timed-out call is abandoned and keeps running in the background.
     """
@@ -55,7 +56,7 @@ def call_with_timeout(call: Callable[[], T], timeout_s: float | None) -> T:
     worker.start()
     worker.join(timeout_s)
     if worker.is_alive():
-        raise RewardTimeout(f"took longer than reward.timeout_s={timeout_s:g} s")
+        raise RewardTimeout(f"took longer than {limit or f'reward.timeout_s={timeout_s:g} s'}")
     if "error" in outcome:
         raise outcome["error"]
     return outcome["value"]
@@ -78,26 +79,32 @@ class GuardedRewardManager(RewardManager):
         self.on_error = on_error
 
     def __call__(self, samples: list[RewardSample]) -> RewardOutput:
-        if isinstance(self.manager, FunctionRewardManager):
+        if isinstance(self.manager, (FunctionRewardManager, WorkerRewardFunction)):
             return self._score_each(samples)
         return self._score_batch(samples)
 
     def _score_each(self, samples: list[RewardSample]) -> RewardOutput:
-        function = self.manager
-        assert isinstance(function, FunctionRewardManager)
         results, failures = [], []
         for sample in samples:
             try:
-                results.append(split_result(call_with_timeout(partial(function.call_one, sample), self.timeout_s)))
+                results.append(split_result(self._call_one(sample)))
             except Exception as error:
                 failures.append(self._fail(error, [sample]))
                 results.append((0.0, {}))
         self._warn(failures, len(samples))
         return RewardOutput.from_results(results, num_failures=len(failures))
 
+    def _call_one(self, sample: RewardSample) -> Any:
+        if isinstance(self.manager, WorkerRewardFunction):
+            return self.manager.call_one(sample, timeout_s=self.timeout_s)
+        assert isinstance(self.manager, FunctionRewardManager)
+        return call_with_timeout(partial(self.manager.call_one, sample), self.timeout_s)
+
     def _score_batch(self, samples: list[RewardSample]) -> RewardOutput:
+        timeout_s = self.timeout_s * max(len(samples), 1) if self.timeout_s is not None else None
+        limit = f"{timeout_s:g} s (reward.timeout_s={self.timeout_s:g} s per sample)" if timeout_s else ""
         try:
-            output = call_with_timeout(lambda: self.manager(samples), self.timeout_s)
+            output = call_with_timeout(lambda: self.manager(samples), timeout_s, limit)
             check_output(output, len(samples))
         except Exception as error:
             self._warn([self._fail(error, samples)], len(samples))
@@ -119,7 +126,8 @@ class GuardedRewardManager(RewardManager):
         else:
             sources = ", ".join(sorted({sample.data_source for sample in samples}))
             where = f"the batch of samples {samples[0].index}..{samples[-1].index} (data_source {sources})"
-        message = f"reward '{self.name}' failed on {where}: {type(error).__name__}: {error}"
+        kind = error.type_name if isinstance(error, RemoteRewardError) else type(error).__name__
+        message = f"reward '{self.name}' failed on {where}: {kind}: {error}"
         if self.on_error == "raise":
             raise RewardError(f"{message}; set reward.on_error=zero to score failures 0 and go on") from error
         return message

@@ -4,9 +4,10 @@ The ground truth is parsed as LaTeX; bare answers ("\\frac{1}{2}", "72") are wra
 first so that math-verify reads them whole. The response is parsed with math-verify's defaults (boxed
 answers first, then the last LaTeX or plain expression).
 
-Timeouts: math-verify bounds parse/verify with ``signal.alarm``, which works only on the main thread.
-Off the main thread (rlkit's reward.timeout_s runs rewards in a worker thread) its timeout is turned
-off and reward.timeout_s bounds the call instead.
+Timeouts: math-verify bounds parse/verify with ``signal.alarm``, which works only on the main thread. In
+rlkit's reward worker process (rlkit.rewards.worker) the reward runs on that process's main thread, so those
+timeouts apply; called from another thread, its timeout is turned off and reward.timeout_s bounds the call
+instead.
 """
 
 from __future__ import annotations

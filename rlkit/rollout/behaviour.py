@@ -149,9 +149,9 @@ class Reference:
 
     @cached_property
     def model(self):
-        from transformers import AutoModelForCausalLM
+        from rlkit.models.loading import load_causal_lm
 
-        model = AutoModelForCausalLM.from_pretrained(self.model_path, dtype=torch.float32)
+        model = load_causal_lm(self.model_path, dtype=torch.float32)  # offline
         return model.to(self.device).eval().requires_grad_(False)
 
     def original_weights(self) -> Iterator[tuple[str, Tensor]]:

@@ -18,10 +18,11 @@ from typing import Iterable, Sequence
 
 import torch
 from torch import Tensor
-from transformers import AutoModelForCausalLM, GenerationConfig, LogitsProcessor, LogitsProcessorList
+from transformers import GenerationConfig, LogitsProcessor, LogitsProcessorList
 
 from rlkit.config.rollouts import RolloutConfig
 from rlkit.distributed import DistInfo
+from rlkit.models.loading import load_causal_lm
 from rlkit.rollout.base import (
     Completion,
     SamplingParams,
@@ -100,7 +101,7 @@ class HFRollout:
         self._asleep = False
         if dtype is None:
             dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtype, trust_remote_code=trust_remote_code)
+        model = load_causal_lm(model_path, dtype=dtype, trust_remote_code=trust_remote_code)  # offline
         self.model = model.to(self.device).eval().requires_grad_(False)
 
         self.pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id

@@ -24,7 +24,10 @@ def weight_shapes(model_path: str, *, trust_remote_code: bool = False) -> dict[s
     """
     from transformers import AutoConfig, AutoModelForCausalLM
 
-    config = AutoConfig.from_pretrained(model_path, trust_remote_code=trust_remote_code)
+    from rlkit.models.loading import local_folder
+
+    config = AutoConfig.from_pretrained(local_folder(model_path, "model path"), trust_remote_code=trust_remote_code,
+                                        local_files_only=True)
     with torch.device("meta"):
         model = AutoModelForCausalLM.from_config(config, trust_remote_code=trust_remote_code)
     return {name: tuple(tensor.shape) for name, tensor in model.state_dict().items()}

@@ -11,18 +11,24 @@ save is only a `.tmp_step_*` directory, which `latest()` never considers and the
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import json
 import logging
 import os
 import shutil
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Callable
 
-from rlkit.distributed import barrier, broadcast_object
+from rlkit.distributed import all_reduce_max, broadcast_object
 from rlkit.errors import CheckpointError, ConfigError
 
 MANIFEST = "manifest.json"
+TRAINER_STATE = "trainer_state.json"  # the step, kind, world size and the run's own state (rlkit.trainer.shell)
+_OUT_OF_SPACE_TEXTS = (os.strerror(errno.ENOSPC), os.strerror(errno.EDQUOT), "os error 28", "os error 122")
+_NEARLY_FULL_BYTES = 64 * 2**20
 PREFIX = "step_"
 log = logging.getLogger(__name__)
 
@@ -50,6 +56,20 @@ def write_manifest(directory: Path, step: int) -> None:
     tmp.write_text(json.dumps({"step": step, "files": entries}, indent=1))
     _fsync_file(tmp)
     os.replace(tmp, directory / MANIFEST)
+
+
+def out_of_space(error: BaseException, directory: Path) -> bool:
+    """Whether a failed write failed for want of disk space. Writers report it differently: OSError ENOSPC
+    (Python), an "os error 28" message (safetensors), an opaque RuntimeError (torch.save), so a failure while
+    the disk is nearly full counts as well."""
+    if isinstance(error, OSError) and error.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if any(text in str(error) for text in _OUT_OF_SPACE_TEXTS):
+        return True
+    try:
+        return shutil.disk_usage(directory).free < _NEARLY_FULL_BYTES
+    except OSError:
+        return False
 
 
 def _fsync_file(path: Path) -> None:
@@ -92,29 +112,58 @@ class CheckpointManager:
         self.is_main = is_main
 
     def save(self, step: int, write: Callable[[Path], None]) -> Path:
-        """Call `write(tmp_dir)` on every rank, then publish the directory atomically on rank 0."""
+        """Call `write(tmp_dir)` on every rank, then publish the directory atomically on rank 0.
+
+        A full disk (on any rank) ends the save on every rank with a CheckpointError that says so and where;
+        the unfinished directory is removed and the earlier checkpoints stay as they were.
+        """
         final = self.root / step_dir_name(step)
         tmp = self.root / f".tmp_{step_dir_name(step)}"
-        if self.is_main:
-            if tmp.exists():
-                shutil.rmtree(tmp)
-            tmp.mkdir(parents=True)
-        barrier()
-        write(tmp)
-        barrier()
-        if self.is_main:
-            write_manifest(tmp, step)
-            if final.exists():  # re-saving the same step: move the old one aside, then drop it
-                stale = self.root / f".stale_{step_dir_name(step)}"
-                os.replace(final, stale)
-                os.replace(tmp, final)
-                shutil.rmtree(stale)
-            else:
-                os.replace(tmp, final)
-            self._fsync_dir(self.root)
-            self._prune()
-        barrier()
+        with self._out_of_space_is_an_error(step, tmp):
+            if self.is_main:
+                if tmp.exists():
+                    shutil.rmtree(tmp)
+                tmp.mkdir(parents=True)
+        with self._out_of_space_is_an_error(step, tmp):
+            write(tmp)
+        with self._out_of_space_is_an_error(step, tmp):
+            if self.is_main:
+                write_manifest(tmp, step)
+                if final.exists():  # re-saving the same step: move the old one aside, then drop it
+                    stale = self.root / f".stale_{step_dir_name(step)}"
+                    os.replace(final, stale)
+                    os.replace(tmp, final)
+                    shutil.rmtree(stale)
+                else:
+                    os.replace(tmp, final)
+                self._fsync_dir(self.root)
+                self._prune()
         return final
+
+    @contextmanager
+    def _out_of_space_is_an_error(self, step: int, tmp: Path) -> Iterator[None]:
+        """Run one part of a save on every rank, then agree (a collective) on whether any rank ran out of space."""
+        full: Exception | None = None
+        try:
+            yield
+        except Exception as error:
+            if not out_of_space(error, self.root):
+                raise
+            full = error
+        if all_reduce_max(1.0 if full else 0.0) == 0.0:
+            return
+        if self.is_main:
+            shutil.rmtree(tmp, ignore_errors=True)  # frees the space the unfinished save took
+        earlier = self.complete_checkpoints()
+        kept = f"the earlier checkpoint {earlier[-1]} is intact" if earlier else "there is no earlier checkpoint"
+        if full is None:
+            where = f"on another rank, under {tmp}"
+        else:
+            where = f"writing {getattr(full, 'filename', None) or tmp} ({type(full).__name__}: {full})"
+        raise CheckpointError(
+            f"the disk is full: saving the checkpoint of step {step} failed {where}; {kept}. Free space on the disk "
+            f"of {self.root} (or lower trainer.keep_last), then run the same command again to resume"
+        ) from full
 
     def complete_checkpoints(self) -> list[Path]:
         if not self.root.is_dir():

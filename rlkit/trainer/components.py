@@ -8,36 +8,38 @@ from typing import Any
 
 from rlkit.algorithms.advantages import estimator_for
 from rlkit.algorithms.policy_losses import loss_agg_mode_for
-from rlkit.config.schema import RunConfig
+from rlkit.config.schema import BUILTIN_TINY, RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import DistInfo, barrier, process_rank
 from rlkit.engines.base import EngineSpec, TrainEngine
+from rlkit.environments import ChatRenderer, EnvironmentFactory, environment_factory, needs_chat_prompts
 from rlkit.errors import ConfigError
-from rlkit.experience import ColocatedExperience, ExperienceSource, Generation, SingleTurnGeneration
+from rlkit.experience import ColocatedExperience, ExperienceSource, Generation, MultiTurnGeneration
 from rlkit.experience.rollout_worker import RolloutWorker
+from rlkit.experience.shards import SeededRollout, ShardSeeds
 from rlkit.experience.split import SplitExperience
 from rlkit.experience.tensor_parallel import LeaderGeneration
-from rlkit.models.loading import check_model_path, load_tokenizer
+from rlkit.models.loading import check_model_path, load_tokenizer, local_folder
 from rlkit.models.tiny import ensure_tiny_model
 from rlkit.placement import Placement
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
-from rlkit.rewards.loading import build_reward_manager
+from rlkit.rewards.loading import build_reward_manager, check_data_sources
 from rlkit.rollout.base import RolloutEngine
 from rlkit.timing import PhaseTimer
+from rlkit.trainer.speed import ROLLOUT_LOGPROBS, MachineFacts, SpeedPlan, choose_rollout_logprobs, plan_speed
 
-BUILTIN_TINY = "builtin:tiny"
 
-
-def resolve_model_path(path: str, output_dir: Path) -> str:
-    """A local model folder: 'builtin:tiny' is built once under the output directory."""
+def resolve_model_path(path: str, output_dir: Path, key: str = "model.path") -> str:
+    """A local model folder: 'builtin:tiny' is built once under the output directory; a hub id is its snapshot
+    in the local Hugging Face cache (never downloaded); a folder is itself. `key` names the path in errors."""
     if path == BUILTIN_TINY:
         # Rank 0 builds, the others wait: ranks racing to build one folder on a shared disk trip over each other.
         if process_rank() == 0:
             ensure_tiny_model(output_dir / "builtin_tiny")
         barrier()
         return str(ensure_tiny_model(output_dir / "builtin_tiny"))
-    return path
+    return local_folder(path, key)
 
 
 @dataclass
@@ -52,11 +54,14 @@ class Components:
     train_data: PromptDataset
     val_data: PromptDataset | None
     total_steps: int
+    new_environment: EnvironmentFactory  # one environment per conversation (environment.name)
+    speed: SpeedPlan  # resolve_static's: the budget and checkpointing may still be pending (settle_memory)
 
 
 @dataclass
 class Inputs:
-    """What both sides of a run read: the tokenizer, the prompts, the reward, the run's length."""
+    """What both sides of a run read: the tokenizer, the prompts, the reward, the environments, the run's
+    length."""
 
     tokenizer: Any
     model_path: str
@@ -64,6 +69,7 @@ class Inputs:
     train_data: PromptDataset
     val_data: PromptDataset | None
     total_steps: int
+    new_environment: EnvironmentFactory
 
 
 def uses_reference(cfg: RunConfig) -> bool:
@@ -89,10 +95,12 @@ def check_against_world(cfg: RunConfig, dist: DistInfo) -> None:
         )
 
 
-def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo) -> TrainEngine:
-    """An engine gets the shared engine section and its own block (engine.<name>)."""
+def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo, speed: SpeedPlan | None = None) -> TrainEngine:
+    """An engine gets the shared engine section and its own block (engine.<name>), their `auto` options resolved
+    by the run's speed plan (None: at their fixed defaults, for an engine that only loads weights)."""
+    speed = speed or SpeedPlan({})
     engine_cls = TRAIN_ENGINES.get(cfg.engine.name)
-    return engine_cls(cfg.engine, cfg.engine.options, spec, dist)
+    return engine_cls(speed.engine_section(cfg.engine), speed.engine_options(cfg.engine), spec, dist)
 
 
 def build_inputs(cfg: RunConfig) -> Inputs:
@@ -118,7 +126,31 @@ def build_inputs(cfg: RunConfig) -> Inputs:
             "lower it or add data"
         )
     total_steps = cfg.trainer.num_steps(steps_per_epoch)
-    return Inputs(tokenizer, model_path, build_reward_manager(cfg.reward), train_data, val_data, total_steps)
+    check_data_sources(cfg.reward, _data_sources(train_data, val_data))  # before any model loads
+    reward = build_reward_manager(cfg.reward)
+    new_environment = build_environments(cfg, tokenizer, train_data)
+    return Inputs(tokenizer, model_path, reward, train_data, val_data, total_steps, new_environment)
+
+
+def build_environments(cfg: RunConfig, tokenizer: Any, train_data: PromptDataset) -> EnvironmentFactory:
+    """The environment factory, checked with what it will meet: chat prompts where it needs them, and a chat
+    template that can render its messages when conversations have several turns."""
+    factory = environment_factory(cfg.environment, tokenizer)
+    if needs_chat_prompts(factory) and train_data[0].messages is None:
+        raise ConfigError(f"environment '{cfg.environment.name}' needs chat prompts, but data.prompt_format gives raw "
+                          "text; set data.prompt_format=chat (the tokenizer needs a chat template)")
+    if cfg.rollout.max_turns > 1:
+        ChatRenderer(tokenizer)
+    return factory
+
+
+def _data_sources(train_data: PromptDataset, val_data: PromptDataset | None) -> dict[str, str]:
+    """{data_source: the config key of the first files it occurs in}."""
+    sources: dict[str, str] = {}
+    for key, data in (("data.train_files", train_data), ("data.val_files", val_data or [])):
+        for record in data:
+            sources.setdefault(record.data_source, key)
+    return sources
 
 
 def build_rollout(cfg: RunConfig, inputs: Inputs, placement: Placement) -> RolloutEngine | None:
@@ -139,32 +171,41 @@ def build_components(cfg: RunConfig, dist: DistInfo, placement: Placement) -> Co
     ROLLOUT_ENGINES.get(cfg.rollout.name)  # a misspelled rollout fails before the training engines load
     critic_path = None
     if estimator_for(cfg.algorithm.adv_estimator).needs_values:
-        critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir)
+        critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir,
+                                         "critic.model_path" if cfg.critic.model_path else "model.path")
         check_model_path(critic_path, "critic.model_path" if cfg.critic.model_path else "model.path")
 
+    speed = plan_speed(cfg, dist, model_path=model_path, critic_path=critic_path)
     temperature = cfg.rollout.temperature if cfg.rollout.temperature > 0 else 1.0
     common = dict(trust_remote_code=cfg.model.trust_remote_code, temperature=temperature, seed=cfg.trainer.seed,
                   total_optimizer_steps=total_steps * optimizer_steps_per_training_step(cfg))
     actor = build_engine(cfg, EngineSpec(role="actor", model_path=model_path, optim=cfg.optim, lora=cfg.model.lora,
-                                         **common), dist)
+                                         **common), dist, speed)
     ref = None
     if uses_reference(cfg) and cfg.model.lora is None:
-        ref = build_engine(cfg, EngineSpec(role="ref", model_path=model_path, **common), dist)
+        ref = build_engine(cfg, EngineSpec(role="ref", model_path=model_path, **common), dist, speed)
     critic = None
     if critic_path is not None:
         critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
-                                              **common), dist)
+                                              **common), dist, speed)
 
     rollout = build_rollout(cfg, inputs, placement)
     return Components(tokenizer, model_path, actor, ref, critic, rollout, inputs.reward, inputs.train_data,
-                      inputs.val_data, total_steps)
+                      inputs.val_data, total_steps, inputs.new_environment, speed)
 
 
-def build_generation(rollout: RolloutEngine | None, tokenizer: Any, placement: Placement) -> Generation | None:
-    """One response per sample on `rollout`; in a colocated engine group whose engine runs from its first rank,
-    the first rank's responses reach the group's other ranks."""
+def build_generation(cfg: RunConfig, rollout: RolloutEngine | None, inputs: Inputs | Components,
+                     placement: Placement) -> Generation | None:
+    """A conversation with an environment per sample on `rollout` (one response with the default single-turn
+    environment); in a colocated engine group whose engine runs from its first rank, the first rank's responses
+    reach the group's other ranks."""
+    tokenizer = inputs.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    generation = SingleTurnGeneration(rollout, pad_token_id) if rollout is not None else None
+    generation = None
+    if rollout is not None:
+        generation = MultiTurnGeneration(rollout, tokenizer, pad_token_id, inputs.new_environment,
+                                         max_turns=cfg.rollout.max_turns, max_total_tokens=cfg.rollout.max_total_tokens,
+                                         num_workers=cfg.environment.num_workers)
     if placement.engine_group is not None:
         return LeaderGeneration(generation, placement.layout.leader_of(placement.rank), placement.engine_group)
     return generation
@@ -172,25 +213,31 @@ def build_generation(rollout: RolloutEngine | None, tokenizer: Any, placement: P
 
 def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer,
                      placement: Placement) -> ExperienceSource:
-    """Colocated: this rank's rollout engine, one response per sample. Split: what the rollout ranks send."""
+    """Colocated: this rank's rollout engine (rlkit.experience.colocated). Split: what the rollout ranks send."""
     if placement.layout.split:
         return SplitExperience(cfg, placement, train_data=parts.train_data, total_steps=parts.total_steps, dist=dist,
                                timer=timer)
-    return ColocatedExperience(cfg, rollout=parts.rollout,
-                               generation=build_generation(parts.rollout, parts.tokenizer, placement),
+    return ColocatedExperience(cfg, rollout=parts.rollout, generation=build_generation(cfg, parts.rollout, parts,
+                                                                                       placement),
                                reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
-                               timer=timer, layout=placement.layout)
+                               timer=timer, layout=placement.layout,
+                               return_logprobs=parts.speed.value(ROLLOUT_LOGPROBS))
 
 
 def build_rollout_worker(cfg: RunConfig, placement: Placement) -> RolloutWorker:
-    """What a rollout rank of a split job runs: the inputs, its engine, and the loop around them."""
+    """What a rollout rank of a split job runs: the inputs, its engine, and the loop around them. Whether the
+    rollout returns log-probs is decided as the trainers' speed plan decides it (from the config and the device)."""
     inputs = build_inputs(cfg)
+    return_logprobs = choose_rollout_logprobs(cfg, MachineFacts.here(placement.dist)).value
     rollout = build_rollout(cfg, inputs, placement)
     timer = PhaseTimer(cuda=placement.dist.device.startswith("cuda"))
+    seeds = ShardSeeds(cfg.trainer.seed)  # each shard sampled as the colocated rank with that shard would
     try:
-        generation = build_generation(rollout, inputs.tokenizer, placement)
+        generation = build_generation(cfg, SeededRollout(rollout, seeds) if rollout is not None else None, inputs,
+                                      placement)
         return RolloutWorker(cfg, placement, rollout=rollout, generation=generation, reward=inputs.reward,
-                             train_data=inputs.train_data, val_data=inputs.val_data, timer=timer)
+                             train_data=inputs.train_data, val_data=inputs.val_data, timer=timer, seeds=seeds,
+                             return_logprobs=return_logprobs)
     except BaseException:
         if rollout is not None:
             rollout.close()
@@ -205,4 +252,4 @@ def loss_agg_mode(cfg: RunConfig) -> str:
 
 
 def loss_norm_length(cfg: RunConfig) -> int:
-    return cfg.algorithm.loss_agg_norm_length or cfg.rollout.max_new_tokens
+    return cfg.algorithm.loss_agg_norm_length or cfg.rollout.response_budget

@@ -1,9 +1,6 @@
-"""Guards around a training run: a setup that fails leaves nothing behind, non-finite updates follow
-`trainer.on_nonfinite`, and running out of GPU memory names the settings that lower it.
+"""Guards around a training run: non-finite updates follow `trainer.on_nonfinite`, and running out of GPU
+memory names the settings that lower it. (A failed setup's clean-up is rlkit.trainer.output_dir's.)
 
-* :func:`check_output_dir` and :func:`removed_on_error`: a run that fails while it sets up (a bad model
-  path, data file, plugin or resume path) removes what it created under its output directory, so a
-  mistake leaves no half-made run behind and never touches the files of an earlier run there.
 * :func:`check_update`: engines skip an optimizer step whose gradient norm is not finite (a NaN or inf
   loss makes it so) and report ``skipped``; the run warns and goes on (``skip``) or stops (``stop``).
 * :func:`explain_out_of_memory`: ``torch.OutOfMemoryError`` in a trainer phase becomes an RlkitError that
@@ -14,72 +11,18 @@ from __future__ import annotations
 
 import functools
 import logging
-import os
-import shutil
 import traceback
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from pathlib import Path
+from collections.abc import Callable
 from typing import Any, TypeVar
 
 import torch
 
-from rlkit.errors import ConfigError, RlkitError
+from rlkit.config.auto import AUTO
+from rlkit.errors import RlkitError
+from rlkit.trainer.speed import SpeedPlan
 
 log = logging.getLogger(__name__)
 F = TypeVar("F", bound=Callable[..., Any])
-
-
-# -- the output directory -------------------------------------------------------------------------------
-def check_output_dir(directory: Path) -> None:
-    """trainer.output_dir must be a writable directory, or creatable: no file in its place or on its path."""
-    for existing in (directory, *directory.parents):
-        if not existing.exists():
-            continue
-        if not existing.is_dir():
-            where = "is a file" if existing == directory else f"cannot be created: {existing} is a file"
-            raise ConfigError(f"trainer.output_dir={directory} {where}; set trainer.output_dir to a directory path")
-        if not os.access(existing, os.W_OK | os.X_OK):
-            raise ConfigError(
-                f"trainer.output_dir={directory}: {existing} is not writable; choose a directory you can write to"
-            )
-        return
-
-
-@contextmanager
-def removed_on_error(directory: Path, *, is_main: bool) -> Iterator[None]:
-    """If the block raises, remove what it created under `directory`: the directory itself (and any parents
-    made for it) when it was new, else only the entries that were not there before. Rank 0 removes."""
-    directory = Path(directory)
-    created_root = _topmost_missing(directory)
-    before = set(os.listdir(directory)) if created_root is None else set()
-    try:
-        yield
-    except BaseException:
-        if is_main:
-            if created_root is not None:
-                shutil.rmtree(created_root, ignore_errors=True)
-            elif directory.is_dir():
-                for name in set(os.listdir(directory)) - before:
-                    _remove(directory / name)
-        raise
-
-
-def _topmost_missing(directory: Path) -> Path | None:
-    """The highest of `directory` and its parents that does not exist (what creating it creates), or None."""
-    missing = None
-    for path in (directory, *directory.parents):
-        if path.exists():
-            break
-        missing = path
-    return missing
-
-
-def _remove(path: Path) -> None:
-    if path.is_dir() and not path.is_symlink():
-        shutil.rmtree(path, ignore_errors=True)
-    else:
-        path.unlink(missing_ok=True)
 
 
 # -- non-finite updates ---------------------------------------------------------------------------------
@@ -123,14 +66,17 @@ def explain_out_of_memory(method: F) -> F:
         try:
             return method(trainer, *args, **kwargs)
         except torch.OutOfMemoryError as error:
-            raise RlkitError(out_of_memory_message(error, trainer.cfg, trainer.step)) from error
+            speed = getattr(trainer, "speed", None)  # None when setup has not resolved it yet
+            raise RlkitError(out_of_memory_message(error, trainer.cfg, trainer.step, speed)) from error
 
     return guarded  # type: ignore[return-value]
 
 
-def out_of_memory_message(error: BaseException, cfg: Any, step: int) -> str:
+def out_of_memory_message(error: BaseException, cfg: Any, step: int, speed: SpeedPlan | None = None) -> str:
+    """`speed`: the run's resolved speed options, whose budget and checkpointing the advice names (None: the
+    config's, an `auto` counting as its fixed default)."""
     phase, kinds = _phase_of(error)
-    knobs = [knob for kind in kinds for knob in _knobs(kind, cfg)]
+    knobs = [knob for kind in kinds for knob in _knobs(kind, cfg, speed)]
     first_line = (str(error).strip().splitlines() or ["out of memory"])[0]
     return (
         f"ran out of GPU memory in {phase} at step {step} ({first_line}); to use less memory, try: "
@@ -147,16 +93,20 @@ def _phase_of(error: BaseException) -> tuple[str, tuple[str, ...]]:
     return found
 
 
-def _knobs(kind: str, cfg: Any) -> list[str]:
+def _knobs(kind: str, cfg: Any, speed: SpeedPlan | None) -> list[str]:
     rollout, engine, algorithm = cfg.rollout, cfg.engine, cfg.algorithm
+    resolved = engine.resolve_auto() if speed is None else speed.engine_section(engine)
     if kind == "rollout":
         return [*_backend_knobs(rollout), f"lower rollout.max_new_tokens (now {rollout.max_new_tokens})"]
     if kind == "micro":
+        if resolved.max_tokens_per_micro_batch is not None:
+            how = ", chosen by auto" if engine.max_tokens_per_micro_batch == AUTO else ""
+            return [f"set a lower engine.max_tokens_per_micro_batch (now {resolved.max_tokens_per_micro_batch}{how})"]
         return [f"lower algorithm.micro_batch_size_per_device (now {algorithm.micro_batch_size_per_device})"]
     if kind == "chunk":
         return [f"lower engine.logprob_chunk_size (now {engine.logprob_chunk_size})"]
     if kind == "checkpointing":
-        return [] if engine.gradient_checkpointing else ["set engine.gradient_checkpointing=true"]
+        return [] if resolved.gradient_checkpointing else ["set engine.gradient_checkpointing=true"]
     if kind == "offload":
         return _backend_knobs(engine)
     raise ValueError(f"unknown knob kind {kind!r}")

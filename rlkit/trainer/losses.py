@@ -38,7 +38,9 @@ def _token_share(mask: Tensor, counts: GlobalCounts) -> float:
 
 
 def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts: GlobalCounts) -> LossFn:
-    """PPO-family policy loss, minus the entropy bonus, plus the KL loss (when configured)."""
+    """PPO-family policy loss, minus the entropy bonus, plus the KL loss (when configured). A run hands in its
+    algorithm section resolved (rlkit.trainer.speed); an `auto` left in it counts as its fixed default."""
+    cfg = cfg.resolve_auto()
     policy_fn = POLICY_LOSSES.get(cfg.policy_loss)
     agg = dict(num_tokens=counts.num_tokens, num_seqs=counts.num_seqs, norm_length=norm_length)
 

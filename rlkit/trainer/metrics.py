@@ -4,10 +4,16 @@ TensorBoard and wandb. Only rank 0 logs."""
 from __future__ import annotations
 
 import json
+import logging
 import math
+import os
 import sys
 from pathlib import Path
 from typing import Iterable, Protocol
+
+from rlkit.errors import RlkitError
+
+log = logging.getLogger(__name__)
 
 # Keys shown on the console line, in order, when present.
 CONSOLE_KEYS = (
@@ -33,14 +39,21 @@ class Sink(Protocol):
 
 
 class JsonlSink:
-    def __init__(self, path: Path, *, truncate_after_step: int | None = None):
+    """metrics.jsonl: one JSON line per logged step, flushed as it is written.
+
+    A resumed run (`keep_through_step` = its checkpoint's step) keeps the lines up to that step and writes the
+    later ones again, so the file ends up as an uninterrupted run's. A fresh start (None) keeps none: the
+    trainer has checked before that a file already there is an interrupted run's to replace
+    (rlkit.trainer.resume_checks). The old file is replaced atomically, and a last line cut short by a crash
+    during its write is dropped with a warning.
+    """
+
+    def __init__(self, path: Path, *, keep_through_step: int | None = None):
         path.parent.mkdir(parents=True, exist_ok=True)
-        if truncate_after_step is not None and path.exists():
-            # A resumed run rewrites the steps after its checkpoint, so the file matches an uninterrupted run.
-            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= truncate_after_step]
-            path.write_text("".join(line + "\n" for line in kept))
-        elif truncate_after_step is None and path.exists():
-            path.unlink()
+        if path.exists():
+            records = [] if keep_through_step is None else read_records(path)
+            kept = [line for step, line in records if step <= keep_through_step]
+            replace_atomically(path, "".join(line + "\n" for line in kept))
         self._handle = path.open("a")
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
@@ -50,6 +63,40 @@ class JsonlSink:
 
     def close(self) -> None:
         self._handle.close()
+
+
+def read_records(path: Path) -> list[tuple[int, str]]:
+    """(step, line) of every record in a metrics.jsonl; a cut-off last line is dropped with a warning."""
+    text = path.read_text(errors="replace")
+    lines = text.split("\n")
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            step = json.loads(line)["step"]
+            if not isinstance(step, int):
+                raise TypeError
+        except (ValueError, KeyError, TypeError):
+            if number == len(lines):  # no newline after it: the write was cut off
+                log.warning("%s ends in a cut-off line (a crash during its write); dropped it: %.80s", path, line)
+                continue
+            raise RlkitError(
+                f"{path} line {number} is not a metrics record (JSON with an integer 'step'); fix or remove that "
+                "line, then start the run again"
+            ) from None
+        records.append((step, line))
+    return records
+
+
+def replace_atomically(path: Path, text: str) -> None:
+    """Write `text` to `path` through a temporary sibling and a rename: a crash leaves the old file or the new."""
+    tmp = path.with_name(f".{path.name}.tmp")
+    with tmp.open("w") as handle:
+        handle.write(text)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
 
 
 class TensorBoardSink:
@@ -162,7 +209,7 @@ def build_logger(
     resumed = start_step if start_step > 0 else None
     factories = {
         "console": lambda: ConsoleSink(total_steps, start_step, progress_bar),
-        "jsonl": lambda: JsonlSink(output_dir / "metrics.jsonl", truncate_after_step=resumed),
+        "jsonl": lambda: JsonlSink(output_dir / "metrics.jsonl", keep_through_step=resumed),
         "tensorboard": lambda: TensorBoardSink(output_dir / "tensorboard"),
         "wandb": lambda: WandbSink(project, name, config or {}),
     }

@@ -20,12 +20,15 @@ from rlkit.distributed import is_distributed
 
 
 def scores_on_last_token(scores: Tensor, response_mask: Tensor) -> Tensor:
-    """(B,) outcome scores -> (B, T) token-level scores, placed on each response's last valid token."""
+    """(B,) outcome scores -> (B, T) token-level scores, placed on each response's last valid token (the last
+    token the model sampled: in a conversation, environment tokens may sit between and after its turns)."""
     token_scores = torch.zeros_like(response_mask, dtype=torch.float32)
-    lengths = response_mask.sum(dim=1).long()
-    has_tokens = lengths > 0
+    valid = response_mask != 0
+    has_tokens = valid.any(dim=1)
+    T = response_mask.shape[1]
+    last = T - 1 - valid.flip(1).long().argmax(dim=1)  # argmax finds the first valid token from the right
     rows = torch.arange(len(scores))[has_tokens]
-    token_scores[rows, lengths[has_tokens] - 1] = scores[has_tokens].float()
+    token_scores[rows, last[has_tokens]] = scores[has_tokens].float()
     return token_scores
 
 

@@ -38,8 +38,10 @@ from rlkit.trainer.components import (
 )
 from rlkit.trainer.guards import check_update, explain_out_of_memory
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn, critic_loss_fn
+from rlkit.trainer.preflight import check_components
 from rlkit.trainer.prepare import add_overlong_penalty, global_advantages, scores_on_last_token, token_level_rewards
 from rlkit.trainer.shell import TrainerShell
+from rlkit.trainer.speed import FROM_UPDATE, SpeedPlan, log_header, settle_memory
 
 log = logging.getLogger(__name__)
 _COUNTS = ("update/skipped", "critic/update_skipped")  # metrics summed over a step's optimizer steps
@@ -47,10 +49,12 @@ _COUNTS = ("update/skipped", "critic/update_skipped")  # metrics summed over a s
 
 class RLTrainer(TrainerShell):
     kind = "rl"
+    command = "rlkit train"
 
     def __init__(self, cfg: RunConfig, dist: DistInfo, placement: Placement | None = None):
         """`placement`: this rank's place in the job (rlkit.placement.init_placement); default colocated."""
         check_against_world(cfg, dist)
+        check_components(cfg)  # every name resolves before anything is written or any model loads
         self.placement = placement or colocated_placement(cfg, dist)
         super().__init__(cfg, dist)
 
@@ -66,6 +70,14 @@ class RLTrainer(TrainerShell):
                         else FixedKLController(kl.kl_coef))
         # The initial weights; a resumed run publishes the checkpoint's in load_trainer_state.
         self.experience.publish(self.parts.actor.full_weights, version=0)
+        engines = [engine for engine in (self.parts.actor, self.parts.ref, self.parts.critic) if engine is not None]
+        self.speed: SpeedPlan = settle_memory(
+            self.parts.speed, cfg, engines=engines, rollout=self.parts.rollout, dist=self.dist,
+            longest=cfg.data.max_prompt_length + cfg.rollout.max_new_tokens,
+            batch_sequences=cfg.algorithm.mini_batch_size * cfg.rollout.n // self.dist.world_size)
+        log_header(self.speed, self.dist)
+        # The algorithm section with old_logprobs_from_update resolved: what the prepare and update phases read.
+        self.algorithm = cfg.algorithm.resolve_auto(old_logprobs_from_update=self.speed.value(FROM_UPDATE))
 
     # -- one step ---------------------------------------------------------------------------------
     def train_one_step(self) -> dict[str, float]:
@@ -87,9 +99,9 @@ class RLTrainer(TrainerShell):
 
     # -- prepare and update -----------------------------------------------------------------------
     def _prepare(self, batch: Batch, scores: torch.Tensor, metrics: dict[str, float]) -> Batch:
-        cfg = self.cfg.algorithm
+        cfg = self.algorithm
         micro = cfg.micro_batch_size_per_device
-        scores = add_overlong_penalty(scores, batch, cfg, self.cfg.rollout.max_new_tokens)
+        scores = add_overlong_penalty(scores, batch, cfg, self.cfg.rollout.response_budget)
         batch["token_level_scores"] = scores_on_last_token(scores, batch["response_mask"])
         # With old_logprobs_from_update there are no old log-probs before the update: the loss takes them from
         # the update's own forward and reports kl and rollout/logprob_abs_diff from there.
@@ -117,7 +129,7 @@ class RLTrainer(TrainerShell):
         return batch
 
     def _add_old_logprobs(self, batch: Batch, metrics: dict[str, float]) -> None:
-        cfg = self.cfg.algorithm
+        cfg = self.algorithm
         if cfg.reuse_rollout_logprobs and "rollout_logprobs" in batch:
             # On-policy (the config validator checks it): the rollout sampled with the weights about to be
             # updated, so its log-probs are the old log-probs up to kernel noise and that pass is skipped.
@@ -132,7 +144,7 @@ class RLTrainer(TrainerShell):
                     (batch["old_logprobs"] - batch["rollout_logprobs"]).abs(), batch["response_mask"])
 
     def _update(self, batch: Batch) -> dict[str, float]:
-        cfg = self.cfg.algorithm
+        cfg = self.algorithm
         agg_mode, norm_length = loss_agg_mode(self.cfg), loss_norm_length(self.cfg)
         train_actor = self.step > self.cfg.critic.warmup_steps
         local_mini = cfg.mini_batch_size * self.cfg.rollout.n // self.dist.world_size

@@ -41,6 +41,7 @@ from rlkit.errors import ConfigError
 from rlkit.models.loading import load_tokenizer
 from rlkit.trainer.components import build_engine, resolve_model_path
 from rlkit.trainer.shell import TrainerShell
+from rlkit.trainer.speed import log_header, plan_speed, settle_memory
 
 log = logging.getLogger(__name__)
 
@@ -65,6 +66,7 @@ def sft_loss_fn(num_tokens: float) -> LossFn:
 
 class SFTTrainer(TrainerShell):
     kind = "sft"
+    command = "rlkit sft"
 
     def __init__(self, cfg: SFTConfig, dist: DistInfo):
         check_against_world(cfg, dist)
@@ -83,10 +85,15 @@ class SFTTrainer(TrainerShell):
         self.sampler = EpochSampler(len(self.train_data), data.train_batch_size, seed=cfg.trainer.seed,
                                     shuffle=data.shuffle)
         self.total_steps = cfg.trainer.num_steps(self.sampler.steps_per_epoch)
+        speed = plan_speed(cfg, self.dist, model_path=self.model_path)
         self.engine: TrainEngine = build_engine(cfg, EngineSpec(
             role="actor", model_path=self.model_path, optim=cfg.optim, lora=cfg.model.lora,
             trust_remote_code=cfg.model.trust_remote_code, total_optimizer_steps=self.total_steps,
-            seed=cfg.trainer.seed), self.dist)
+            seed=cfg.trainer.seed), self.dist, speed)
+        # A micro-batch is at most data.micro_batch_size_per_device samples: the budget only splits it further.
+        self.speed = settle_memory(speed, cfg, engines=[self.engine], rollout=None, dist=self.dist,
+                                   longest=data.max_length, batch_sequences=data.micro_batch_size_per_device)
+        log_header(self.speed, self.dist)
         self.batches = iter(self.sampler)
         if self.dist.is_main:
             log.info("SFT on %d samples (%d validation), %d steps of %d samples, model %s",

@@ -1,17 +1,27 @@
 """What a training run does around its steps, the same for RL and SFT.
 
-    setup -> resume -> (validate) -> steps -> cleanup,   one step: train -> (validate) -> log -> (save)
+    lock -> setup -> resume -> (validate) -> steps -> cleanup -> unlock
+    one step: train -> (validate) -> log -> (save) -> (after a preemption signal: save, stop)
 
-* **Setup** fails cleanly: what it created under trainer.output_dir is removed, and what it started (engines,
-  loggers) is closed.
+* **The output directory** is checked, created and locked (`.rlkit.lock`) before anything is written there,
+  and the lock is given back last, after everything else has closed (rlkit.trainer.output_dir).
+* **Setup** fails cleanly: what it started (engines, loggers) is closed, then what it created under
+  trainer.output_dir is removed (only that). Before any model loads, the run is checked against the one
+  before it in the directory (rlkit.trainer.resume_checks): no finished run's metrics overwritten, no
+  checkpoint of the other kind, a config change listed (refused where the checkpoint no longer fits it).
 * **One order per step.** The step's metrics line is written before its checkpoint: a crash in between
   leaves a line past the last checkpoint, which the resumed run truncates and writes again, never a
   checkpoint whose step has no line. So `time/save`, the seconds spent writing a checkpoint, is reported on
   the line of the step after it; `time/validate` and the step's own phases on the step's line.
+* **Stopping.** After each step the ranks agree whether any received a preemption signal
+  (trainer.preempt_signals); if so the step is saved (unless it just was) and the run raises RunStopped (exit
+  75). Ctrl-C stops at once with RunStopped (exit 130). Both say where the run stopped and how to resume
+  (rlkit.trainer.preemption).
 * **Checkpoints** hold the engines (the subclass's), `trainer_state.json` (kind, step, world size and the
   subclass's state), every rank's torch RNG state, the config and the tokenizer. A resume restores them all,
   so a resumed run continues exactly, dropout included.
-* **Cleanup** closes every engine and logger, whether the run ends or fails.
+* **Cleanup** closes every engine and logger, then records in the lock file how the run ended, whether the
+  run ends or fails.
 """
 
 from __future__ import annotations
@@ -28,22 +38,15 @@ import torch
 import yaml
 
 from rlkit.distributed import DistInfo, all_reduce_sum
-from rlkit.errors import CheckpointError
 from rlkit.timing import PhaseTimer
-from rlkit.trainer.checkpoint import CheckpointManager, resume_point
-from rlkit.trainer.guards import check_output_dir, removed_on_error
+from rlkit.trainer.checkpoint import TRAINER_STATE, CheckpointManager, resume_point
 from rlkit.trainer.metrics import MetricsLogger, build_logger
+from rlkit.trainer.output_dir import OutputDir
+from rlkit.trainer.preemption import StopRequests
+from rlkit.trainer.resume_checks import check_start, check_total_steps
 
 log = logging.getLogger(__name__)
-TRAINER_STATE = "trainer_state.json"
 RNG_DIR = "rng"
-# What a checkpoint of the other kind is, and what to do, in the words of the run that refuses it.
-_WRONG_KIND = {
-    "sft": "is not an SFT checkpoint (an `rlkit train` run's?); give `rlkit sft` its own trainer.output_dir, or "
-           "start from an exported model with model.path",
-    "rl": "is not an RL checkpoint (an `rlkit sft` run's?); give `rlkit train` its own trainer.output_dir, or "
-          "start from an exported model with model.path",
-}
 
 
 class TrainerShell:
@@ -52,23 +55,25 @@ class TrainerShell:
     `load_trainer_state`). `cfg` has the `trainer`, `model` and `engine` sections of both run kinds."""
 
     kind: ClassVar[str]  # "rl" or "sft", written into trainer_state.json
+    command: ClassVar[str]  # "rlkit train" or "rlkit sft": how the lock file names the run to another one
 
     def __init__(self, cfg: Any, dist: DistInfo):
         torch.manual_seed(cfg.trainer.seed + dist.rank)  # dropout streams: reproducible, distinct per rank
         self.cfg = cfg
         self.dist = dist
-        self.output_dir = Path(cfg.trainer.output_dir)
         self.step = 0
         self.total_steps = 0
         self.first_validation: dict[str, float] = {}
         self.timer = PhaseTimer(cuda=dist.device.startswith("cuda"))
-        check_output_dir(self.output_dir)
-        # A setup that fails (bad model path, data file, plugin, checkpoint) leaves no trace in output_dir and
-        # closes what it started.
-        with removed_on_error(self.output_dir, is_main=dist.is_main), ExitStack() as resources:
+        self.output = OutputDir.open(cfg.trainer.output_dir, dist, command=self.command)  # checked and locked
+        self.output_dir = self.output.path
+        # A setup that fails (bad model path, data file, plugin, checkpoint) closes what it started, then removes
+        # what it created in output_dir, and only that, and gives the lock back.
+        with self.output.setup(), ExitStack() as resources:
             self.resources = resources  # setup registers what close() must close
             self.checkpoints = CheckpointManager(self.output_dir / "checkpoints", cfg.trainer.keep_last, dist.is_main)
             resume_from = resume_point(cfg.trainer.resume, self.checkpoints, self.output_dir)
+            check_start(resume_from, cfg, self.output, kind=self.kind, world_size=dist.world_size)
             self.setup()
             if resume_from is not None:
                 self._load(resume_from)
@@ -78,7 +83,10 @@ class TrainerShell:
                 name=cfg.trainer.experiment_name or self.output_dir.name, config=cfg.model_dump(mode="json"),
             )
             resources.callback(self.logger.close)
-            self.resources = resources.pop_all()  # set up: kept open until close()
+            # Set up: kept open until close(), which closes it all and then, last, gives the lock back.
+            self.resources = ExitStack()
+            self.resources.callback(self.output.release)
+            self.resources.push(resources.pop_all())
 
     # -- what a run kind defines ------------------------------------------------------------------
     def setup(self) -> None:
@@ -114,21 +122,22 @@ class TrainerShell:
 
     # -- the loop ---------------------------------------------------------------------------------
     def fit(self) -> dict[str, float]:
-        """Run to trainer.total_steps (validating first with trainer.val_before_train); the last step's metrics."""
+        """Run to trainer.total_steps (validating first with trainer.val_before_train); the last step's metrics.
+        A preemption signal or Ctrl-C ends it with RunStopped (see the module docstring)."""
         trainer = self.cfg.trainer
         last: dict[str, float] = {}
         try:
-            if trainer.val_before_train and self.step == 0 and self.has_validation():
-                self.first_validation = self.validate()
-                self.logger.log(0, self.first_validation)
-            while self.step < self.total_steps:
-                self.step += 1
-                last = self._run_step()
-                # Logged before the save: see the module docstring.
-                self.logger.log(self.step, last)
-                is_last = self.step == self.total_steps
-                if (trainer.save_freq and self.step % trainer.save_freq == 0) or (is_last and trainer.save_at_end):
-                    self.save()
+            with self.output.running(), StopRequests(trainer.preempt_signals, self._progress) as stops:
+                if trainer.val_before_train and self.step == 0 and self.has_validation():
+                    self.first_validation = self.validate()
+                    self.logger.log(0, self.first_validation)
+                while self.step < self.total_steps:
+                    self.step += 1
+                    last = self._run_step()
+                    self.logger.log(self.step, last)  # before the save: see the module docstring
+                    saved = self.save() if self._checkpoint_due() else None
+                    if stops.agreed():  # a collective: every rank stops after this same step, with it saved
+                        raise stops.preempted(self.step, saved or self.save())
         finally:
             self.close()
         self.finish(last)
@@ -145,6 +154,10 @@ class TrainerShell:
         self.timer.reset()
         return metrics
 
+    def _checkpoint_due(self) -> bool:
+        trainer, is_last = self.cfg.trainer, self.step == self.total_steps
+        return bool(trainer.save_freq and self.step % trainer.save_freq == 0) or (is_last and trainer.save_at_end)
+
     def step_costs(self, start: float, num_tokens: float) -> dict[str, float]:
         """time/step since `start`, throughput over `num_tokens` (this rank's; summed over ranks), memory peaks."""
         seconds = time.perf_counter() - start
@@ -156,8 +169,14 @@ class TrainerShell:
         return metrics
 
     def close(self) -> None:
-        """Close the loggers and every engine the run started (idempotent)."""
+        """Close the loggers and every engine the run started, then give the output directory's lock back
+        (idempotent)."""
         self.resources.close()
+
+    def _progress(self) -> tuple[int, Path | None]:
+        """The step in progress and the newest checkpoint, for the message of a stopped run."""
+        published = self.checkpoints.complete_checkpoints()
+        return self.step, published[-1] if published else None
 
     # -- checkpoints ------------------------------------------------------------------------------
     def save(self) -> Path:
@@ -177,9 +196,9 @@ class TrainerShell:
             self.tokenizer.save_pretrained(str(directory / "tokenizer"))
 
     def _load(self, directory: Path) -> None:
-        state = json.loads((directory / TRAINER_STATE).read_text())
-        if state.get("kind", "rl") != self.kind:  # RL checkpoints before the kind was written have none
-            raise CheckpointError(f"{directory} {_WRONG_KIND[self.kind]}")
+        state = json.loads((directory / TRAINER_STATE).read_text())  # its kind was checked before setup
+        if self.cfg.trainer.total_steps is None:  # the run's length came from the data
+            check_total_steps(self.total_steps, state["step"], directory)
         self.load_engines(directory)
         self.step = state["step"]
         self.load_trainer_state(state)

@@ -92,16 +92,8 @@ case $STEP in
   bash .gpu/smollm_p1/device_install.sh smollm .gpu/smollm_p1 | tail -1
   need /tmp/site_smollm/.installed
   mkdir -p /tmp/place/gsm8k && cp .gpu/gsm8k/train.parquet "$DATA"
-  # The GGUF (Q4_1) dequantized by transformers into a bf16 Hugging Face folder (the gguf package: step 1).
-  [ -f "$MODEL/config.json" ] || python3 - "$MODEL" /tmp/site_smollm/*.gguf <<'PY' 2>&1 | tail -3 | log
-import os, sys
-from transformers import AutoModelForCausalLM, AutoTokenizer
-out, path = sys.argv[1], sys.argv[2]
-folder, name = os.path.dirname(path), os.path.basename(path)
-AutoTokenizer.from_pretrained(folder, gguf_file=name).save_pretrained(out)
-AutoModelForCausalLM.from_pretrained(folder, gguf_file=name, dtype="bfloat16").save_pretrained(out)
-print("imported", path, "->", out)
-PY
+  # The GGUF (Q4_1) as a bf16 Hugging Face folder (rlkit model import; the gguf package: step 1).
+  [ -f "$MODEL/config.json" ] || python3 -m rlkit model import /tmp/site_smollm/*.gguf "$MODEL" 2>&1 | tail -3 | log
   need "$MODEL/config.json"
   common="--model $MODEL --data $DATA --engine fsdp2 --rollout vllm --nproc 2 --prompts 32 --n 8 --response-len 256"
   common="$common --steps 5 --warmup 1 --no-baseline"

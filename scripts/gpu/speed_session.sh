@@ -8,36 +8,50 @@
 #  1   .gpu/vllm_p0 .gpu/dsw .gpu/extra_small   3   installs DeepSpeed + extras, stores vLLM piece 0. 1c: ZeRO-3 as
 #                                                   rlkit now builds it (leaf decoder layers, persistent parameters)
 #                                                   vs DeepSpeed's stock ZeRO-3 vs ZeRO-2 vs FSDP2, log-prob pass and
-#                                                   update, 0.5B shape, 256 x (128+256), 16 per micro-batch.
+#                                                   update, 0.5B shape, 256 x (128+256), 16 per micro-batch (options
+#                                                   left at auto are their fixed defaults in engine_passes.py).
 #                                                   Look for: z3 update within 1.2x of fsdp2 (stock was ~2.3x);
-#                                                   profile_z3_stock.txt GPU-busy share well under z3's.
+#                                                   z2 vs z3: ZeRO-2 is what zero_stage auto picks on one GPU.
 #  2   .gpu/vllm_p1                             3   finishes vLLM. 1a on the 0.5B shape (the docs' 1.02 s vs 1.98 s):
 #                                                   per-variant times of scripts/gpu/vllm_logprobs_cost.py.
-#                                                   Look for: "rlkit request, logprobs=0" near "no logprobs";
-#                                                   which of flat_logprobs / detokenize=False buys it; gc_s; the
-#                                                   profile's top functions (decode, Logprob, append_logprobs...).
+#                                                   Look for: "rlkit request, logprobs=0" near "no logprobs".
 #  3   .gpu/smollm_p0                           0.5 stores GGUF piece 0 (nothing else: keep it short).
 #  4   .gpu/smollm_p1 .gpu/gsm8k                8   imports SmolLM2-135M-Instruct ($MODEL), then the issue's
 #                                                   workload as a user runs it: rlkit bench --model --data, fsdp2 x
-#                                                   vllm, defaults only, 32 x 8 x <=256, median of steps 2-6, with
-#                                                   the vLLM-alone rows; and 1a on real text (GSM8K prompts).
-#                                                   Look for: step <= 4.4 s; step / vLLM <= 1.3x; gen / vLLM <= 1.11x.
-#  5   (none)                                   5   the speed switches by hand, fsdp2 and deepspeed x vllm (the
-#                                                   "auto" design's targets), and DeepSpeed's passes on $MODEL
+#                                                   vllm, NO speed switches (every option auto), 32 x 8 x <=256,
+#                                                   median of steps 2-6, with the vLLM-alone rows; and 1a on real
+#                                                   text (GSM8K prompts).
+#                                                   Look for: the "fsdp2 x vllm ran with ..." line (what auto
+#                                                   picked: packing, compile, a budget, no checkpointing, no rollout
+#                                                   log-probs, old log-probs from the update); step <= 4.4 s;
+#                                                   step / vLLM <= 1.3x; gen / vLLM <= 1.11x; peak GB against the
+#                                                   budget's arithmetic in default_fsdp2-vllm.txt (speed: lines).
+#  5   (none)                                   6   the same workload: deepspeed x vllm with no speed switches
+#                                                   (auto: ZeRO-2 on one GPU), and fsdp2 x vllm with the fixed
+#                                                   settings plus the issue's hand-picked switches (its 5.13 s row).
+#                                                   Look for: deepspeed step <= 1.2x step 4's fsdp2; step 4's auto
+#                                                   row at or below the hand-picked one.
+#  6   (none)                                   5   fsdp2 x vllm with the fixed settings from before auto (the
+#                                                   "before" row on this machine), and DeepSpeed's passes on $MODEL
 #                                                   (also without overlap_comm, which one rank cannot use).
-#                                                   Look for: deepspeed step <= 1.2x fsdp2's.
-#  6   .gpu/sglang_p0                           1   stores SGLang piece 0; the FSDP2 passes on $MODEL with the
-#                                                   machine's transformers (5.17): the reference for step 7.
-#  7   .gpu/sglang_p1                           8   installs SGLang. 1b: scripts/gpu/sglang_contention.py (passes
-#                                                   alone / next to an idle SGLang, spinning or sleeping; SGLang's
-#                                                   generate with and without log-probs), the same passes with the
-#                                                   SGLang bundle's transformers (5.12.1) hidden, and rlkit bench
-#                                                   fsdp2 x sglang on the issue's workload.
-#                                                   Look for: passes "alone" here vs step 6 (the transformers build);
+#  7   .gpu/sglang_p0                           1   stores SGLang piece 0; the FSDP2 passes on $MODEL with the
+#                                                   machine's transformers (5.17): the reference for step 8.
+#  8   .gpu/sglang_p1                           8   installs SGLang. 1b: scripts/gpu/sglang_contention.py, the same
+#                                                   passes with the SGLang bundle's transformers hidden, and rlkit
+#                                                   bench fsdp2 x sglang on the issue's workload (no speed switches).
+#                                                   Look for: passes "alone" here vs step 7 (the transformers build);
 #                                                   sleep_on_idle=False vs True, and its idle_cpu_share (~1.0 vs ~0).
-# Order of value if device time runs short: 1, 2, 4 (vLLM and DeepSpeed causes, the targets), then 6-7 (SGLang), 5.
+#  9   (none)                                   7   tests/gpu/test_speed_defaults_gpu.py (what auto picks for the tiny
+#                                                   model, FSDP2 and DeepSpeed: 2 passed), then
+#                                                   target 5: configs/grpo_gsm8k.yaml as shipped (64 x 8 x <=512, 4
+#                                                   optimizer steps a batch), FSDP2, on $MODEL and the GSM8K file,
+#                                                   6 steps; only paths, the step count and no validation/saves
+#                                                   given. Look for: median time/step of steps 2-6 <= 1/3 of 23-34 s
+#                                                   (recipe_fsdp2.txt), and its speed: lines.
+# 10   (none)                                   6   the same with --engine deepspeed (33-43 s before).
+# Order of value if device time runs short: 1, 4 (the defaults, targets 1-3), 9-10 (target 5), 5, 2, then 6-8.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-7)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-10)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=/tmp/speed/gsm8k/train.parquet
@@ -45,8 +59,15 @@ SGLANG_SITE=/tmp/site_sglang
 mkdir -p /tmp/speed
 PASSES="python3 benchmarks/engine_passes.py --seqs 256 --prompt-len 128 --response-len 256 --repeats 2"
 WORKLOAD="--model $MODEL --data $DATA --prompts 32 --n 8 --response-len 256 --steps 5 --warmup 1"
-DS_SETTINGS=(--setting z3: --setting z3_stock:ds.stage3_param_persistence_threshold=100000,leaf_layers=false
+DS_SETTINGS=(--setting z3:deepspeed.zero_stage=3
+             --setting z3_stock:deepspeed.zero_stage=3,ds.stage3_param_persistence_threshold=100000,leaf_layers=false
              --setting z2:deepspeed.zero_stage=2 --setting z1:deepspeed.zero_stage=1)
+# The settings runs had before every speed option became auto (docs/speed_defaults.md), and the switches the issue
+# picked by hand on top of them (its 5.13 s row); later overrides win.
+FIXED="engine.pack_sequences=false engine.torch_compile=false engine.max_tokens_per_micro_batch=null
+       engine.gradient_checkpointing=false rollout.return_logprobs=true algorithm.old_logprobs_from_update=false"
+HAND_PICKED="rollout.return_logprobs=false engine.torch_compile=true engine.pack_sequences=true
+             engine.max_tokens_per_micro_batch=16384"
 
 need() { [ -e "$1" ] || { echo "missing $1: run the earlier steps first, back to back"; exit 3; }; }
 log() { tee -a "$OUT/step$STEP.log"; }
@@ -55,7 +76,31 @@ bench() {  # bench NAME ARGS...: rlkit bench into /tmp/speed/NAME, table and jso
   echo "+ rlkit bench $* --out /tmp/speed/$name" | log
   python3 -m rlkit bench "$@" --out "/tmp/speed/$name" 2>&1 | grep --line-buffered -v "Loading\|it/s]" | log
   cp "/tmp/speed/$name/bench.json" "$OUT/$name.json" 2>/dev/null
-  for run in "/tmp/speed/$name"/runs/*; do tail -n 30 "$run/bench.log" > "$OUT/${name}_$(basename "$run").txt"; done
+  for run in "/tmp/speed/$name"/runs/*; do
+    { grep "speed: " "$run/bench.log"; tail -n 30 "$run/bench.log"; } > "$OUT/${name}_$(basename "$run").txt"
+  done
+}
+recipe() {  # recipe NAME ARGS...: configs/grpo_gsm8k.yaml as shipped, on $MODEL and the GSM8K file, 6 steps
+  local name=$1; shift
+  local dir=/tmp/speed/$name
+  echo "+ rlkit train configs/grpo_gsm8k.yaml $* (paths, 6 steps, no validation or checkpoints)" | log
+  python3 -m rlkit train configs/grpo_gsm8k.yaml "$@" model.path="$MODEL" "data.train_files=[$DATA]" \
+    "data.val_files=[]" trainer.total_steps=6 trainer.val_before_train=false trainer.test_freq=0 \
+    trainer.save_freq=0 trainer.save_at_end=false trainer.resume=disable trainer.progress_bar=false \
+    "trainer.loggers=[console,jsonl]" trainer.output_dir="$dir" 2>&1 | grep --line-buffered -v "Loading\|it/s]" \
+    > "$OUT/$name.log"
+  grep "speed: \|error" "$OUT/$name.log" | log
+  cp "$dir/metrics.jsonl" "$OUT/${name}_metrics.jsonl" 2>/dev/null
+  python3 - "$dir/metrics.jsonl" <<'PY' 2>&1 | tee "$OUT/$name.txt" | log
+import json, statistics, sys
+records = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+steps = [r for r in records if r.get("step", 0) >= 2 and "time/step" in r]
+print(f"{len(steps)} steps after the first; median seconds:")
+for key in sorted({k for r in steps for k in r if k.startswith("time/")}):
+    print(f"  {key}: {statistics.median(r[key] for r in steps if key in r):.3f}")
+print(f"  first step: {records[0]['time/step']:.1f} s; memory/peak_gb max: "
+      f"{max(r.get('memory/peak_gb', 0) for r in records):.1f}")
+PY
 }
 
 case $STEP in
@@ -91,21 +136,25 @@ case $STEP in
   ;;
 5)
   need "$MODEL/config.json"
-  bench switches $WORKLOAD --engine fsdp2,deepspeed --rollout vllm --no-baseline --steps 4 \
-    engine.torch_compile=true engine.pack_sequences=true engine.max_tokens_per_micro_batch=16384 \
-    rollout.return_logprobs=false algorithm.old_logprobs_from_update=true
-  $PASSES --engine deepspeed --model "$MODEL" --out /tmp/speed/passes_smollm "${DS_SETTINGS[@]}" \
-    --setting z3_no_overlap:ds.overlap_comm=false --setting z2_no_overlap:deepspeed.zero_stage=2,ds.overlap_comm=false 2>&1 | log
-  cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_deepspeed.json"
+  bench ds_default $WORKLOAD --engine deepspeed --rollout vllm --no-baseline --steps 4
+  bench hand_picked $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline --steps 4 $FIXED $HAND_PICKED
   ;;
 6)
+  need "$MODEL/config.json"
+  bench fixed $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline --steps 4 $FIXED
+  $PASSES --engine deepspeed --model "$MODEL" --out /tmp/speed/passes_smollm "${DS_SETTINGS[@]}" \
+    --setting z3_no_overlap:deepspeed.zero_stage=3,ds.overlap_comm=false \
+    --setting z2_no_overlap:deepspeed.zero_stage=2,ds.overlap_comm=false 2>&1 | log
+  cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_deepspeed.json"
+  ;;
+7)
   bash .gpu/sglang_p0/device_install.sh sglang .gpu/sglang_p0 | tail -1
   need "$MODEL/config.json"
   python3 -c "import transformers; print('transformers', transformers.__version__)" | log
   $PASSES --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_smollm --setting fsdp2: --repeats 3 2>&1 | log
   cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_fsdp2.json"
   ;;
-7)
+8)
   bash .gpu/sglang_p1/device_install.sh sglang .gpu/sglang_p1 | tail -1
   need $SGLANG_SITE/.installed
   need "$MODEL/config.json"
@@ -120,7 +169,16 @@ case $STEP in
   mv /tmp/site_sglang_hidden/* $SGLANG_SITE/
   bench sglang $WORKLOAD --engine fsdp2 --rollout sglang --no-baseline
   ;;
+9)
+  need "$MODEL/config.json"
+  timeout 240 python3 -m pytest tests/gpu/test_speed_defaults_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15 | log
+  recipe recipe_fsdp2
+  ;;
+10)
+  need "$MODEL/config.json"
+  recipe recipe_deepspeed --engine deepspeed
+  ;;
 *)
-  echo "unknown step $STEP (1-7)"; exit 2
+  echo "unknown step $STEP (1-10)"; exit 2
   ;;
 esac

@@ -3,7 +3,7 @@
 One torchrun launch per world size runs many cases in turn (tests/integration/scripts/split_runs.py), since
 process start-up dominates on a small machine:
 - world 2 (one trainer, one rollout rank): staleness 0 gives the colocated run's metrics and weights exactly,
-  and resumes exactly; the rollout rank's weights equal the trainer's after the last publish; staleness 1 and 2
+  and resumes exactly, with multi-turn conversations too; the rollout rank's weights equal the trainer's after the last publish; staleness 1 and 2
   learn the built-in task as the synchronous run does; a failing reward on the rollout rank stops the trainer
   with its message, and a trainer that fails while the rollout rank generates stops it cleanly.
 - world 3 (two trainers, one rollout engine serving both): staleness 0 with ReMax's greedy baselines and DAPO's
@@ -33,6 +33,10 @@ EXACT = ["trainer.total_steps=4", "trainer.test_freq=2", "trainer.save_freq=2"]
 LEARN = ["trainer.total_steps=16", "trainer.test_freq=0", "trainer.val_before_train=false", "trainer.save_at_end=false",
          "optim.lr=2e-2", "rollout.n=8", "algorithm.mini_batch_size=8"]
 SPLIT = "placement.mode=split"
+# Conversations of two turns with a tool (examples/environments/letter_lookup.py): the environments step on the
+# rollout rank, and every turn is a generate call with its own seed.
+MULTI_TURN = [f"environment.name={REPO}/examples/environments/letter_lookup.py:LetterLookup", "reward.name=environment",
+              "rollout.max_turns=2", "rollout.max_total_tokens=32"]
 
 PLUGIN = '''
 from rlkit.algorithms.policy_losses import ppo_loss
@@ -106,6 +110,7 @@ def world2(tiny_model, tmp_path_factory):
          "rollout_weights": str(root / "k0_rollout_weights.pt")},
         {"name": "k0_part", "overrides": [*EXACT, SPLIT, "trainer.total_steps=2"], "output_dir": str(root / "resumed")},
         {"name": "k0_resumed", "overrides": [*EXACT, SPLIT], "output_dir": str(root / "resumed")},
+        {"name": "k0_multi_turn", "overrides": [*EXACT, SPLIT, *MULTI_TURN]},
         {"name": "k1", "overrides": [*LEARN, SPLIT, "placement.staleness=1"]},
         {"name": "k2", "overrides": [*LEARN, SPLIT, "placement.staleness=2"]},
         {"name": "reward_fails", "overrides": [SPLIT, f"reward.name={plugin}:reward"]},
@@ -116,6 +121,7 @@ def world2(tiny_model, tmp_path_factory):
     # The synchronous references: one colocated rank, in this process.
     train(small_run(tiny_model, root / "colocated", *EXACT))
     train(small_run(tiny_model, root / "sync", *LEARN))
+    train(small_run(tiny_model, root / "colocated_multi_turn", *EXACT, *MULTI_TURN))
     return root, results
 
 
@@ -125,6 +131,15 @@ def test_staleness_0_is_the_colocated_run_exactly(world2):
     assert metrics(root / "k0") == metrics(root / "colocated")
     assert [record["step"] for record in metrics(root / "k0")] == [0, 1, 2, 3, 4]
     assert_same_weights(actor_weights(root / "k0", 4), actor_weights(root / "colocated", 4))
+
+
+def test_staleness_0_with_multi_turn_conversations_is_the_colocated_run_exactly(world2):
+    root, results = world2
+    assert results[0]["k0_multi_turn"] is None and results[1]["k0_multi_turn"] is None
+    split, colocated = metrics(root / "k0_multi_turn"), metrics(root / "colocated_multi_turn")
+    assert split == colocated
+    assert any(record.get("env/tool_calls/mean", 0) > 0 for record in split)  # the tool was called and answered
+    assert_same_weights(actor_weights(root / "k0_multi_turn", 4), actor_weights(root / "colocated_multi_turn", 4))
 
 
 def test_the_rollout_rank_holds_the_trainers_weights_after_the_last_publish(world2):

@@ -134,7 +134,7 @@ def test_the_loop_times_validation_and_saves_and_closes_the_rollout(tiny_model, 
 
 
 def test_an_sft_checkpoint_is_not_resumed_and_the_engines_started_are_closed(tiny_model, tmp_path, monkeypatch):
-    from rlkit.errors import CheckpointError
+    from rlkit.errors import CheckpointError, ConfigError
     from rlkit.rollout.hf import HFRollout
     from rlkit.trainer.checkpoint import write_manifest
 
@@ -147,4 +147,14 @@ def test_an_sft_checkpoint_is_not_resumed_and_the_engines_started_are_closed(tin
     write_manifest(checkpoint, 5)
     with pytest.raises(CheckpointError, match="step_00000005 is not an RL checkpoint"):
         train(small_run(tiny_model, tmp_path))
+    assert closed == []  # refused before any engine was built (rlkit.trainer.resume_checks)
+
+    # A refusal that comes only once the setup has built the rollout engine: a run whose length comes from
+    # the data (trainer.total_steps null) ends before the checkpoint's step.
+    checkpoint = tmp_path / "epochs" / "checkpoints" / "step_00100000"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "trainer_state.json").write_text(json.dumps({"kind": "rl", "step": 100000, "sampler": {}}))
+    write_manifest(checkpoint, 100000)
+    with pytest.raises(ConfigError, match="is below step 100000 of .*step_00100000"):
+        train(small_run(tiny_model, tmp_path / "epochs", "trainer.total_steps=null", "trainer.total_epochs=1"))
     assert len(closed) == 1  # the setup had built the rollout engine when the checkpoint was refused

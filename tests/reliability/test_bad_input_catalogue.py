@@ -3,6 +3,7 @@ file, row, key or flag, with no traceback (`--debug` shows one), and nothing wri
 trainer.output_dir is not created, and an output directory that holds a run is left exactly as it was."""
 
 import importlib.util
+import json
 import os
 import shutil
 import subprocess
@@ -50,6 +51,7 @@ def inputs(tmp_path_factory, tiny_model) -> Inputs:
     for name, text in files.items():
         (root / name).write_text(text)
     (root / "latin1.jsonl").write_bytes('{"prompt": "café", "answer": "a"}\n'.encode("latin-1"))
+    (root / "my_task.jsonl").write_text('{"prompt": "repeat the letter a", "answer": "a"}\n' * 8)
     (root / "source_number.jsonl").write_text('{"prompt": "repeat the letter a", "answer": "a", "data_source": 5}\n')
     (root / "not_a_checkpoint").mkdir()
     (root / "full_export").mkdir()
@@ -76,6 +78,7 @@ class Case:
     prepare: Callable[[Inputs], None] = lambda x: None  # damage the run copy first
     output_dir: Callable[[Inputs], Path] | None = None  # an output_dir that is itself the mistake
     needs_missing: str = ""  # skip when this module is installed
+    runs: bool = False  # the run gets past its setup and fails in a step: its lock file records the failed attempt
 
 
 CASES = [
@@ -100,12 +103,15 @@ CASES = [
     Case("engine-plugin-not-installed", lambda x: ["engine.name=rlkit_missing_engine:Engine"],
          ["rlkit_missing_engine", "No module named"]),
     Case("batch-larger-than-data", lambda x: ["data.train_batch_size=400", "algorithm.mini_batch_size=400"],
-         ["data.train_batch_size=400 is larger than the 200 training prompts"], on_run=True),
+         ["data.train_batch_size=400 is larger than the 200 training prompts"]),
     Case("mini-batch-does-not-divide", lambda x: ["algorithm.mini_batch_size=3"], ["algorithm.mini_batch_size=3"]),
     Case("output-dir-is-a-file", lambda x: [], ["trainer.output_dir=", "a_file is a file"],
          output_dir=lambda x: x.root / "a_file"),
     Case("output-dir-under-a-file", lambda x: [], ["cannot be created", "a_file is a file"],
          output_dir=lambda x: x.root / "a_file" / "run"),
+    Case("output-dir-name-too-long", lambda x: [], ["trainer.output_dir: the name 'xxxx", "is 300 bytes long",
+                                                    "more than the 255"],
+         output_dir=lambda x: x.root / "new" / ("x" * 300)),
     # -- model paths ---------------------------------------------------------------------------------------
     Case("model-missing", lambda x: [f"model.path={x.root / 'no_model'}"], ["model.path", "no_model' does not exist"],
          on_run=True),
@@ -121,7 +127,8 @@ CASES = [
     Case("data-missing", lambda x: [f"data.train_files=[{x.root / 'nope.jsonl'}]"], ["nope.jsonl", "data.train_files"],
          on_run=True),
     Case("val-data-missing", lambda x: [f"data.val_files=[{x.root / 'nope.jsonl'}]"], ["nope.jsonl", "data.val_files"]),
-    Case("data-bad-row", lambda x: [f"data.train_files=[{x.root / 'bad_row.jsonl'}]"],
+    # On the run: other data would be refused for the resume itself, so force it to reach the file.
+    Case("data-bad-row", lambda x: [f"data.train_files=[{x.root / 'bad_row.jsonl'}]", "trainer.force_resume=true"],
          ["bad_row.jsonl line 2 is not valid JSON"], on_run=True),
     Case("data-row-without-prompt", lambda x: [f"data.train_files=[{x.root / 'no_key.jsonl'}]"],
          ["no_key.jsonl line 2 has no key 'prompt'", "data.prompt_key"]),
@@ -155,11 +162,24 @@ CASES = [
     Case("reward-wrong-signature", lambda x: [f"reward.name={x.root / 'wrong_signature.py'}:reward"],
          ["wrong_signature.py:reward", "has parameters (text)"]),
     Case("reward-unknown-kwarg", lambda x: ["reward.kwargs={weigth: 2}"], ["reward.kwargs weigth"]),
+    Case("reward-per-source-unknown", lambda x: ["reward.per_data_source={letters: nope}"],
+         ["reward.per_data_source.letters: unknown reward 'nope'"]),
+    # Each data_source must have a reward before any model loads, not at the first reward call.
+    Case("reward-auto-unknown-data-source", lambda x: [f"data.train_files=[{x.root / 'my_task.jsonl'}]"],
+         ["data.train_files has data_source 'my_task', which reward.name=auto cannot score",
+          "reward.per_data_source: {'my_task': <reward>}"]),
+    # -- algorithm plugins: resolved before anything loads, not at the first update -----------------------
+    Case("policy-loss-unknown", lambda x: ["algorithm.policy_loss=ppoo"],
+         ["algorithm.policy_loss=ppoo: unknown policy loss 'ppoo'. Did you mean 'ppo'?"]),
+    Case("policy-loss-file-missing", lambda x: [f"algorithm.policy_loss={x.root / 'missing.py'}:loss"],
+         ["algorithm.policy_loss=", "missing.py does not exist"]),
+    Case("policy-loss-attribute-missing", lambda x: [f"algorithm.policy_loss={x.root / 'good.py'}:nothere"],
+         ["algorithm.policy_loss=", "no attribute 'nothere'"]),
     Case("reward-returns-text", lambda x: [f"reward.name={x.root / 'returns_text.py'}:reward"],
          ["returns_text.py:reward' failed on sample 0", "returned str as its score", "reward.on_error=zero"],
-         on_run=True),
+         on_run=True, runs=True),
     Case("reward-raises", lambda x: [f"reward.name={x.root / 'raises.py'}:reward"],
-         ["raises.py:reward' failed on sample 0", "ZeroDivisionError"], on_run=True),
+         ["raises.py:reward' failed on sample 0", "ZeroDivisionError"], on_run=True, runs=True),
     # -- resume paths --------------------------------------------------------------------------------------
     Case("resume-path-missing", lambda x: [f"trainer.resume={x.root / 'no_checkpoint'}"],
          ["trainer.resume=", "no_checkpoint: no such checkpoint directory"]),
@@ -211,7 +231,11 @@ def test_bad_input_exits_2_naming_it(case, inputs, run_copy, small_run, invoke, 
     assert "Traceback" not in result.output and isinstance(result.exception, SystemExit), result.output
     assert "error: " in message or "invalid config" in message
     assert not fresh.parent.exists(), sorted(p.name for p in fresh.parent.rglob("*"))
-    assert dir_snapshot(run_copy) == before["run"]
+    after = dir_snapshot(run_copy)
+    if case.runs:
+        assert json.loads((run_copy / ".rlkit.lock").read_text())["state"] == "failed"
+        before["run"].pop(".rlkit.lock"), after.pop(".rlkit.lock")
+    assert after == before["run"]
     assert dir_snapshot(inputs.root) == before["inputs"]
 
 

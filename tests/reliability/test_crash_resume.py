@@ -132,3 +132,6 @@ def test_kill_at_several_points_then_resume_equals_an_uninterrupted_run(small_ru
     assert all(torch.equal(final[0][name], final[1][name]) for name in final[0])
     resumed_from = [line for line in (tmp_path / "runs.log").read_text().splitlines() if "resumed from" in line]
     assert [line.rsplit(" ", 1)[-1] for line in resumed_from] == ["1", "1", "2", "3"]
+    # Each restart took over the lock its killed predecessor left.
+    took_over = "which is no longer running (killed?); this run takes the lock over"
+    assert (tmp_path / "runs.log").read_text().count(took_over) == 4

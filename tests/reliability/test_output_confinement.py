@@ -36,7 +36,8 @@ def test_default_run_and_export_write_only_where_configured(tmp_path):
 
     # The embedded default (builtin:tiny on builtin:letters), one step instead of a hundred.
     rlkit("train", f"trainer.output_dir={out}", "trainer.total_steps=1")
-    assert sorted(p.name for p in out.iterdir()) == ["builtin_tiny", "checkpoints", "metrics.jsonl", "tensorboard"]
+    assert sorted(p.name for p in out.iterdir()) == [".rlkit.lock", "builtin_tiny", "checkpoints", "metrics.jsonl",
+                                                     "tensorboard"]
     assert listing(cwd) == [] and listing(home) == [] and only_torch_caches(tmp)
 
     # Export of a run whose builtin_tiny is gone (a run copied without it): the base is rebuilt in a temporary

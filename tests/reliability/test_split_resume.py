@@ -10,6 +10,7 @@ training, and resume it with trainer.resume=auto.
 
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -105,3 +106,51 @@ def test_kill_and_resume_a_split_job(small_run, train, tmp_path):
     resumed = [line for line in (tmp_path / "runs.log").read_text().splitlines() if "resumed from" in line]
     assert [line.rsplit(" ", 1)[-1] for line in resumed] == ["2", "2"]
 
+
+
+SIGNAL_BOTH_RANKS = '''
+import os, signal
+from pathlib import Path
+
+from rlkit.algorithms.policy_losses import ppo_loss
+
+CALLS = [0]
+
+
+def policy_loss(*args, **kwargs):
+    CALLS[0] += 1
+    if os.environ.get("SIGNAL_AT_CALL") == str(CALLS[0]):  # as a cluster signals every process of the job
+        parent = os.getppid()
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == parent:
+                    os.kill(int(stat.parent.name), signal.SIGTERM)
+            except (OSError, ProcessLookupError):
+                pass
+    return ppo_loss(*args, **kwargs)
+'''
+
+
+def test_a_preempted_split_job_saves_and_resumes_without_losing_a_prompt(small_run, tmp_path):
+    # SIGTERM to both ranks in the middle of step 2's update (four loss calls a step), the rollout rank a batch
+    # ahead: the trainer finishes step 2, saves, tells the rollout rank to stop and exits with 75; the rollout rank,
+    # which ignores the signal, exits cleanly (torchrun names no other failure). The same command resumes.
+    plugin = tmp_path / "plugin.py"
+    plugin.write_text(SIGNAL_BOTH_RANKS)
+    out, log_path = tmp_path / "k1", tmp_path / "runs.log"
+    command = split_command(small_run, out, "placement.staleness=1", "trainer.save_freq=0",
+                            f"algorithm.policy_loss={plugin}:policy_loss")
+    with log_path.open("w") as log:
+        stopped = subprocess.Popen(command, env={**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO),
+                                                 "SIGNAL_AT_CALL": "6"}, stdout=log, stderr=subprocess.STDOUT)
+        assert stopped.wait(timeout=600) != 0
+    text = log_path.read_text()
+    assert "stopped after step 2 on SIGTERM" in text, text[-3000:]
+    assert re.search(r"exitcode\s*:\s*75", text) and "<NO_OTHER_FAILURES>" in text, text[-3000:]
+    assert sorted(path.name for path in (out / "checkpoints").glob("step_*")) == ["step_00000002"]
+    with log_path.open("a") as log:
+        assert start(command, log).wait(timeout=600) == 0, log_path.read_text()[-3000:]
+    records = comparable(out)
+    assert [record["step"] for record in records] == [0, 1, 2, 3, 4]  # every step once
+    state = json.loads((out / "checkpoints/step_00000004/trainer_state.json").read_text())
+    assert state["sampler"] == {"epoch": 0, "position": TOTAL_STEPS}  # no batch of prompts lost or seen twice

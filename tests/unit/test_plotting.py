@@ -19,7 +19,8 @@ def test_several_runs_share_each_panel(tmp_path, monkeypatch):
     write_run(tmp_path / "colocated", [2.0, 2.0, 2.0], [0.1, 0.2, 0.3])
     write_run(tmp_path / "split_k1", [1.0, 1.0, 1.0], [0.1, 0.15, 0.3])
     monkeypatch.chdir(tmp_path)
-    result = CliRunner().invoke(cli, ["plot", "colocated", "split_k1", "--x", "time", "--keys", "reward/mean"])
+    result = CliRunner().invoke(cli, ["plot", "colocated", "split_k1", "--x", "time", "--keys", "reward/mean",
+                                      "--out", "curves.png"])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "curves.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 

@@ -385,7 +385,8 @@ RULES: dict[str, Rule] = {
     f"{_ROLLOUT}mode": no_effect("rlkit generates in the training processes, one batch at a time"),
     f"{_ROLLOUT}free_cache_engine": accepted(True, advice="set rollout.vllm.sleep_level=0 or "
                                              "rollout.sglang.release_memory=false to keep the rollout's memory"),
-    f"{_ROLLOUT}multi_turn.enable": accepted(False, advice="rlkit's rollouts are single-turn"),
+    f"{_ROLLOUT}multi_turn.enable": accepted(False, advice="set environment.name (tools, or your own environment) "
+                                             "and rollout.max_turns instead (docs/environments.md)"),
     # reference
     f"{_REF}log_prob_micro_batch_size_per_gpu": micro_batch,
     f"{_REF}log_prob_micro_batch_size": global_micro_batch,

@@ -18,6 +18,7 @@ from __future__ import annotations
 import os
 import warnings
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -36,6 +37,7 @@ from rlkit.engines.building import (
     compile_decoder_layers,
     compute_dtype,
     decoder_layers,
+    set_activation_checkpointing,
 )
 from rlkit.engines.deepspeed import state
 from rlkit.engines.deepspeed.ds_config import build_ds_config, reference_zero_stage
@@ -57,9 +59,11 @@ class DeepSpeedEngine:
     """TrainEngine over DeepSpeed ZeRO (see rlkit.engines.base.TrainEngine for the contract of each method)."""
 
     def __init__(self, config: EngineConfig, options: DeepSpeedOptions, spec: EngineSpec, dist: DistInfo):
-        """`config`: the options every engine shares (engine.*); `options`: DeepSpeed's own (engine.deepspeed.*)."""
+        """`config`: the options every engine shares (engine.*); `options`: DeepSpeed's own (engine.deepspeed.*);
+        both as the run resolved them (rlkit.trainer.speed; an `auto` left in them is its fixed default)."""
         import deepspeed
 
+        config, options = config.resolve_auto(), options.resolve_auto()
         if spec.role in ("actor", "critic") and spec.optim is None:
             raise ConfigError(f"the {spec.role} engine needs an optimizer config (EngineSpec.optim is None)")
         check_deepspeed_version()
@@ -110,6 +114,11 @@ class DeepSpeedEngine:
         if self.device.type == "cpu" or self.options.offload_optimizer:
             return DeepSpeedCPUAdam(params, adamw_mode=True, **hyper)
         return FusedAdam(params, adam_w_mode=True, **hyper)
+
+    def apply_memory_plan(self, *, max_tokens_per_micro_batch: int | None, gradient_checkpointing: bool) -> None:
+        self.batching = replace(self.batching, max_tokens=max_tokens_per_micro_batch)
+        if self.trainable:
+            set_activation_checkpointing(hf_model_of(self.scorer.model), gradient_checkpointing)
 
     # -- forward passes ---------------------------------------------------------------------------
     def compute_logprobs(

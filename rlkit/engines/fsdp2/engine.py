@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Iterator
 
@@ -24,20 +25,22 @@ from rlkit.config.engines import EngineConfig
 from rlkit.distributed import DistInfo
 from rlkit.engines import passes
 from rlkit.engines.base import EngineSpec, LossFn, ModelOutput
-from rlkit.engines.building import build_scorer, compute_dtype
+from rlkit.engines.building import build_scorer, compute_dtype, set_activation_checkpointing
 from rlkit.engines.fsdp2 import parallelize, state
 from rlkit.engines.fsdp2.options import FSDP2Options
 from rlkit.engines.micro_batches import MicroBatching
 from rlkit.engines.optim import build_optimizer, build_scheduler
 from rlkit.errors import ConfigError
-from rlkit.models.lora import is_peft_model
+from rlkit.models.lora import hf_model_of, is_peft_model
 
 
 class FSDP2Engine:
     """TrainEngine over FSDP2 (see rlkit.engines.base.TrainEngine for the contract of each method)."""
 
     def __init__(self, config: EngineConfig, options: FSDP2Options, spec: EngineSpec, dist: DistInfo):
-        """`config`: the options every engine shares (engine.*); `options`: FSDP2's own (engine.fsdp2.*)."""
+        """`config`: the options every engine shares (engine.*), as the run resolved them (rlkit.trainer.speed;
+        an `auto` left in it is its fixed default); `options`: FSDP2's own (engine.fsdp2.*)."""
+        config = config.resolve_auto()
         if spec.role in ("actor", "critic") and spec.optim is None:
             raise ConfigError(f"the {spec.role} engine needs an optimizer config (EngineSpec.optim is None)")
         self.role = spec.role
@@ -67,6 +70,11 @@ class FSDP2Engine:
         if self.role == "ref" and options.offload_ref:
             self.offload()
             self._ref_offloaded = True
+
+    def apply_memory_plan(self, *, max_tokens_per_micro_batch: int | None, gradient_checkpointing: bool) -> None:
+        self.batching = replace(self.batching, max_tokens=max_tokens_per_micro_batch)
+        if self.trainable:
+            set_activation_checkpointing(hf_model_of(self.scorer.model), gradient_checkpointing)
 
     # -- forward passes ---------------------------------------------------------------------------
     def compute_logprobs(

@@ -192,3 +192,32 @@ def test_placements_run_each_pairing_split_with_its_staleness(tmp_path):
     assert "fsdp2 x hf split:1" in console.export_text()
     assert [row["placement"] for row in to_json(BenchResult(request, CPU, None, 1, rows))["pairings"]] == [
         "colocated", "split:1"]
+def test_the_record_shows_what_auto_picked(tmp_path, monkeypatch):
+    import sys
+
+    from rich.console import Console
+
+    from rlkit.bench.report import print_table, to_json
+    from rlkit.bench.runner import BenchRequest, BenchResult, pairing_config, run_pairing
+
+    header = ["INFO rlkit.trainer.speed: speed: engine.pack_sequences=true (auto: CUDA, bf16, flash varlen kernel: no "
+              "padding is computed)",
+              "INFO rlkit.trainer.speed: speed: engine.max_tokens_per_micro_batch=53248 (auto: 61.2 GiB free)",
+              "INFO rlkit.trainer.speed: speed: rollout.return_logprobs=true (set)"]
+    monkeypatch.setattr(runner, "train_command", lambda config_path, nproc: [
+        sys.executable, "-c", f"print({chr(10).join(header)!r}); raise SystemExit(3)"])
+    request = BenchRequest(("fsdp2",), ("hf",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path, shape="tiny")
+    cfg = pairing_config(request, "fsdp2", "hf", tmp_path / "model", tmp_path / "prompts.jsonl")
+    result = run_pairing(cfg, request, CPU, num_params=1)
+    assert result.settings == {
+        "engine.pack_sequences": {"value": True, "source": "auto",
+                                  "reason": "CUDA, bf16, flash varlen kernel: no padding is computed"},
+        "engine.max_tokens_per_micro_batch": {"value": 53248, "source": "auto", "reason": "61.2 GiB free"},
+        "rollout.return_logprobs": {"value": True, "source": "set", "reason": None},
+    }
+    bench = BenchResult(request, CPU, None, 1, [result])
+    assert to_json(bench)["pairings"][0]["settings"] == result.settings
+    console = Console(record=True, width=200)
+    print_table(bench, console)
+    assert ("fsdp2 x hf ran with engine.pack_sequences=true, engine.max_tokens_per_micro_batch=53248, "
+            "rollout.return_logprobs=true (set)") in console.export_text()

@@ -43,10 +43,24 @@ class Command:
 def rlkit_args(tokens: list[str]) -> list[str] | None:
     """The arguments after the `rlkit` program token (`rlkit`, `-m rlkit`, `--module rlkit`), or None."""
     for index, token in enumerate(tokens):
-        if token == "rlkit" and (index == 0 or tokens[index - 1] in ("-m", "--module", "&&", "$", ";")
+        if token == "rlkit" and (index == 0 or tokens[index - 1] in ("-m", "--module", "$")
                                  or _ENVIRONMENT.match(tokens[index - 1])):
             return tokens[index + 1:]
     return None
+
+
+def rlkit_commands(tokens: list[str]) -> list[list[str]]:
+    """The arguments of every `rlkit` command of a shell line (commands joined by &&, ||, ; or |)."""
+    commands, segment = [], []
+    for token in [*tokens, "&&"]:
+        if token in ("&&", "||", ";", "|"):
+            args = rlkit_args(segment)
+            if args is not None:
+                commands.append(args)
+            segment = []
+        else:
+            segment.append(token)
+    return commands
 
 
 def fenced_commands(path: Path, text: str) -> list[Command]:
@@ -75,9 +89,9 @@ def fenced_commands(path: Path, text: str) -> list[Command]:
                     tokens = shlex.split(assignment.group(2))
                 else:
                     continue
-            args = rlkit_args(tokens)
-            if args is not None and not any("$" in arg or _PLACEHOLDER.search(arg) for arg in args):
-                commands.append(Command(f"{path.name}:{line_number}", tuple(args)))
+            for args in rlkit_commands(tokens):
+                if not any("$" in arg or _PLACEHOLDER.search(arg) for arg in args):
+                    commands.append(Command(f"{path.name}:{line_number}", tuple(args)))
     return commands
 
 
@@ -85,7 +99,10 @@ def inline_commands(path: Path, text: str) -> list[Command]:
     prose = _FENCE.sub(lambda block: "\n" * block.group(0).count("\n"), text)
     commands = []
     for span in re.finditer(r"`([^`]+)`", prose):
-        tokens = span.group(1).split()
+        try:
+            tokens = shlex.split(span.group(1))
+        except ValueError:
+            continue
         args = rlkit_args(tokens)
         if args is None or any(_PLACEHOLDER.search(arg) for arg in args) or "|" in args or names_a_command(args):
             continue

@@ -132,7 +132,7 @@ def test_each_translated_key_logs_one_line(caplog):
         ([f"{A}actor.strategy=megatron"], "rlkit has no training engine for verl's 'megatron'; choose one of fsdp2"),
         ([f"{A}rollout.name=trtllm"], "rlkit has no rollout engine for verl's 'trtllm'"),
         ([f"{A}actor.ulysses_sequence_parallel_size=2"], "rlkit has no sequence parallelism"),
-        ([f"{A}rollout.multi_turn.enable=True"], "single-turn"),
+        ([f"{A}rollout.multi_turn.enable=True"], "and rollout.max_turns instead (docs/environments.md)"),
         (["reward_model.enable=True"], "rlkit has no reward-model worker"),
         (["reward_model.reward_manager=dapo"], "set algorithm.overlong_penalty"),
         (["trainer.logger=[console,mlflow]"], "mlflow is not one of them"),

@@ -28,6 +28,7 @@ from engine_checks import (
     check_lora_full_weights_equal_peft_merge,
     check_lora_save_load_keeps_only_the_adapters,
     check_lora_trains_only_the_adapters,
+    check_memory_plan_after_build_equals_building_with_it,
     check_non_finite_gradient_skips_the_step,
     check_save_load_resumes_bit_for_bit,
     check_torch_compile_gives_the_same_logprobs_and_loss,
@@ -238,6 +239,11 @@ def test_gradient_checkpointing_gives_the_same_step(tiny_model_dir, batch):
     plain = build_ds_engine(tiny_model_dir, 3)
     checkpointed = build_ds_engine(tiny_model_dir, 3, gradient_checkpointing=True)
     check_gradient_checkpointing_gives_the_same_step(plain, checkpointed, batch)
+
+
+def test_memory_plan_after_build_equals_building_with_it(tiny_model_dir, batch):
+    built_with = build_ds_engine(tiny_model_dir, 3, gradient_checkpointing=True, max_tokens_per_micro_batch=40)
+    check_memory_plan_after_build_equals_building_with_it(build_ds_engine(tiny_model_dir, 3), built_with, batch)
 
 
 @pytest.mark.parametrize("stage", [1, 3])  # bf16 ZeRO-1 runs on DeepSpeed's BF16_Optimizer

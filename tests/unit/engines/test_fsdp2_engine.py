@@ -15,6 +15,7 @@ from engine_checks import (
     check_lora_full_weights_equal_peft_merge,
     check_lora_save_load_keeps_only_the_adapters,
     check_lora_trains_only_the_adapters,
+    check_memory_plan_after_build_equals_building_with_it,
     check_non_finite_gradient_skips_the_step,
     check_save_load_resumes_bit_for_bit,
     check_torch_compile_gives_the_same_logprobs_and_loss,
@@ -193,6 +194,11 @@ def test_entropy_grad_off_gives_the_same_step_when_the_loss_only_reports_entropy
     engine.forward_backward(batch, policy_loss(num_tokens, entropy_coeff=0.5), micro_batch_size=MICRO_BATCH)
     engine.optimizer_step()
     assert max_difference(full_parameters(engine), steps[True]) > 1e-4
+
+
+def test_memory_plan_after_build_equals_building_with_it(tiny_model_dir, batch):
+    built_with = build_engine(tiny_model_dir, gradient_checkpointing=True, max_tokens_per_micro_batch=40)
+    check_memory_plan_after_build_equals_building_with_it(build_engine(tiny_model_dir), built_with, batch)
 
 
 @pytest.mark.parametrize("gradient_checkpointing", [False, True])

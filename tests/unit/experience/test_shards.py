@@ -5,7 +5,7 @@ that generates and keeps nothing; and a colocated rank of a tensor-parallel grou
 from rlkit.config import RunConfig, build_config
 from rlkit.distributed import DistInfo
 from rlkit.experience import ColocatedExperience, SingleTurnGeneration
-from rlkit.experience.shards import ShardSeeds, StepBuilder, prompt_item, validation_shard
+from rlkit.experience.shards import SeededRollout, ShardSeeds, StepBuilder, prompt_item, validation_shard
 from rlkit.experience.tensor_parallel import LeaderGeneration
 from rlkit.placement.layout import Layout
 from rlkit.rollout.base import SamplingParams, call_seed
@@ -26,7 +26,8 @@ def config(*overrides):
 
 def builder(cfg, rollout, *, part=(0, 1), seeds=None, peers=None):
     peers = [] if peers is None else peers
-    return StepBuilder(cfg, SingleTurnGeneration(rollout, pad_token_id=0), ScoreBySample(), PhaseTimer(),
+    engine = rollout if seeds is None else SeededRollout(rollout, seeds)  # as a split job's rollout rank has it
+    return StepBuilder(cfg, SingleTurnGeneration(engine, pad_token_id=0), ScoreBySample(), PhaseTimer(),
                        min_over_peers=lambda value: peers.append(value) or value, part=part, seeds=seeds)
 
 
@@ -57,6 +58,26 @@ def test_seeds_by_shard_are_the_colocated_ranks_seeds():
     assert [piece.shard for piece in pieces] == [0, 1]
     assert pieces[1].batch["group_index"] == [2, 2, 3, 3] and pieces[1].batch["policy_version"] == [2] * 4
     assert pieces[0].generated == ([0.0, 1.0, 0.0, 1.0], [2, 2, 2, 2], ["stop"] * 4)
+
+
+def test_every_engine_call_of_a_conversation_draws_its_own_seed():
+    # A two-turn Generation calls the engine twice: each turn counts as a call, as the engine's own counter does
+    # in a colocated run, so turn 2 does not sample with turn 1's seed.
+    class TwoTurns:
+        def __init__(self, engine):
+            self.engine, self.single = engine, SingleTurnGeneration(engine, pad_token_id=0)
+
+        def __call__(self, prompts, params):
+            self.engine.generate([prompt.prompt_ids for prompt in prompts], params)  # the first turn
+            return self.single(prompts, params)  # the second
+
+    cfg, rollout, data, seeds = config(), SeedRecordingRollout(), dataset(8), ShardSeeds(seed=1)
+    step = StepBuilder(cfg, TwoTurns(SeededRollout(rollout, seeds)), ScoreBySample(), PhaseTimer(),
+                       min_over_peers=lambda value: value, seeds=seeds)
+    step.build([shard(data, 3, [0, 1])], version=0)
+    step.build([shard(data, 3, [2, 3])], version=1)
+    assert [call[1] for call in rollout.calls if call[0] == "seed"] == [call_seed(1, k, 3) for k in range(4)]
+    assert seeds.calls == {3: 4}
 
 
 def test_the_shards_of_one_engine_refill_in_step_and_keep_as_many_groups():

@@ -1,5 +1,6 @@
 """`rlkit export --merge-lora`: the merged Hugging Face folder reproduces the adapter model's logits."""
 
+import pytest
 import torch
 from click.testing import CliRunner
 from peft import PeftModel
@@ -10,8 +11,10 @@ from rlkit.cli.main import cli
 from rlkit.distributed import DistInfo
 
 
-def test_merged_export_reproduces_the_adapter_model(tiny_model_dir, tmp_path):
-    run(sft_config(tiny_model_dir, tmp_path / "run", *LORA, "trainer.total_steps=6"), DistInfo())
+@pytest.mark.parametrize("trained_in_full", [[], ["lm_head"]])
+def test_merged_export_reproduces_the_adapter_model(tiny_model_dir, tmp_path, trained_in_full):
+    run(sft_config(tiny_model_dir, tmp_path / "run", *LORA, "trainer.total_steps=6",
+                   f"model.lora.modules_to_save=[{','.join(trained_in_full)}]"), DistInfo())
     runner = CliRunner()
     refused = runner.invoke(cli, ["export", str(tmp_path / "run"), str(tmp_path / "plain")])
     assert refused.exit_code == 2 and "--merge-lora" in refused.output

@@ -41,6 +41,18 @@ def test_full_sft_learns_the_letters_task(letters_run):
     assert last["lr"] == pytest.approx(1e-2) and last["epoch"] == pytest.approx(60 * 8 / 200)
 
 
+def test_lora_with_default_settings_learns_the_embedded_task(letters_run, tmp_path):
+    """`model.lora={}` on the embedded model: the same run as letters_run with adapters (rank 8, alpha 16, every
+    linear layer) and the tiny model's random LM head trained in full, which LoRA alone cannot move."""
+    run(sft_config("builtin:tiny", tmp_path, "trainer.total_steps=60", "trainer.test_freq=20", "optim.lr=1e-2",
+                   "model.lora={}"), DIST)
+    full = [m["val/loss"] for m in read_metrics(letters_run) if "val/loss" in m]
+    lora = [m["val/loss"] for m in read_metrics(tmp_path) if "val/loss" in m]
+    assert lora[0] == pytest.approx(full[0])  # the same model (builtin:tiny is the tiny model of the fixture)
+    # 5.78 -> 0.138 against full SFT's 0.174 when written; with the head frozen it stalls near 4.7 (docs/sft.md)
+    assert lora[-1] < 3 * full[-1], (lora, full)
+
+
 def test_checkpoint_has_the_rl_layout(letters_run):
     checkpoint = letters_run / "checkpoints" / "step_00000060"
     for name in ("actor/model.safetensors", "config.yaml", "tokenizer/tokenizer.json", "trainer_state.json",

@@ -1,0 +1,212 @@
+"""rlkit.trainer.speed: what each `auto` resolves to, and why, on made-up machines and models; the token budget
+by hand; the header lines and how the engines receive the values."""
+
+import pytest
+
+from rlkit.config import RunConfig, build_config
+from rlkit.config.auto import AUTO, Choice
+from rlkit.engines.memory import ModelFacts
+from rlkit.trainer.speed import (
+    BUDGET,
+    CHECKPOINTING,
+    COMPILE,
+    FROM_UPDATE,
+    PACKING,
+    ROLLOUT_LOGPROBS,
+    MachineFacts,
+    MemoryFacts,
+    SpeedPlan,
+    parse_header_line,
+    resolve_memory,
+    resolve_static,
+)
+
+GiB = 2**30
+H200 = 140 * GiB
+GPU = MachineFacts(on_cuda=True, world_size=1, gpu_total_bytes=H200, flash_varlen=True)
+CPU = MachineFacts(on_cuda=False)
+# SmolLM2-135M and the built-in tiny model (the numbers of their configs).
+SMOL = ModelFacts(134_515_008, 134_515_008, hidden_size=576, num_layers=30, intermediate_size=1536, num_heads=9,
+                  num_kv_heads=3, head_dim=64, vocab_size=49152)
+TINY = ModelFacts(115_264, 115_264, hidden_size=64, num_layers=2, intermediate_size=128, num_heads=4, num_kv_heads=2,
+                  head_dim=16, vocab_size=320)
+QWEN_7B = ModelFacts(7_615_616_512, 7_615_616_512, hidden_size=3584, num_layers=28, intermediate_size=18944,
+                     num_heads=28, num_kv_heads=4, head_dim=128, vocab_size=152064)
+ON_POLICY = "algorithm.mini_batch_size=16"  # = data.train_batch_size: one optimizer step per batch
+DEEPSPEED = "engine.name=deepspeed"
+
+
+def plan(*overrides: str, machine: MachineFacts = GPU, model: ModelFacts = SMOL, critic=None) -> SpeedPlan:
+    return resolve_static(build_config(RunConfig, None, list(overrides)), machine, model, critic=critic)
+
+
+# key, overrides, machine, model, the value, a piece of the reason ("set": given by the config)
+RULES = [
+    (PACKING, [], CPU, SMOL, False, "CPU, the fixed default"),
+    (PACKING, [], GPU, SMOL, True, "flash varlen kernel: no padding is computed"),
+    (PACKING, ["engine.remove_padding=true"], GPU, SMOL, False, "engine.remove_padding=true trims"),
+    (PACKING, ["engine.precision=fp32"], GPU, SMOL, False, "fp32 compute: the flash varlen kernel takes bf16"),
+    (PACKING, [], MachineFacts(True, 1, H200, flash_varlen=False), SMOL, False, "no flash varlen kernel"),
+    (PACKING, [], GPU, ModelFacts(**{**SMOL.__dict__, "packing_blocker": "it uses sliding-window attention"}),
+     False, "the model cannot be packed: it uses sliding-window attention"),
+    (PACKING, ["engine.pack_sequences=false"], GPU, SMOL, False, "set"),
+    (COMPILE, [], CPU, SMOL, False, "CPU, the fixed default"),
+    (COMPILE, [], GPU, SMOL, True, "134.5M parameters; the first steps compile"),
+    (COMPILE, [], GPU, TINY, False, "0.1M parameters: too small for compiling to pay"),
+    (COMPILE, ["engine.torch_compile=true"], CPU, TINY, True, "set"),
+    (BUDGET, [], CPU, SMOL, None, "CPU, the fixed default"),
+    (BUDGET, ["engine.max_tokens_per_micro_batch=16384"], GPU, SMOL, 16384, "set"),
+    (BUDGET, ["engine.max_tokens_per_micro_batch=null"], GPU, SMOL, None, "set"),
+    (CHECKPOINTING, [], CPU, SMOL, False, "CPU, the fixed default"),
+    (CHECKPOINTING, ["engine.gradient_checkpointing=true"], GPU, SMOL, True, "set"),
+    (ROLLOUT_LOGPROBS, [], CPU, SMOL, True, "CPU, the fixed default"),
+    (ROLLOUT_LOGPROBS, [], GPU, SMOL, False, "rollout/logprob_abs_diff is not reported"),
+    (ROLLOUT_LOGPROBS, [ON_POLICY, "algorithm.reuse_rollout_logprobs=true"], GPU, SMOL, True,
+     "algorithm.reuse_rollout_logprobs reads them"),
+    (ROLLOUT_LOGPROBS, ["algorithm.rollout_is_cap=2.0"], GPU, SMOL, True, "algorithm.rollout_is_cap reads them"),
+    (ROLLOUT_LOGPROBS, ["rollout.return_logprobs=true"], GPU, SMOL, True, "set"),
+    (FROM_UPDATE, [ON_POLICY], CPU, SMOL, False, "CPU, the fixed default"),
+    (FROM_UPDATE, [ON_POLICY], GPU, SMOL, True, "on-policy, one optimizer step per batch"),
+    (FROM_UPDATE, [], GPU, SMOL, False, "algorithm.mini_batch_size=8 < data.train_batch_size=16: the later "
+                                        "mini-batches need the policy from before the update"),
+    (FROM_UPDATE, [ON_POLICY, "algorithm.ppo_epochs=2"], GPU, SMOL, False, "algorithm.ppo_epochs=2: the later epochs"),
+    (FROM_UPDATE, [ON_POLICY, "algorithm.reuse_rollout_logprobs=true"], GPU, SMOL, False,
+     "reuse_rollout_logprobs replaces the old log-prob pass"),
+    (FROM_UPDATE, [ON_POLICY, "algorithm.use_kl_in_reward=true"], GPU, SMOL, False,
+     "use_kl_in_reward needs the old log-probs before the update"),
+    (FROM_UPDATE, [ON_POLICY, "algorithm.rollout_is_cap=2.0"], GPU, SMOL, False, "rollout_is_cap compares"),
+    (FROM_UPDATE, [ON_POLICY, "algorithm.old_logprobs_from_update=false"], GPU, SMOL, False, "set"),
+    ("engine.deepspeed.zero_stage", [DEEPSPEED], CPU, SMOL, 3, "CPU, the fixed default"),
+    ("engine.deepspeed.zero_stage", [DEEPSPEED], GPU, SMOL, 2, "one GPU: the same memory as ZeRO-3 there"),
+    # 8 GPUs, SmolLM2: 2 x 134.5M + 16 x 134.5M / 8 bytes = 0.5 GiB a GPU, under a quarter of 140 GiB.
+    ("engine.deepspeed.zero_stage", [DEEPSPEED], MachineFacts(True, 8, H200, True), SMOL, 2,
+     "8 GPUs, ZeRO-2's state 0.5 GiB a GPU, a quarter of one is 35.0 GiB: no weight gathering"),
+    # 2 GPUs, 7B: 2 x 7.62G + 16 x 7.62G / 2 bytes = 70.9 GiB a GPU, over 35 GiB.
+    ("engine.deepspeed.zero_stage", [DEEPSPEED], MachineFacts(True, 2, H200, True), QWEN_7B, 3,
+     "2 GPUs, ZeRO-2's state 70.9 GiB a GPU, a quarter of one is 35.0 GiB: ZeRO-3 partitions the weights too"),
+    ("engine.deepspeed.zero_stage", [DEEPSPEED, "engine.deepspeed.offload_param=true"], GPU, SMOL, 3,
+     "offload_param: only ZeRO-3"),
+    ("engine.deepspeed.zero_stage", [DEEPSPEED, "engine.deepspeed.zero_stage=1"], GPU, SMOL, 1, "set"),
+]
+
+
+@pytest.mark.parametrize("key, overrides, machine, model, value, reason", RULES,
+                         ids=[f"{row[0].rpartition('.')[2]}-{index}" for index, row in enumerate(RULES)])
+def test_each_rule_and_its_reason(key, overrides, machine, model, value, reason):
+    choice = plan(*overrides, machine=machine, model=model).choices[key]
+    assert choice.value == value
+    if reason == "set":
+        assert choice.forced
+    else:
+        assert not choice.forced and reason in choice.reason, choice.reason
+
+
+def test_on_cpu_every_auto_is_the_fixed_default():
+    # Exactly the values before `auto` existed, so CPU runs and the test suite run what they ran.
+    cpu = plan(DEEPSPEED, machine=CPU, model=TINY)
+    assert {key: choice.value for key, choice in cpu.choices.items()} == {
+        PACKING: False, COMPILE: False, BUDGET: None, CHECKPOINTING: False, ROLLOUT_LOGPROBS: True,
+        FROM_UPDATE: False, "engine.deepspeed.zero_stage": 3}
+    assert cpu.pending == ()
+
+
+def test_on_a_gpu_the_budget_and_checkpointing_wait_for_the_memory():
+    gpu = plan()
+    assert gpu.pending == (BUDGET, CHECKPOINTING) and BUDGET not in gpu.choices
+    # Until then the engines are built with the fixed defaults; the other options already resolved.
+    section = gpu.engine_section(build_config(RunConfig, None, []).engine)
+    assert (section.max_tokens_per_micro_batch, section.gradient_checkpointing) == (None, False)
+    assert (section.pack_sequences, section.torch_compile) == (True, True)
+
+
+def test_the_config_keeps_auto_and_engines_get_resolved_copies():
+    cfg = build_config(RunConfig, None, [DEEPSPEED, "engine.torch_compile=false"])
+    gpu = resolve_static(cfg, GPU, SMOL)
+    section, options = gpu.engine_section(cfg.engine), gpu.engine_options(cfg.engine)
+    assert (section.pack_sequences, section.torch_compile, options.zero_stage) == (True, False, 2)
+    assert (cfg.engine.pack_sequences, cfg.engine.options.zero_stage) == (AUTO, AUTO)  # untouched
+    # An engine built outside a run (tests, benchmarks) reads `auto` as the fixed default.
+    assert cfg.engine.resolve_auto().pack_sequences is False and cfg.engine.options.resolve_auto().zero_stage == 3
+
+
+# -- the budget by hand -------------------------------------------------------------------------------------
+# SmolLM2 in bf16, packed, on one 16 GiB GPU (so that the reserve is its 2 GiB floor: 10% would be 1.6 GiB);
+# sequences of at most 1024 + 256 = 1280 tokens; a mini-batch of 256 sequences on this rank.
+# Per token without checkpointing 816,916 bytes, with it 92,952 (tests/unit/engines/test_memory.py), x 1.2 headroom:
+# 980,299.2 and 111,542.4. Still to come: gradients and moments 12 x 134,515,008 + gathered bf16 weights
+# 2 x 134,515,008 = 1,883,210,112 bytes; one 2048-token chunk of 49152 logits: 26 x 2048 x 49152 = 2,617,245,696.
+SMALL_GPU = 16 * GiB
+
+
+def budget(free: int, *overrides: str, batch_sequences: int = 256) -> SpeedPlan:
+    cfg = build_config(RunConfig, None, list(overrides))
+    static = resolve_static(cfg, MachineFacts(True, 1, SMALL_GPU, True), SMOL)
+    return resolve_memory(static, cfg, model=SMOL, trained=[SMOL], memory=MemoryFacts(free, SMALL_GPU),
+                          world_size=1, longest=1280, batch_sequences=batch_sequences)
+
+
+def test_the_budget_from_free_memory_by_hand():
+    # 12 GiB free = 12,884,901,888 - 2 GiB (2,147,483,648) - 1,883,210,112 - 2,617,245,696 = 6,236,962,432 usable:
+    # 6,236,962,432 / 980,299.2 = 6362.3 tokens, 6144 after rounding down to a multiple of 256. One sequence of
+    # 1280 tokens fits without checkpointing.
+    resolved = budget(12 * GiB)
+    assert resolved.value(BUDGET) == 6144 and resolved.value(CHECKPOINTING) is False
+    assert "6362 tokens fit without it, one sequence of the longest length needs 1280" in \
+        resolved.choices[CHECKPOINTING].reason
+    assert resolved.choices[BUDGET].reason == (
+        "12.0 GiB free once the rollout engine slept, less 2.0 kept back, 1.8 for gradients and optimizer state "
+        "to come and 2.4 for a chunk's logits: 5.8 GiB at 0.93 MiB a token")
+    assert resolved.pending == ()
+
+
+def test_checkpointing_only_when_one_sequence_would_not_fit():
+    # 7 GiB free: 868,253,312 usable, 885 tokens without checkpointing (< 1280), so it goes on:
+    # 868,253,312 / 111,542.4 = 7784.1 tokens, 7680 after rounding.
+    resolved = budget(7 * GiB)
+    assert resolved.value(CHECKPOINTING) is True and resolved.value(BUDGET) == 7680
+    assert "without it 885 tokens fit, one sequence of the longest length needs 1280" in \
+        resolved.choices[CHECKPOINTING].reason
+    assert resolved.choices[BUDGET].reason.endswith("a token, with checkpointing")
+
+
+def test_the_budget_stops_at_the_mini_batch_and_starts_at_one_sequence():
+    # 12 GiB holds 6362 tokens, more than 4 sequences of 1280: the budget is the mini-batch's 5120.
+    capped = budget(12 * GiB, batch_sequences=4)
+    assert capped.value(BUDGET) == 5120 and "capped at this rank's mini-batch, 4 x 1280" in \
+        capped.choices[BUDGET].reason
+    # 5 GiB: nothing is usable once the reserve, the state to come and the logits are counted. Checkpointing
+    # goes on and the budget is one sequence, with a warning.
+    starved = budget(5 * GiB)
+    assert starved.value(CHECKPOINTING) is True and starved.value(BUDGET) == 1280
+    assert "may run out of memory" in starved.notes[0]
+
+
+def test_a_budget_or_a_sequence_count_that_is_set_decides_checkpointing():
+    # 16384 tokens set: 6362 fit without checkpointing at 12 GiB, so it goes on; the budget stays as set.
+    set_budget = budget(12 * GiB, "engine.max_tokens_per_micro_batch=16384")
+    assert set_budget.value(BUDGET) == 16384 and set_budget.choices[BUDGET].forced
+    assert set_budget.value(CHECKPOINTING) is True
+    assert "the budget that is set needs 16384" in set_budget.choices[CHECKPOINTING].reason
+    # No budget: micro-batches of 16 sequences of up to 1280 tokens need 20480.
+    by_count = budget(12 * GiB, "engine.max_tokens_per_micro_batch=null")
+    assert by_count.value(BUDGET) is None and by_count.value(CHECKPOINTING) is True
+    assert "a micro-batch of 16 sequences of the longest length needs 20480" in \
+        by_count.choices[CHECKPOINTING].reason
+    # Both set: nothing is left to resolve.
+    both = budget(12 * GiB, "engine.max_tokens_per_micro_batch=4096", "engine.gradient_checkpointing=false")
+    assert both.choices[CHECKPOINTING] == Choice(False, "set", forced=True)
+
+
+# -- the header ---------------------------------------------------------------------------------------------
+def test_header_lines_in_order_and_read_back():
+    lines = budget(12 * GiB, DEEPSPEED, "rollout.return_logprobs=true").header_lines()
+    assert [line.split("=")[0] for line in lines] == [
+        f"speed: {key}" for key in (PACKING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_LOGPROBS, FROM_UPDATE,
+                                    "engine.deepspeed.zero_stage")]
+    assert lines[2].startswith("speed: engine.max_tokens_per_micro_batch=6144 (auto: 12.0 GiB free")
+    assert lines[4] == "speed: rollout.return_logprobs=true (set)"
+    logged = f"INFO rlkit.trainer.speed: {lines[2]}"
+    assert parse_header_line(logged) == (BUDGET, {"value": 6144, "source": "auto",
+                                                  "reason": lines[2].split("(auto: ", 1)[1][:-1]})
+    assert parse_header_line(lines[4]) == (ROLLOUT_LOGPROBS, {"value": True, "source": "set", "reason": None})
+    assert parse_header_line("step 1 | reward 0.5") is None
