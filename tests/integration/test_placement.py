@@ -3,9 +3,10 @@
 One torchrun launch per world size runs many cases in turn (tests/integration/scripts/split_runs.py), since
 process start-up dominates on a small machine:
 - world 2 (one trainer, one rollout rank): staleness 0 gives the colocated run's metrics and weights exactly,
-  and resumes exactly, with multi-turn conversations too; the rollout rank's weights equal the trainer's after the last publish; staleness 1 and 2
-  learn the built-in task as the synchronous run does; a failing reward on the rollout rank stops the trainer
-  with its message, and a trainer that fails while the rollout rank generates stops it cleanly.
+  with multi-turn tool conversations too, and resumes exactly; the rollout rank's weights equal the trainer's
+  after the last publish; staleness 1 and 2 learn the built-in task as the synchronous run does; a failing
+  reward on the rollout rank stops the trainer with its message, and a trainer that fails while the rollout
+  rank generates stops it cleanly.
 - world 3 (two trainers, one rollout engine serving both): staleness 0 with ReMax's greedy baselines and DAPO's
   dynamic sampling gives a two-rank colocated run's numbers exactly (the colocated run: a third launch).
 """
