@@ -83,16 +83,15 @@ class RolloutWorker:
 
         Preemption signals (trainer.preempt_signals) are the trainers' to act on: they finish their step, save and
         then send stop (rlkit.trainer.preemption). A rollout rank that died of the signal would fail the step they
-        are finishing, so here the signals are ignored while the loop runs."""
-        ignored = _ignore_signals(self.cfg.trainer.preempt_signals)
+        are finishing, so it ignores them from here to the end of the process, its shutdown included (torchrun
+        signals the ranks left once the trainers have exited)."""
+        _ignore_signals(self.cfg.trainer.preempt_signals)
         try:
             self._serve()
         except BaseException as error:
             self._report(error)
             raise
         finally:
-            for signum, handler in ignored.items():
-                signal.signal(signum, handler)
             if self.rollout is not None:
                 self.rollout.close()
 
@@ -177,8 +176,8 @@ class RolloutWorker:
         self.channel.wait_sent(min(_ERROR_DELIVERY, self.placement.timeout))
 
 
-def _ignore_signals(names: list[str]) -> dict[signal.Signals, Any]:
-    """Ignore the named signals (on the main thread, where Python handles them); the handlers they had."""
-    if threading.current_thread() is not threading.main_thread():
-        return {}
-    return {signal.Signals[name]: signal.signal(signal.Signals[name], signal.SIG_IGN) for name in names}
+def _ignore_signals(names: list[str]) -> None:
+    """Ignore the named signals (from the main thread, where Python handles them)."""
+    if threading.current_thread() is threading.main_thread():
+        for name in names:
+            signal.signal(signal.Signals[name], signal.SIG_IGN)
