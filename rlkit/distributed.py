@@ -37,16 +37,21 @@ def _backend(use_cuda: bool) -> str:
     return "cpu:gloo,cuda:nccl" if use_cuda else "gloo"
 
 
-def init_distributed(device: str = "auto") -> DistInfo:
-    """Join the torchrun process group when there is one. `device`: 'auto', 'cpu' or 'cuda'."""
+def init_distributed(device: str = "auto", *, store: dist.Store | None = None, rank: int | None = None,
+                     world_size: int | None = None) -> DistInfo:
+    """Join the torchrun process group when there is one. `device`: 'auto', 'cpu' or 'cuda'.
+
+    `store`, `rank`, `world_size`: join a world of some of torchrun's processes instead of all of them (one side
+    of a split placement, rlkit.placement), over `store`; the rank and size are this process's in that world.
+    """
     use_cuda = torch.cuda.is_available() if device == "auto" else device == "cuda"
     if use_cuda and not torch.cuda.is_available():
         raise ConfigError(
             "trainer.device=cuda, but torch finds no CUDA GPU here (torch.cuda.is_available() is False); set "
             "trainer.device=auto or cpu, or run where a GPU and a CUDA build of torch are"
         )
-    world_size = int(os.environ.get("WORLD_SIZE", "1"))
-    rank = int(os.environ.get("RANK", "0"))
+    world_size = int(os.environ.get("WORLD_SIZE", "1")) if world_size is None else world_size
+    rank = int(os.environ.get("RANK", "0")) if rank is None else rank
     local_rank = int(os.environ.get("LOCAL_RANK", "0"))
     if use_cuda:
         torch.cuda.set_device(local_rank)
@@ -55,6 +60,7 @@ def init_distributed(device: str = "auto") -> DistInfo:
             backend=_backend(use_cuda),
             timeout=timedelta(minutes=30),
             device_id=torch.device("cuda", local_rank) if use_cuda else None,
+            **({} if store is None else {"store": store, "rank": rank, "world_size": world_size}),
         )
     return DistInfo(rank=rank, world_size=world_size, local_rank=local_rank,
                     device=f"cuda:{local_rank}" if use_cuda else "cpu")
@@ -80,12 +86,12 @@ def process_rank() -> int:
     return dist.get_rank() if dist.is_available() and dist.is_initialized() else 0
 
 
-def _all_reduce(value: float | torch.Tensor, op, device: str) -> float:
-    """One number reduced over ranks with `op` (the number itself at world size 1)."""
-    if not is_distributed():
+def _all_reduce(value: float | torch.Tensor, op, device: str, group: dist.ProcessGroup | None = None) -> float:
+    """One number reduced over ranks (of `group`) with `op` (the number itself at world size 1)."""
+    if not is_distributed() or (group is not None and dist.get_world_size(group) == 1):
         return float(value)
     tensor = torch.as_tensor(value, dtype=torch.float64, device=device).clone()
-    dist.all_reduce(tensor, op=op)
+    dist.all_reduce(tensor, op=op, group=group)
     return float(tensor)
 
 
@@ -94,9 +100,9 @@ def all_reduce_sum(value: float | torch.Tensor, device: str = "cpu") -> float:
     return _all_reduce(value, dist.ReduceOp.SUM, device)
 
 
-def all_reduce_min(value: float, device: str = "cpu") -> float:
-    """The smallest of a number over ranks."""
-    return _all_reduce(value, dist.ReduceOp.MIN, device)
+def all_reduce_min(value: float, device: str = "cpu", group: dist.ProcessGroup | None = None) -> float:
+    """The smallest of a number over ranks (of `group`)."""
+    return _all_reduce(value, dist.ReduceOp.MIN, device, group)
 
 
 def all_reduce_max(value: float, device: str = "cpu") -> float:
@@ -113,12 +119,26 @@ def all_gather_objects(obj):
     return gathered
 
 
-def broadcast_object(obj, src: int = 0):
+def broadcast_object(obj, src: int = 0, group: dist.ProcessGroup | None = None):
+    """rank `src`'s obj on every rank (of `group`, a subgroup of the default one; `src` is a rank of the job)."""
     if not is_distributed():
         return obj
     holder = [obj]
-    dist.broadcast_object_list(holder, src=src)
+    dist.broadcast_object_list(holder, src=src, group=group)
     return holder[0]
+
+
+def new_groups(rank_lists: list[list[int]], rank: int) -> dist.ProcessGroup | None:
+    """One process group per list of ranks (every rank must call this, with the same lists); the group `rank` is
+    in, None when it is in none or there is no process group."""
+    if not is_distributed():
+        return None
+    mine = None
+    for ranks in rank_lists:  # new_group is a collective of the whole default group, list by list
+        group = dist.new_group(ranks)
+        if rank in ranks:
+            mine = group
+    return mine
 
 
 def raise_on_every_rank(check: Callable[[], None], *, is_main: bool) -> None:

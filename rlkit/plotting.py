@@ -40,8 +40,9 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def plot_metrics(paths: Path | list[Path], out: Path, keys: list[str] | None = None,
-                 labels: list[str] | None = None) -> Path:
-    """Curves of one metrics.jsonl, or of several overlaid (one line a run, labelled by `labels`), to a PNG."""
+                 labels: list[str] | None = None, *, x: str = "step") -> Path:
+    """Curves of one metrics.jsonl, or of several overlaid (one line a run, labelled by `labels`, default each
+    run's folder name), to a PNG. `x`: 'step', or 'time' (seconds of training: the sum of time/step)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -59,13 +60,14 @@ def plot_metrics(paths: Path | list[Path], out: Path, keys: list[str] | None = N
     figure, axes = plt.subplots(rows, columns, figsize=(4.5 * columns, 3.2 * rows), squeeze=False)
     for axis, key in zip(axes.flat, present):
         for records, label in zip(runs, labels, strict=True):
-            points = [(record["step"], record[key]) for record in records if record.get(key) is not None]
+            points = [(position, record[key]) for position, record in zip(_positions(records, x), records)
+                      if record.get(key) is not None]
             if not points:
                 continue
             steps, values = zip(*points)
             axis.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=label)
         axis.set_title(key)
-        axis.set_xlabel("step")
+        axis.set_xlabel("step" if x == "step" else "training seconds")
         axis.grid(alpha=0.3)
         if len(runs) > 1:
             axis.legend(fontsize=7)
@@ -76,3 +78,14 @@ def plot_metrics(paths: Path | list[Path], out: Path, keys: list[str] | None = N
     figure.savefig(out, dpi=100)
     plt.close(figure)
     return out
+
+
+def _positions(records: list[dict], x: str) -> list[float]:
+    """Each record's place on the x axis: its step, or the seconds of the steps up to it."""
+    if x == "step":
+        return [record["step"] for record in records]
+    elapsed, positions = 0.0, []
+    for record in records:
+        elapsed += record.get("time/step", 0.0)
+        positions.append(elapsed)
+    return positions

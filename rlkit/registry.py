@@ -20,7 +20,7 @@ import importlib.util
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Generic, Iterable, Mapping, TypeVar
+from typing import Any, Callable, Generic, Iterable, Literal, Mapping, TypeVar
 
 from rlkit.errors import PluginError
 
@@ -40,6 +40,10 @@ class Backend:
     verl_names: the values of verl's `actor.strategy` / `rollout.name` that select it (rlkit.config.verl).
     verl_options: verl keys that set an option of its block, {verl key: option}; several verl switches naming
         one option turn it on when any of them is on.
+    tensor_parallel: rollout engines whose block has `tensor_parallel_size`: how an engine of k > 1 GPUs spans
+        k consecutive ranks. 'every_rank': each rank runs its part of the engine in its own process and every
+        rank of the group is given the same prompts (vLLM's external_launcher); 'first_rank': the group's first
+        rank starts the engine, which runs its own workers on the group's GPUs (SGLang). None: not supported.
 
     A plugin gives its Backend to ``register(..., backend=...)``, or, for an entry point, as the ``backend``
     attribute of the registered class.
@@ -50,6 +54,7 @@ class Backend:
     memory_knobs: tuple[str, ...] = ()
     verl_names: tuple[str, ...] = ()
     verl_options: Mapping[str, str] = field(default_factory=dict)
+    tensor_parallel: Literal["every_rank", "first_rank"] | None = None
 
 
 @dataclass(frozen=True)
@@ -284,7 +289,7 @@ ROLLOUT_ENGINES.register_lazy(
     "vllm", "rlkit.rollout.vllm:VLLMRollout", requires=["vllm"],
     backend=Backend(
         "rlkit.rollout.vllm_options:VLLMOptions", needs_gpu=True, memory_knobs=("gpu_memory_utilization",),
-        verl_names=("vllm",),
+        verl_names=("vllm",), tensor_parallel="every_rank",
         verl_options={f"{_VERL_ROLLOUT}gpu_memory_utilization": "gpu_memory_utilization",
                       f"{_VERL_ROLLOUT}tensor_model_parallel_size": "tensor_parallel_size",
                       f"{_VERL_ROLLOUT}enforce_eager": "enforce_eager",
@@ -296,7 +301,7 @@ ROLLOUT_ENGINES.register_lazy(
     "sglang", "rlkit.rollout.sglang:SGLangRollout", requires=["sglang"],
     backend=Backend(
         "rlkit.rollout.sglang_options:SGLangOptions", needs_gpu=True, memory_knobs=("mem_fraction_static",),
-        verl_names=("sglang",),
+        verl_names=("sglang",), tensor_parallel="first_rank",
         verl_options={f"{_VERL_ROLLOUT}gpu_memory_utilization": "mem_fraction_static",
                       f"{_VERL_ROLLOUT}tensor_model_parallel_size": "tensor_parallel_size",
                       f"{_VERL_ROLLOUT}enforce_eager": "disable_cuda_graph"},

@@ -19,6 +19,7 @@ PHASE_HEADERS = {
     "values": "values",
     "update": "update",
     "weight_sync": "sync",
+    "experience_wait": "wait",  # split: the trainer waiting for the rollout ranks' batch
 }
 # A column even when no pairing ran it: the switches that skip this pass are what bench runs compare, and a
 # missing column would read as a table of a different layout rather than as a phase that did not run.
@@ -48,7 +49,8 @@ def to_json(result: BenchResult) -> dict[str, Any]:
             "nproc": request.nproc, "overrides": list(request.overrides),
         },
         "pairings": [
-            {"engine": p.engine, "rollout": p.rollout, "status": p.status, "reason": p.reason, "phases": p.phases,
+            {"engine": p.engine, "rollout": p.rollout, "placement": p.placement, "status": p.status, "reason": p.reason,
+             "phases": p.phases,
              "step_s": p.step_s, "rollout_tokens_per_s": p.rollout_tokens_per_s,
              "train_tokens_per_s": p.train_tokens_per_s, "mfu": p.mfu, "peak_memory_gb": p.peak_memory_gb,
              "num_steps": p.num_steps, "output_dir": p.output_dir, "settings": p.settings,

@@ -1,4 +1,4 @@
-"""Run every (training engine, rollout engine) pairing of `rlkit bench` and summarise what it measured.
+"""Run every (training engine, rollout engine, placement) pairing of `rlkit bench` and summarise what it measured.
 
 Each pairing is a plain `rlkit train CONFIG` in its own process (under torchrun with --nproc > 1), so one
 engine's memory never leaks into the next measurement and the code measured is the code users run. The
@@ -15,6 +15,11 @@ read back from its log into the result (`settings`), so the record shows what wa
 
 Then, unless switched off, "vLLM alone" generates the same prompts with the same sampling settings
 (rlkit.bench.vllm_alone): what a step's time is compared with.
+
+Placements (`--placement`): 'colocated', or 'split:K' (placement.mode=split with placement.staleness=K; one
+rollout rank unless an override says placement.rollout_ranks). In a split run the rollout rank reports its own
+generate time, which overlaps training when K > 0: the step time is what to compare; MFU counts the training
+GPUs only.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from rlkit.trainer.speed import parse_header_line
 log = logging.getLogger(__name__)
 
 PHASES = ("weight_sync", "generate", "reward", "old_logprobs", "ref_logprobs", "values", "advantages", "update")
+COLOCATED = "colocated"
 # Dense bf16 peak FLOP/s of one GPU, by a substring of its name; the first match wins (PCIe/NVL before SXM).
 PEAK_BF16_FLOPS = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
                    ("A100", 312e12))
@@ -108,6 +114,7 @@ class BenchRequest:
     nproc: int = 1
     overrides: tuple[str, ...] = ()
     baseline: bool = True  # also time vLLM alone on the same prompts
+    placements: tuple[str, ...] = (COLOCATED,)  # 'colocated' or 'split:K'
 
     def command(self) -> str:
         """The command line that repeats this benchmark."""
@@ -118,6 +125,7 @@ class BenchRequest:
             *([f"--data {w.data_file}"] if w.data_file is not None else []),
             f"--prompts {w.num_prompts} --n {w.n} --prompt-len {w.prompt_len} --response-len {w.response_len}",
             f"--steps {w.steps} --warmup {w.warmup}", *([f"--nproc {self.nproc}"] if self.nproc > 1 else []),
+            *([f"--placement {','.join(self.placements)}"] if self.placements != (COLOCATED,) else []),
             *([] if self.baseline else ["--no-baseline"]), f"--out {self.out}", *self.overrides,
         ]
         return " ".join(parts)
@@ -131,6 +139,7 @@ class PairingResult:
     rollout: str
     status: Literal["ok", "skipped", "failed"]
     reason: str | None = None
+    placement: str = COLOCATED
     phases: dict[str, float] = field(default_factory=dict)  # seconds per step
     step_s: float | None = None
     rollout_tokens_per_s: float | None = None
@@ -144,7 +153,8 @@ class PairingResult:
 
     @property
     def name(self) -> str:
-        return f"{self.engine} x {self.rollout}"
+        suffix = "" if self.placement == COLOCATED else f" {self.placement}"
+        return f"{self.engine} x {self.rollout}{suffix}"
 
 
 @dataclass
@@ -168,12 +178,13 @@ def run_bench(request: BenchRequest) -> BenchResult:
     data_file = request.workload.data_file
     if data_file is not None and not data_file.is_file():
         raise ConfigError(f"--data {data_file} does not exist; give a prompt file (rlkit data gsm8k writes one)")
-    pairings = [(engine, rollout) for engine in request.engines for rollout in request.rollouts]
-    results: dict[tuple[str, str], PairingResult] = {}
-    for engine, rollout in pairings:
+    pairings = [(engine, rollout, placement) for engine in request.engines for rollout in request.rollouts
+                for placement in request.placements]
+    results: dict[tuple[str, str, str], PairingResult] = {}
+    for engine, rollout, placement in pairings:
         reason = skip_reason(engine, rollout, machine)
         if reason is not None:
-            results[engine, rollout] = PairingResult(engine, rollout, "skipped", reason)
+            results[engine, rollout, placement] = PairingResult(engine, rollout, "skipped", reason, placement)
     runnable = [pairing for pairing in pairings if pairing not in results]
     baseline_skip = None if request.baseline else "switched off (--no-baseline)"
     baseline_skip = baseline_skip or vllm_alone.skip_reason(machine.cuda)
@@ -185,8 +196,9 @@ def run_bench(request: BenchRequest) -> BenchResult:
     model_path = request.model if request.model is not None else model_dir(request.shape, cache_dir)
     prompts_path = data_file if data_file is not None else request.out / "prompts.jsonl"
     # Every config is validated before anything is built or run: a typo in an override fails in a second.
-    configs = {(engine, rollout): pairing_config(request, engine, rollout, model_path, prompts_path)
-               for engine, rollout in runnable}
+    configs = {(engine, rollout, placement): pairing_config(request, engine, rollout, model_path, prompts_path,
+                                                            placement)
+               for engine, rollout, placement in runnable}
     if request.model is None:
         ensure_model(request.shape, cache_dir)
     first = next(iter(configs.values()))
@@ -194,11 +206,11 @@ def run_bench(request: BenchRequest) -> BenchResult:
         write_prompts(_tokenizer(first), request.workload, prompts_path)
     num_params = _num_params(first)
 
-    for (engine, rollout), cfg in configs.items():
-        log.info("bench: %s x %s, %d steps (%d warm-up)", engine, rollout, request.workload.total_steps,
+    for key, cfg in configs.items():
+        log.info("bench: %s x %s %s, %d steps (%d warm-up)", *key, request.workload.total_steps,
                  request.workload.warmup)
-        results[engine, rollout] = run_pairing(cfg, request, machine, num_params)
-        log.info("bench: %s x %s %s", engine, rollout, results[engine, rollout].status)
+        results[key] = run_pairing(cfg, request, machine, num_params, key[2])
+        log.info("bench: %s x %s %s %s", *key, results[key].status)
     baselines: list[BaselineResult] = []
     if request.baseline:
         if baseline_skip is not None:
@@ -245,18 +257,37 @@ def _missing(registry: Registry, name: str) -> list[str]:
     return []
 
 
-def pairing_config(request: BenchRequest, engine: str, rollout: str, model_path: Path, prompts_path: Path) -> RunConfig:
-    """The validated run config of one pairing: the fixed workload, then the user's overrides."""
-    output_dir = request.out / "runs" / f"{engine}-{rollout}"
+def placement_settings(placement: str) -> dict[str, Any]:
+    """The placement keys of a --placement name: 'colocated', or 'split:K' (staleness K)."""
+    if placement == COLOCATED:
+        return {}
+    kind, _, staleness = placement.partition(":")
+    if kind != "split" or not staleness.isdigit():
+        raise ConfigError(f"--placement {placement}: write 'colocated' or 'split:K' with K the staleness (split:0, "
+                          "split:1, ...)")
+    return {"placement.mode": "split", "placement.staleness": int(staleness)}
+
+
+def pairing_config(request: BenchRequest, engine: str, rollout: str, model_path: Path, prompts_path: Path,
+                   placement: str = COLOCATED) -> RunConfig:
+    """The validated run config of one pairing: the fixed workload and placement, then the user's overrides."""
+    suffix = "" if placement == COLOCATED else "-" + placement.replace(":", "")
+    output_dir = request.out / "runs" / f"{engine}-{rollout}{suffix}"
     settings = run_settings(request.workload, engine=engine, rollout=rollout, model_path=model_path,
                             prompts_path=prompts_path, output_dir=output_dir)
     try:
-        return build_config(RunConfig, None, request.overrides, settings)
+        return build_config(RunConfig, None, request.overrides, {**settings, **placement_settings(placement)})
     except ConfigError as error:
-        raise ConfigError(f"pairing {engine} x {rollout}: {error}") from None
+        raise ConfigError(f"pairing {engine} x {rollout} {placement}: {error}") from None
 
 
-def run_pairing(cfg: RunConfig, request: BenchRequest, machine: Machine, num_params: int) -> PairingResult:
+def training_gpus(cfg: RunConfig, nproc: int) -> int:
+    """The processes that train: all of them, but a split placement's rollout ranks."""
+    return nproc - cfg.placement.rollout_ranks if cfg.placement.mode == "split" else nproc
+
+
+def run_pairing(cfg: RunConfig, request: BenchRequest, machine: Machine, num_params: int,
+                placement: str = COLOCATED) -> PairingResult:
     """`rlkit train` the pairing's config in a child process and summarise its metrics.jsonl."""
     engine, rollout = cfg.engine.name, cfg.rollout.name
     output_dir = Path(cfg.trainer.output_dir)
@@ -272,16 +303,19 @@ def run_pairing(cfg: RunConfig, request: BenchRequest, machine: Machine, num_par
     settings = resolved_settings(log_path)
     if returncode != 0:
         return PairingResult(engine, rollout, "failed", f"exit code {returncode}: {_last_line(log_path)} "
-                             f"(log: {log_path})", output_dir=str(output_dir), settings=settings)
+                             f"(log: {log_path})", placement, output_dir=str(output_dir), settings=settings)
     records = [json.loads(line) for line in metrics_path.read_text().splitlines() if line.strip()]
     summary = summarize(records, warmup=request.workload.warmup,
                         num_samples=cfg.data.train_batch_size * cfg.rollout.n, num_params=num_params,
                         ppo_epochs=cfg.algorithm.ppo_epochs,
-                        peak_flops=None if cfg.trainer.device == "cpu" else machine.peak_flops(request.nproc))
+                        peak_flops=None if cfg.trainer.device == "cpu" else machine.peak_flops(
+                            training_gpus(cfg, request.nproc)))
     if summary["num_steps"] < request.workload.steps:
         return PairingResult(engine, rollout, "failed", f"{summary['num_steps']} of {request.workload.steps} "
-                             f"measured steps in {metrics_path}", output_dir=str(output_dir), settings=settings)
-    return PairingResult(engine, rollout, "ok", output_dir=str(output_dir), settings=settings, **summary)
+                             f"measured steps in {metrics_path}", placement, output_dir=str(output_dir),
+                             settings=settings)
+    return PairingResult(engine, rollout, "ok", placement=placement, output_dir=str(output_dir), settings=settings,
+                         **summary)
 
 
 def resolved_settings(log_path: Path) -> dict[str, dict[str, Any]]:

@@ -1,5 +1,5 @@
 """`rlkit bench --engine fsdp2,deepspeed --rollout hf,vllm,sglang [--shape 0.5b | --model PATH] [--data FILE]
-[key=value ...]`."""
+[--nproc N] [--placement colocated,split:0,split:1] [key=value ...]`."""
 
 from __future__ import annotations
 
@@ -47,6 +47,9 @@ def _names(value: str) -> tuple[str, ...]:
               help="Steps run first and left out of the medians.")
 @click.option("--nproc", type=click.IntRange(min=1), default=1, show_default=True,
               help="Processes (GPUs) per pairing; more than 1 runs each pairing under torchrun.")
+@click.option("--placement", "placements", default="colocated", show_default=True,
+              help="Placements, comma-separated: colocated, or split:K (the last rank only rolls out, K versions "
+                   "ahead at most; needs --nproc 2 or more). Each pairing runs once per placement.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
               help="Also time vLLM alone generating the same prompts with the same sampling settings (needs vLLM "
                    "and a CUDA GPU, else listed as skipped).")
@@ -54,8 +57,8 @@ def _names(value: str) -> tuple[str, ...]:
               help="Folder for bench.json, bench.png, the runs and the cached model.")
 def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape: str | None, model: Path | None,
                   data_file: Path | None, prompts: int, n: int, prompt_len: int | None, response_len: int, steps: int,
-                  warmup: int, nproc: int, baseline: bool, out: Path) -> None:
-    """Time a GRPO workload for every engine x rollout pairing, and vLLM alone on the same prompts.
+                  warmup: int, nproc: int, placements: str, baseline: bool, out: Path) -> None:
+    """Time a GRPO workload for every engine x rollout pairing (x placement), and vLLM alone on the same prompts.
 
     Each pairing runs `rlkit train` in its own process for WARMUP + STEPS steps and reports median seconds per
     phase, rollout and training tokens/s, MFU and peak GPU memory. Pairings that cannot run here (a missing
@@ -76,13 +79,17 @@ def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape
         raise click.UsageError(f"'{config_file}' is not an override key.path=value; rlkit bench takes no config file")
     if prompts % nproc:
         raise click.BadParameter(f"{prompts} prompts do not split over {nproc} processes", param_hint="--prompts")
+    placement_names = _names(placements)
+    if nproc == 1 and any(name != "colocated" for name in placement_names):
+        raise click.BadParameter("a split placement needs --nproc 2 or more (one rank trains, one rolls out)",
+                                 param_hint="--placement")
     request = BenchRequest(
         engines=_names(engines), rollouts=_names(rollouts),
         workload=Workload(num_prompts=prompts, n=n, response_len=response_len, steps=steps, warmup=warmup,
                           prompt_len=prompt_len or (SYNTHETIC_PROMPT_LEN if data_file is None else DATA_PROMPT_LEN),
                           data_file=data_file),
         out=out, shape=None if model is not None else shape or "tiny", model=model, nproc=nproc,
-        overrides=tuple(overrides_list), baseline=baseline,
+        overrides=tuple(overrides_list), baseline=baseline, placements=placement_names,
     )
     result = run_bench(request)
     print_table(result)

@@ -16,7 +16,8 @@ def train_command(args: tuple[str, ...], engine: str | None, rollout: str | None
     """Train with RL. With no arguments: the embedded default (a tiny model on a built-in task, on the CPU).
 
     Settings come from CONFIG (YAML), then the flags, then overrides such as trainer.total_steps=10.
-    Run under `torchrun --nproc_per_node=N -m rlkit train ...` for several processes.
+    Run under `torchrun --nproc_per_node=N -m rlkit train ...` for several processes; with
+    placement.mode=split the last placement.rollout_ranks of them only roll out.
     """
     from rlkit.cli.configs import build_for_command
 
@@ -25,11 +26,17 @@ def train_command(args: tuple[str, ...], engine: str | None, rollout: str | None
     cfg = build_for_command("train", config_file, overrides, flags)
 
     # Imported after validation: a bad config should fail in a fraction of a second.
-    from rlkit.distributed import destroy, init_distributed
+    from rlkit.distributed import destroy
+    from rlkit.placement import init_placement
+    from rlkit.trainer.components import build_rollout_worker
     from rlkit.trainer.rl import RLTrainer
 
-    dist = init_distributed(cfg.trainer.device)
+    placement = init_placement(cfg, cfg.trainer.device)
     try:
-        RLTrainer(cfg, dist).fit()
+        if placement.is_trainer:
+            RLTrainer(cfg, placement.dist, placement).fit()
+        else:  # a rollout rank of a split placement (docs/placement.md)
+            build_rollout_worker(cfg, placement).run()
     finally:
+        placement.close()
         destroy()

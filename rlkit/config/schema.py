@@ -22,6 +22,7 @@ from rlkit.config.algorithm import (  # noqa: F401  re-exported: the sections of
 from rlkit.config.base import LocalPath, Section
 from rlkit.config.engines import EngineConfig, OptimConfig  # noqa: F401
 from rlkit.config.environment import EnvironmentConfig  # noqa: F401
+from rlkit.config.placement import PlacementConfig  # noqa: F401
 from rlkit.config.rollouts import RolloutConfig  # noqa: F401
 from rlkit.errors import PluginError
 
@@ -243,6 +244,7 @@ class RunConfig(Section):
     reward: RewardConfig = RewardConfig()
     environment: EnvironmentConfig = EnvironmentConfig()
     trainer: TrainerConfig = TrainerConfig()
+    placement: PlacementConfig = PlacementConfig()
 
     @model_validator(mode="after")
     def _estimator_exists(self) -> RunConfig:
@@ -330,5 +332,21 @@ class RunConfig(Section):
             raise ValueError(
                 f"data.train_batch_size={batch} is not a multiple of algorithm.mini_batch_size={mini}; "
                 f"choose a mini_batch_size that divides {batch}"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _stale_responses_are_handled(self) -> RunConfig:
+        placement, algorithm = self.placement, self.algorithm
+        if placement.on_stale == "reweight" and algorithm.rollout_is_cap is None:
+            raise ValueError(
+                "placement.on_stale=reweight keeps stale responses and relies on the truncated importance weight: "
+                "set algorithm.rollout_is_cap (2.0, say), or placement.on_stale=drop"
+            )
+        if placement.staleness and algorithm.reuse_rollout_logprobs:
+            raise ValueError(
+                f"algorithm.reuse_rollout_logprobs takes the rollout's log-probs as the policy before the update, "
+                f"but with placement.staleness={placement.staleness} the rollout ran up to {placement.staleness} "
+                "versions behind it; set algorithm.reuse_rollout_logprobs=false"
             )
         return self

@@ -79,13 +79,19 @@ def assemble_responses(completions: Sequence[Completion], owners: Sequence[Promp
     )
 
 
-def sync_weights(rollout: RolloutEngine, weights: WeightsFn, device: str) -> None:
+def sync_weights(rollout: RolloutEngine | None, weights: WeightsFn, device: str) -> None:
     """Wake the rollout engine and stream the policy's weights into it.
 
     On CUDA the training phases' freed blocks go back to the driver first: PyTorch's caching allocator
     keeps them reserved, and vLLM (its own allocator) and SGLang (another process) could not take their
     memory back from under it; without this a larger micro-batch ran out of memory in vLLM's wake_up.
+    A rank without an engine (its engine group's runs from the first rank) still walks the weights: producing
+    them is a collective of the training ranks.
     """
+    if rollout is None:
+        for _ in weights():
+            pass
+        return
     if device.startswith("cuda"):
         torch.cuda.empty_cache()
     rollout.wake_up()

@@ -1,12 +1,10 @@
-"""Reward, length and conversation statistics of generated responses, over every rank."""
+"""Reward, length and conversation statistics of generated responses (gathered from every rank by the caller)."""
 
 from __future__ import annotations
-
 
 import torch
 
 from rlkit.batch import Batch
-from rlkit.distributed import all_gather_objects
 
 
 def summarize(scores: list[float], lengths: list[int], finish_reasons: list[str], prefix: str = "") -> dict[str, float]:
@@ -24,11 +22,14 @@ def summarize(scores: list[float], lengths: list[int], finish_reasons: list[str]
     }
 
 
-def gathered_summary(batch: Batch, scores: torch.Tensor, prefix: str = "") -> dict[str, float]:
-    """`summarize` over the responses of every rank (a collective)."""
-    lengths = batch["response_mask"].sum(dim=1).long().tolist()
-    gathered = all_gather_objects((scores.tolist(), lengths, batch["finish_reason"]))
-    return summarize(*(sum((part[i] for part in gathered), []) for i in range(3)), prefix=prefix)
+def response_stats(batch: Batch, scores: torch.Tensor) -> tuple[list[float], list[int], list[str]]:
+    """What `summarize` needs of a batch: scores, response lengths, finish reasons."""
+    return scores.tolist(), batch["response_mask"].sum(dim=1).long().tolist(), list(batch["finish_reason"])
+
+
+def summarize_gathered(gathered: list[tuple[list[float], list[int], list[str]]], prefix: str = "") -> dict[str, float]:
+    """`summarize` over every rank's `response_stats`."""
+    return summarize(*(sum((list(part[i]) for part in gathered), []) for i in range(3)), prefix=prefix)
 
 
 def conversation_counts(batch: Batch) -> list[tuple[int, int, int]]:
@@ -50,7 +51,3 @@ def summarize_conversations(counts: list[tuple[int, int, int]], prefix: str = ""
         f"{prefix}env/tool_error_rate": float(errors.sum() / calls.sum().clamp(min=1)),
     }
 
-
-def gathered_conversations(batch: Batch, prefix: str = "") -> dict[str, float]:
-    """`summarize_conversations` over the responses of every rank (a collective)."""
-    return summarize_conversations(sum(all_gather_objects(conversation_counts(batch)), []), prefix=prefix)

@@ -1,7 +1,8 @@
 """The rollout-engine interface: generate responses, take new weights, sleep and wake, close.
 
 Also the small rules the engines apply alike: `check_prompts` (no empty prompt), `stop_token_ids` (what
-ends a response), `RANK_SEED_STRIDE` (how ranks' seeds are spread) and `dtype_name` (the weights' dtype).
+ends a response), `call_seed` and `RANK_SEED_STRIDE` (how calls' and ranks' seeds are spread) and `dtype_name`
+(the weights' dtype).
 """
 
 from __future__ import annotations
@@ -16,6 +17,11 @@ from rlkit.errors import ConfigError
 RANK_SEED_STRIDE = 1_000_003  # ranks sample different streams; a prime keeps them apart from call counters
 
 
+def call_seed(seed: int, call_index: int, stream: int) -> int:
+    """The seed of generate call `call_index` of sampling stream `stream` (a rank, or a share of the prompts)."""
+    return seed + call_index + stream * RANK_SEED_STRIDE
+
+
 @dataclass(frozen=True)
 class SamplingParams:
     n: int = 1
@@ -26,6 +32,9 @@ class SamplingParams:
     stop_token_ids: tuple[int, ...] = ()
     ignore_eos: bool = False
     logprobs: bool = True  # per-token log-probs of the sampled tokens (vLLM generates ~2x slower with them)
+    # This call's sampling seed, chosen by the caller (a split placement seeds each trainer's share of the prompts
+    # as the colocated rank with that share would: `call_seed`); None: the engine's own per-call stream.
+    seed: int | None = None
 
 
 @dataclass

@@ -24,9 +24,9 @@ from rlkit.config.rollouts import RolloutConfig
 from rlkit.distributed import DistInfo
 from rlkit.models.loading import load_causal_lm
 from rlkit.rollout.base import (
-    RANK_SEED_STRIDE,
     Completion,
     SamplingParams,
+    call_seed,
     check_prompts,
     stop_token_ids,
     unique_ids,
@@ -74,7 +74,7 @@ class HFRollout:
         tokenizer: the run's tokenizer (pad, EOS and decoding).
         dist: this process's rank and device; sampling streams differ by rank.
         dtype: weights' dtype; default bf16 on cuda, fp32 on cpu.
-        seed: base seed; call k on rank r samples under seed + k + r * 1000003.
+        seed: base seed; call k on rank r samples under seed + k + r * 1000003 (params.seed, when given, instead).
         trust_remote_code: allow custom modelling code in model_path.
     """
 
@@ -122,7 +122,7 @@ class HFRollout:
         if self.model is None:
             raise RuntimeError("HFRollout.generate called after close()")
         check_prompts(prompts)
-        seed = self.seed + self.num_generate_calls + self.dist.rank * RANK_SEED_STRIDE
+        seed = params.seed if params.seed is not None else call_seed(self.seed, self.num_generate_calls, self.dist.rank)
         self.num_generate_calls += 1
         per_call = self.options.batch_size or max(len(prompts), 1)
         cuda_devices = [] if self.device.type != "cuda" else [

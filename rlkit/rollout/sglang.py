@@ -1,7 +1,9 @@
 """The SGLang rollout engine: fast sampling on the trainer's GPU, weights pushed in place between steps.
 
-Each training process starts one `sglang.Engine` on its own GPU (`base_gpu_id` = the local rank): the
-engine's scheduler runs in a child process that SGLang spawns, and this process talks to it over ZMQ.
+Each training process starts one `sglang.Engine` on its own GPU (`base_gpu_id` = the local rank), or, with
+tensor_parallel_size k > 1 under torchrun, the first of each k consecutive ranks starts one on its GPU and the
+next k - 1 (rlkit.placement.layout): the engine's schedulers run in child processes that SGLang spawns, one
+per GPU, and this process talks to them over ZMQ.
 Prompts go in as token ids and the engine's tokenizer is never loaded; rlkit decodes the text itself.
 
 Weights. `update_weights` checks each tensor's Hugging Face name and shape against the model's
@@ -22,9 +24,9 @@ is what makes this correct; `generate` refuses to run on woken-but-unsynced weig
 Log-probs are log_softmax(logits / temperature) of each sampled token, untruncated by top-k/top-p (raw
 logits when greedy); see rlkit.rollout.sglang_args for where in SGLang's sampler this comes from.
 
-Sampling is seeded once per engine (seed + rank * 1000003, SGLang's `random_seed`): SGLang has no
+Sampling is seeded once per engine (seed + engine group * 1000003, SGLang's `random_seed`): SGLang has no
 per-request seed outside its deterministic-inference mode, so a resumed run does not replay the samples
-of an uninterrupted one.
+of an uninterrupted one, and a call's `SamplingParams.seed` is not used.
 
 Side effects of starting SGLang in the trainer's process: it sets the multiprocessing start method to
 "spawn" and patches torch's CUDA-tensor pickling to name devices by UUID. The environment variables it sets
@@ -67,7 +69,7 @@ class SGLangRollout:
         tokenizer: the run's tokenizer: EOS ids and decoding (SGLang's own tokenizer is not loaded).
         dist: this process's rank and device; the engine runs on dist.device's GPU.
         dtype: weights' dtype (torch dtype or name); default bfloat16.
-        seed: base seed; the engine samples under seed + rank * 1000003.
+        seed: base seed; the engine samples under seed + (rank // tensor_parallel_size) * 1000003.
         trust_remote_code: allow custom modelling code in model_path.
 
     Attributes:

@@ -79,22 +79,19 @@ def engine_kwargs(
 ) -> dict[str, Any]:
     """Keyword arguments of `sglang.Engine` for the engine of this process.
 
-    One engine per rank, on the rank's GPU (`base_gpu_id`). tensor_parallel_size > 1 spans GPUs
-    base_gpu_id .. base_gpu_id + tp - 1 and is only possible in a single process (world size 1).
+    One engine per rank at tensor_parallel_size 1, on the rank's GPU (`base_gpu_id`). An engine of tp > 1 spans
+    GPUs base_gpu_id .. base_gpu_id + tp - 1: in a single process, or, under torchrun, started by the first of tp
+    consecutive ranks (rlkit.placement.layout) on its own GPU and the next tp - 1, which its workers then use. The
+    engines of one job sample under seeds tp ranks apart, one per engine group.
     """
     tp = options.tensor_parallel_size
-    if dist.world_size > 1 and tp > 1:
-        raise ConfigError(
-            f"rollout.sglang.tensor_parallel_size={tp} under torchrun (world size {dist.world_size}): the sglang rollout "
-            "runs one engine per rank; set rollout.sglang.tensor_parallel_size=1, or run a single process"
-        )
     return {
         "model_path": model_path,
         "dtype": engine_dtype(dtype),
         "trust_remote_code": trust_remote_code,
         "tp_size": tp,
         "base_gpu_id": gpu_index(dist),
-        "random_seed": seed + dist.rank * RANK_SEED_STRIDE,
+        "random_seed": seed + (dist.rank // tp) * RANK_SEED_STRIDE,
         "mem_fraction_static": options.mem_fraction_static,
         "attention_backend": options.attention_backend,
         "sampling_backend": options.sampling_backend,

@@ -66,7 +66,7 @@ class VLLMRollout:
         dtype: weights' dtype (torch dtype or name); default bfloat16.
         seed: base seed; the engine seed is options.seed or seed + (rank // tp) * 1000003, and the requests of
             generate call k get seeds hashed from (engine seed, k), so a resumed run that restores
-            `state_dict()` samples what an uninterrupted one would.
+            `state_dict()` samples what an uninterrupted one would; a call with params.seed hashes that instead.
         trust_remote_code: allow custom modelling code in model_path.
 
     Attributes:
@@ -145,7 +145,9 @@ class VLLMRollout:
             for _ in range(copies)
         ]
         kwargs = vllm_args.sampling_kwargs(params, flat_logprobs=self._has_flat_logprobs)
-        seeds = vllm_args.request_seeds(self.seed, self.num_generate_calls, len(requests), kwargs["n"])
+        # params.seed already names the call; otherwise this engine's stream at this call.
+        stream, call = (params.seed, 0) if params.seed is not None else (self.seed, self.num_generate_calls)
+        seeds = vllm_args.request_seeds(stream, call, len(requests), kwargs["n"])
         sampling = [self._vllm.SamplingParams(**kwargs, seed=seed) for seed in seeds]
         self.num_generate_calls += 1
         # Per-request seeds make sampling reproducible; fork_rng keeps the trainer's torch streams intact

@@ -14,15 +14,20 @@ from rlkit.distributed import DistInfo, barrier, process_rank
 from rlkit.engines.base import EngineSpec, TrainEngine
 from rlkit.environments import ChatRenderer, EnvironmentFactory, environment_factory, needs_chat_prompts
 from rlkit.errors import ConfigError
-from rlkit.experience import ColocatedExperience, ExperienceSource, MultiTurnGeneration
+from rlkit.experience import ColocatedExperience, ExperienceSource, Generation, MultiTurnGeneration
+from rlkit.experience.rollout_worker import RolloutWorker
+from rlkit.experience.shards import SeededRollout, ShardSeeds
+from rlkit.experience.split import SplitExperience
+from rlkit.experience.tensor_parallel import LeaderGeneration
 from rlkit.models.loading import check_model_path, load_tokenizer, local_folder
 from rlkit.models.tiny import ensure_tiny_model
+from rlkit.placement import Placement
 from rlkit.registry import ROLLOUT_ENGINES, TRAIN_ENGINES
 from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager, check_data_sources
 from rlkit.rollout.base import RolloutEngine
 from rlkit.timing import PhaseTimer
-from rlkit.trainer.speed import ROLLOUT_LOGPROBS, SpeedPlan, plan_speed
+from rlkit.trainer.speed import ROLLOUT_LOGPROBS, MachineFacts, SpeedPlan, choose_rollout_logprobs, plan_speed
 
 
 def resolve_model_path(path: str, output_dir: Path, key: str = "model.path") -> str:
@@ -44,13 +49,27 @@ class Components:
     actor: TrainEngine
     ref: TrainEngine | None  # None when no KL is used, or with LoRA (the actor with adapters off)
     critic: TrainEngine | None
-    rollout: RolloutEngine
+    rollout: RolloutEngine | None  # None on a rank that runs no rollout engine (rlkit.placement.layout)
     reward: RewardManager
     train_data: PromptDataset
     val_data: PromptDataset | None
     total_steps: int
     new_environment: EnvironmentFactory  # one environment per conversation (environment.name)
     speed: SpeedPlan  # resolve_static's: the budget and checkpointing may still be pending (settle_memory)
+
+
+@dataclass
+class Inputs:
+    """What both sides of a run read: the tokenizer, the prompts, the reward, the environments, the run's
+    length."""
+
+    tokenizer: Any
+    model_path: str
+    reward: RewardManager
+    train_data: PromptDataset
+    val_data: PromptDataset | None
+    total_steps: int
+    new_environment: EnvironmentFactory
 
 
 def uses_reference(cfg: RunConfig) -> bool:
@@ -74,12 +93,6 @@ def check_against_world(cfg: RunConfig, dist: DistInfo) -> None:
             f"algorithm.mini_batch_size={cfg.algorithm.mini_batch_size} does not split over {world} ranks; "
             f"make it a multiple of {world}"
         )
-    tp = getattr(cfg.rollout.options, "tensor_parallel_size", 1)
-    if tp > 1:
-        raise ConfigError(
-            f"rollout.{cfg.rollout.name}.tensor_parallel_size={tp}: the trainer runs one rollout engine per rank for "
-            "now; set it to 1"
-        )
 
 
 def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo, speed: SpeedPlan | None = None) -> TrainEngine:
@@ -90,7 +103,7 @@ def build_engine(cfg: RunConfig, spec: EngineSpec, dist: DistInfo, speed: SpeedP
     return engine_cls(speed.engine_section(cfg.engine), speed.engine_options(cfg.engine), spec, dist)
 
 
-def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
+def build_inputs(cfg: RunConfig) -> Inputs:
     """Cheap checks first (paths, data, plugins), so a mistake fails before any model is loaded."""
     output_dir = Path(cfg.trainer.output_dir)
     model_path = resolve_model_path(cfg.model.path, output_dir)
@@ -116,7 +129,46 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
     check_data_sources(cfg.reward, _data_sources(train_data, val_data))  # before any model loads
     reward = build_reward_manager(cfg.reward)
     new_environment = build_environments(cfg, tokenizer, train_data)
+    return Inputs(tokenizer, model_path, reward, train_data, val_data, total_steps, new_environment)
+
+
+def build_environments(cfg: RunConfig, tokenizer: Any, train_data: PromptDataset) -> EnvironmentFactory:
+    """The environment factory, checked with what it will meet: chat prompts where it needs them, and a chat
+    template that can render its messages when conversations have several turns."""
+    factory = environment_factory(cfg.environment, tokenizer)
+    if needs_chat_prompts(factory) and train_data[0].messages is None:
+        raise ConfigError(f"environment '{cfg.environment.name}' needs chat prompts, but data.prompt_format gives raw "
+                          "text; set data.prompt_format=chat (the tokenizer needs a chat template)")
+    if cfg.rollout.max_turns > 1:
+        ChatRenderer(tokenizer)
+    return factory
+
+
+def _data_sources(train_data: PromptDataset, val_data: PromptDataset | None) -> dict[str, str]:
+    """{data_source: the config key of the first files it occurs in}."""
+    sources: dict[str, str] = {}
+    for key, data in (("data.train_files", train_data), ("data.val_files", val_data or [])):
+        for record in data:
+            sources.setdefault(record.data_source, key)
+    return sources
+
+
+def build_rollout(cfg: RunConfig, inputs: Inputs, placement: Placement) -> RolloutEngine | None:
+    """This rank's rollout engine: None on a trainer of a split job and where the engine group's engine runs from
+    its first rank. Engines see their side's world (placement.dist)."""
+    if not placement.layout.runs_engine(placement.rank):
+        return None
     rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
+    return rollout_cls(cfg.rollout, cfg.rollout.options, inputs.model_path, inputs.tokenizer, placement.dist,
+                       seed=cfg.trainer.seed)
+
+
+def build_components(cfg: RunConfig, dist: DistInfo, placement: Placement) -> Components:
+    """The inputs, then the training engines, then the rollout engine (where this rank runs one)."""
+    inputs = build_inputs(cfg)
+    tokenizer, model_path, total_steps = inputs.tokenizer, inputs.model_path, inputs.total_steps
+    output_dir = Path(cfg.trainer.output_dir)
+    ROLLOUT_ENGINES.get(cfg.rollout.name)  # a misspelled rollout fails before the training engines load
     critic_path = None
     if estimator_for(cfg.algorithm.adv_estimator).needs_values:
         critic_path = resolve_model_path(cfg.critic.model_path or model_path, output_dir,
@@ -137,43 +189,59 @@ def build_components(cfg: RunConfig, dist: DistInfo) -> Components:
         critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
                                               **common), dist, speed)
 
-    rollout = rollout_cls(cfg.rollout, cfg.rollout.options, model_path, tokenizer, dist, seed=cfg.trainer.seed)
-    return Components(tokenizer, model_path, actor, ref, critic, rollout, reward, train_data, val_data, total_steps,
-                      new_environment, speed)
+    rollout = build_rollout(cfg, inputs, placement)
+    return Components(tokenizer, model_path, actor, ref, critic, rollout, inputs.reward, inputs.train_data,
+                      inputs.val_data, total_steps, inputs.new_environment, speed)
 
 
-def build_environments(cfg: RunConfig, tokenizer: Any, train_data: PromptDataset) -> EnvironmentFactory:
-    """The environment factory, checked with what it will meet: chat prompts where it needs them, and a chat
-    template that can render its messages when conversations have several turns."""
-    factory = environment_factory(cfg.environment, tokenizer)
-    if needs_chat_prompts(factory) and train_data[0].messages is None:
-        raise ConfigError(f"environment '{cfg.environment.name}' needs chat prompts, but data.prompt_format gives raw "
-                          "text; set data.prompt_format=chat (the tokenizer needs a chat template)")
-    if cfg.rollout.max_turns > 1:
-        ChatRenderer(tokenizer)
-    return factory
-
-
-def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer) -> ExperienceSource:
-    """The synchronous source: this rank's rollout engine, a conversation with an environment per sample (one
-    response with the default single-turn environment)."""
-    tokenizer = parts.tokenizer
+def build_generation(cfg: RunConfig, rollout: RolloutEngine | None, inputs: Inputs | Components,
+                     placement: Placement) -> Generation | None:
+    """A conversation with an environment per sample on `rollout` (one response with the default single-turn
+    environment); in a colocated engine group whose engine runs from its first rank, the first rank's responses
+    reach the group's other ranks."""
+    tokenizer = inputs.tokenizer
     pad_token_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-    generation = MultiTurnGeneration(parts.rollout, tokenizer, pad_token_id, parts.new_environment,
-                                     max_turns=cfg.rollout.max_turns, max_total_tokens=cfg.rollout.max_total_tokens,
-                                     num_workers=cfg.environment.num_workers)
-    return ColocatedExperience(cfg, rollout=parts.rollout, generation=generation, reward=parts.reward,
-                               train_data=parts.train_data, val_data=parts.val_data, dist=dist, timer=timer,
+    generation = None
+    if rollout is not None:
+        generation = MultiTurnGeneration(rollout, tokenizer, pad_token_id, inputs.new_environment,
+                                         max_turns=cfg.rollout.max_turns, max_total_tokens=cfg.rollout.max_total_tokens,
+                                         num_workers=cfg.environment.num_workers)
+    if placement.engine_group is not None:
+        return LeaderGeneration(generation, placement.layout.leader_of(placement.rank), placement.engine_group)
+    return generation
+
+
+def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer,
+                     placement: Placement) -> ExperienceSource:
+    """Colocated: this rank's rollout engine (rlkit.experience.colocated). Split: what the rollout ranks send."""
+    if placement.layout.split:
+        return SplitExperience(cfg, placement, train_data=parts.train_data, total_steps=parts.total_steps, dist=dist,
+                               timer=timer)
+    return ColocatedExperience(cfg, rollout=parts.rollout, generation=build_generation(cfg, parts.rollout, parts,
+                                                                                       placement),
+                               reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
+                               timer=timer, layout=placement.layout,
                                return_logprobs=parts.speed.value(ROLLOUT_LOGPROBS))
 
 
-def _data_sources(train_data: PromptDataset, val_data: PromptDataset | None) -> dict[str, str]:
-    """{data_source: the config key of the first files it occurs in}."""
-    sources: dict[str, str] = {}
-    for key, data in (("data.train_files", train_data), ("data.val_files", val_data or [])):
-        for record in data:
-            sources.setdefault(record.data_source, key)
-    return sources
+def build_rollout_worker(cfg: RunConfig, placement: Placement) -> RolloutWorker:
+    """What a rollout rank of a split job runs: the inputs, its engine, and the loop around them. Whether the
+    rollout returns log-probs is decided as the trainers' speed plan decides it (from the config and the device)."""
+    inputs = build_inputs(cfg)
+    return_logprobs = choose_rollout_logprobs(cfg, MachineFacts.here(placement.dist)).value
+    rollout = build_rollout(cfg, inputs, placement)
+    timer = PhaseTimer(cuda=placement.dist.device.startswith("cuda"))
+    seeds = ShardSeeds(cfg.trainer.seed)  # each shard sampled as the colocated rank with that shard would
+    try:
+        generation = build_generation(cfg, SeededRollout(rollout, seeds) if rollout is not None else None, inputs,
+                                      placement)
+        return RolloutWorker(cfg, placement, rollout=rollout, generation=generation, reward=inputs.reward,
+                             train_data=inputs.train_data, val_data=inputs.val_data, timer=timer, seeds=seeds,
+                             return_logprobs=return_logprobs)
+    except BaseException:
+        if rollout is not None:
+            rollout.close()
+        raise
 
 
 def loss_agg_mode(cfg: RunConfig) -> str:

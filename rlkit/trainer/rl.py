@@ -8,7 +8,9 @@ cleanup) is rlkit.trainer.shell's, shared with SFT. Algorithm differences live i
 name through the registries), backend differences in the engines; nothing here asks which engine or
 estimator it runs.
 
-Every rank runs this loop on its own share of the prompts (SPMD); rank 0 logs and publishes checkpoints.
+Every training rank runs this loop on its own share of the prompts (SPMD); rank 0 logs and publishes
+checkpoints. In a split placement the training ranks are a world of their own and the rollout ranks run
+rlkit.experience.rollout_worker instead (docs/placement.md).
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from rlkit.batch import Batch
 from rlkit.config.schema import RunConfig
 from rlkit.distributed import DistInfo, all_reduce_sum
 from rlkit.experience import ExperienceSource
+from rlkit.placement import Placement, colocated_placement
 from rlkit.trainer.components import (
     Components,
     build_components,
@@ -48,18 +51,20 @@ class RLTrainer(TrainerShell):
     kind = "rl"
     command = "rlkit train"
 
-    def __init__(self, cfg: RunConfig, dist: DistInfo):
+    def __init__(self, cfg: RunConfig, dist: DistInfo, placement: Placement | None = None):
+        """`placement`: this rank's place in the job (rlkit.placement.init_placement); default colocated."""
         check_against_world(cfg, dist)
         check_components(cfg)  # every name resolves before anything is written or any model loads
+        self.placement = placement or colocated_placement(cfg, dist)
         super().__init__(cfg, dist)
 
     def setup(self) -> None:
         cfg = self.cfg
-        self.parts: Components = build_components(cfg, self.dist)
+        self.parts: Components = build_components(cfg, self.dist, self.placement)
         self.resources.callback(self.parts.reward.close)  # its worker process must not outlive the run
         self.tokenizer = self.parts.tokenizer
         self.total_steps = self.parts.total_steps
-        self.experience: ExperienceSource = build_experience(cfg, self.parts, self.dist, self.timer)
+        self.experience: ExperienceSource = build_experience(cfg, self.parts, self.dist, self.timer, self.placement)
         self.resources.callback(self.experience.close)
         kl = cfg.algorithm.kl_ctrl
         self.kl_ctrl = (AdaptiveKLController(kl.kl_coef, kl.target_kl, kl.horizon) if kl.type == "adaptive"

@@ -25,6 +25,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rlkit.algorithms",),
     ("rlkit.config",),
     ("rlkit.batch", "rlkit.distributed", "rlkit.timeouts", "rlkit.timing", "rlkit.trajectory"),
+    ("rlkit.placement",),
     ("rlkit.data", "rlkit.models", "rlkit.rewards", "rlkit.tools"),
     ("rlkit.engines", "rlkit.rollout", "rlkit.environments"),
     ("rlkit.experience",),

@@ -169,6 +169,30 @@ def test_the_table_says_which_pairing_skipped_the_old_logprob_pass(tmp_path):
     assert "not run" in hf_row and "not run" not in vllm_row  # a pairing that did not run shows "-"
 
 
+def test_placements_run_each_pairing_split_with_its_staleness(tmp_path):
+    from rich.console import Console
+
+    from rlkit.bench.report import print_table, to_json
+    from rlkit.bench.runner import BenchRequest, BenchResult, PairingResult, pairing_config, training_gpus
+
+    request = BenchRequest(("fsdp2",), ("hf",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path, shape="tiny",
+                           nproc=2, placements=("colocated", "split:1"))
+    colocated = pairing_config(request, "fsdp2", "hf", tmp_path / "model", tmp_path / "p.jsonl", "colocated")
+    split = pairing_config(request, "fsdp2", "hf", tmp_path / "model", tmp_path / "p.jsonl", "split:1")
+    assert (colocated.placement.mode, split.placement.mode, split.placement.staleness) == ("colocated", "split", 1)
+    assert split.trainer.output_dir.endswith("runs/fsdp2-hf-split1")
+    assert (training_gpus(colocated, 2), training_gpus(split, 2)) == (2, 1)  # MFU counts the training GPUs
+    assert "--placement colocated,split:1" in request.command()
+    with pytest.raises(ConfigError, match="split:K"):
+        pairing_config(request, "fsdp2", "hf", tmp_path / "model", tmp_path / "p.jsonl", "split1")
+
+    rows = [PairingResult("fsdp2", "hf", "ok", placement=placement, phases={"generate": 1.0}, step_s=step)
+            for placement, step in (("colocated", 3.0), ("split:1", 2.0))]
+    console = Console(record=True, width=200)
+    print_table(BenchResult(request, CPU, None, 1, rows), console)
+    assert "fsdp2 x hf split:1" in console.export_text()
+    assert [row["placement"] for row in to_json(BenchResult(request, CPU, None, 1, rows))["pairings"]] == [
+        "colocated", "split:1"]
 def test_the_record_shows_what_auto_picked(tmp_path, monkeypatch):
     import sys
 

@@ -182,7 +182,8 @@ def resolve_bench(params: dict) -> None:
                            overrides=tuple(overrides))
     for engine in request.engines:
         for rollout in request.rollouts:
-            pairing_config(request, engine, rollout, Path("model"), Path("prompts.jsonl"))
+            for placement in _names(params["placements"]):
+                pairing_config(request, engine, rollout, Path("model"), Path("prompts.jsonl"), placement)
 
 
 def test_the_docs_have_commands_to_check():

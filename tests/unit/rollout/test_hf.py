@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import re
 
 import pytest
@@ -11,7 +12,7 @@ from transformers import AutoConfig, AutoModelForCausalLM, GenerationConfig
 
 from rlkit.config.schema import RolloutConfig
 from rlkit.distributed import DistInfo
-from rlkit.rollout.base import RolloutEngine, SamplingParams
+from rlkit.rollout.base import RolloutEngine, SamplingParams, call_seed
 from rlkit.rollout.behaviour import build_tiny_checkpoint, reference_logprobs, tiny_prompts
 from rlkit.rollout.hf import HFRollout
 from rlkit.rollout.hf_options import HFOptions
@@ -137,6 +138,17 @@ def test_same_seed_same_samples_and_resume_reproduces_the_next_call(checkpoint, 
     # Other ranks and other seeds sample other streams.
     assert as_tuples(make(checkpoint, seed=5, rank=1).generate(prompts, SAMPLED)) != as_tuples(call_0)
     assert as_tuples(make(checkpoint, seed=6).generate(prompts, SAMPLED)) != as_tuples(call_0)
+
+
+def test_a_calls_seed_samples_as_the_rank_and_call_it_names(checkpoint, prompts):
+    # What a split placement's rollout rank relies on: call_seed(seed, k, r) given in the params samples what
+    # rank r's engine samples on its k-th call, from any engine.
+    rank_1 = make(checkpoint, seed=5, rank=1)
+    rank_1.generate(prompts, SAMPLED)
+    expected = rank_1.generate(prompts, SAMPLED)  # rank 1's call 1
+    elsewhere = make(checkpoint, seed=7, rank=3)
+    seeded = dataclasses.replace(SAMPLED, seed=call_seed(5, 1, 1))
+    assert as_tuples(elsewhere.generate(prompts, seeded)) == as_tuples(expected)
 
 
 def test_generate_leaves_the_global_rng_alone(checkpoint, prompts):

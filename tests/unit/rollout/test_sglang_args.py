@@ -95,11 +95,13 @@ def test_engine_kwargs_follow_the_config_rank_and_device():
     assert sglang_args.gpu_index(DistInfo(rank=5, world_size=8, local_rank=1, device="cuda")) == 1
 
 
-def test_engine_kwargs_tensor_parallel_only_in_a_single_process():
+def test_engine_kwargs_tensor_parallel_in_one_process_or_from_the_first_rank_of_a_group():
     config = SGLangOptions(tensor_parallel_size=2)
     assert sglang_args.engine_kwargs(config, "/m", dist=GPU0, seed=1)["tp_size"] == 2
-    with pytest.raises(ConfigError, match="tensor_parallel_size=2"):
-        sglang_args.engine_kwargs(config, "/m", dist=DistInfo(world_size=2, device="cuda:0"), seed=1)
+    # Under torchrun rank 2 starts the engine of ranks 2 and 3 (GPUs 2, 3): engine group 1's seed.
+    kwargs = sglang_args.engine_kwargs(config, "/m", dist=DistInfo(rank=2, world_size=4, local_rank=2,
+                                                                   device="cuda:2"), seed=1)
+    assert (kwargs["tp_size"], kwargs["base_gpu_id"], kwargs["random_seed"]) == (2, 2, 1 + 1 * 1_000_003)
 
 
 def test_engine_kwargs_refuse_cpu_and_unknown_dtypes():
