@@ -64,6 +64,7 @@ class RolloutWorker:
         self.layout = layout = placement.layout
         self.channel = placement.channel
         self.rollout = rollout
+        self.reward = reward
         self.train_data = train_data
         self.val_data = val_data
         self.timer = timer
