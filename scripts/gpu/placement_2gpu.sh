@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # placement_2gpu.sh STEP -- issue 19's GPU record, one step per device command, ON a machine with two H200s
 # (device kind nvidia-h200-x2), from the repository root. Prepare the carried folders here first, as for issue 17:
-#   PIECE=45M ../shared/gpu/prepare_gpu_wheels.sh .gpu vllm   (split into .gpu/vllm_p0 and .gpu/vllm_p1)
-#   scripts/gpu/speed_prepare.sh GGUF GSM8K_DIR               (.gpu/smollm_p0, .gpu/smollm_p1, .gpu/gsm8k,
+#   PIECE=45M scripts/gpu/prepare_gpu_wheels.sh .gpu vllm     (split into .gpu/vllm_p0 and .gpu/vllm_p1)
+#   scripts/gpu/speed_prepare.sh GGUF [GSM8K_DIR]             (.gpu/smollm_p0, .gpu/smollm_p1, .gpu/gsm8k,
 #                                                              .gpu/extra_small)
 # Send the steps back to back (/tmp lives only while the machine stays warm); each writes its logs to $OUT.
 # Minutes are estimates (vLLM start ~50 s per run, the 0.5B step ~5 s, 1.5B ~9 s).
@@ -66,11 +66,11 @@ nvidia-smi --query-gpu=name,memory.total --format=csv,noheader | log
 
 case $STEP in
 1)
-  bash .gpu/vllm_p0/device_install.sh vllm .gpu/vllm_p0 | tail -1
+  bash scripts/gpu/device_install.sh vllm .gpu/vllm_p0 | tail -1
   install_wheels .gpu/extra_small /tmp/site_extra
   ;;
 2)
-  bash .gpu/vllm_p1/device_install.sh vllm .gpu/vllm_p1 | tail -1
+  bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
   need /tmp/site_vllm/.installed
   timeout 560 python3 -m pytest tests/gpu/test_placement_gpu.py tests/gpu/test_vllm_torchrun.py -m gpu -q -p no:cacheprovider \
     -k "not sglang" 2>&1 | tail -n 40 | log
@@ -86,10 +86,10 @@ case $STEP in
   shape_benches 1.5b 256
   ;;
 5)
-  bash .gpu/smollm_p0/device_install.sh smollm .gpu/smollm_p0 | tail -1
+  bash scripts/gpu/device_install.sh smollm .gpu/smollm_p0 | tail -1
   ;;
 6)
-  bash .gpu/smollm_p1/device_install.sh smollm .gpu/smollm_p1 | tail -1
+  bash scripts/gpu/device_install.sh smollm .gpu/smollm_p1 | tail -1
   need /tmp/site_smollm/.installed
   mkdir -p /tmp/place/gsm8k && cp .gpu/gsm8k/train.parquet "$DATA"
   # The GGUF (Q4_1) as a bf16 Hugging Face folder (rlkit model import; the gguf package: step 1).
