@@ -10,5 +10,5 @@ from rlkit.placement.channel import Channel, PlacementError, WeightBroadcast
 from rlkit.placement.layout import Layout, layout_for
 from rlkit.placement.setup import Placement, colocated_placement, init_placement
 
-__all__ = ["Channel", "Layout", "Placement", "PlacementError", "WeightBroadcast", "colocated_placement", "init_placement",
-           "layout_for"]
+__all__ = ["Channel", "Layout", "Placement", "PlacementError", "WeightBroadcast", "colocated_placement",
+           "init_placement", "layout_for"]

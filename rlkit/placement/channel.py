@@ -28,6 +28,8 @@ import torch
 import torch.distributed as dist
 from torch import Tensor
 
+from rlkit.buckets import bucket_weights
+
 log = logging.getLogger(__name__)
 
 
@@ -119,7 +121,7 @@ class WeightBroadcast:
     def send(self, weights: Iterable[tuple[str, Tensor]], channel: Channel, receivers: list[int]) -> int:
         """Broadcast `weights` (trainer 0, the root); returns the bytes sent. `receivers`: their job ranks."""
         sent = 0
-        for bucket in _buckets(weights, self.bucket_bytes):
+        for bucket in bucket_weights(weights, self.bucket_bytes, one_dtype=True):
             flat = torch.cat([tensor.detach().reshape(-1).to(self.device) for _, tensor in bucket])
             description = {"names": [name for name, _ in bucket], "shapes": [tuple(t.shape) for _, t in bucket],
                            "dtype": str(flat.dtype).removeprefix("torch."), "numel": flat.numel()}
@@ -157,21 +159,6 @@ class WeightBroadcast:
             self._group.broadcast([tensor], options).wait(self.timeout)
         except RuntimeError as error:
             raise PlacementError(_describe(error, "a rank of the weight broadcast", what, self.timeout)) from error
-
-
-def _buckets(weights: Iterable[tuple[str, Tensor]], max_bytes: int) -> Iterator[list[tuple[str, Tensor]]]:
-    """Consecutive tensors of one dtype, at most `max_bytes` together (a larger tensor travels alone)."""
-    bucket: list[tuple[str, Tensor]] = []
-    size = 0
-    for name, tensor in weights:
-        num_bytes = tensor.numel() * tensor.element_size()
-        if bucket and (size + num_bytes > max_bytes or tensor.dtype != bucket[0][1].dtype):
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += num_bytes
-    if bucket:
-        yield bucket
 
 
 def _backend_group(kind: str, store: dist.Store, rank: int, world_size: int, timeout: timedelta) -> Any:

@@ -48,7 +48,8 @@ from torch import Tensor
 
 from rlkit.rollout import sglang_args
 from rlkit.rollout.base import Completion, SamplingParams, check_prompts
-from rlkit.rollout.weights import bucket_weights, check_weight, weight_shapes
+from rlkit.buckets import bucket_weights
+from rlkit.rollout.weights import check_weight, weight_shapes
 
 if TYPE_CHECKING:  # the schema imports pydantic; keep this module importable with torch alone
     from rlkit.config.rollouts import RolloutConfig

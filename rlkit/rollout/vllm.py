@@ -34,7 +34,7 @@ from torch import Tensor
 
 from rlkit.rollout import vllm_args
 from rlkit.rollout.base import Completion, SamplingParams, check_prompts
-from rlkit.rollout.weights import bucket_weights
+from rlkit.buckets import bucket_weights
 
 if TYPE_CHECKING:  # the schema imports pydantic and yaml; keep this module importable with torch alone
     from rlkit.config.rollouts import RolloutConfig

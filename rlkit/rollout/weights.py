@@ -1,8 +1,8 @@
-"""The rollout engines' in-place weight updates: name and shape checks, and grouping into bounded buckets.
+"""The rollout engines' in-place weight updates: name and shape checks (the buckets they load come from
+rlkit.buckets).
 
 - `weight_shapes`: Hugging Face parameter names and shapes of a checkpoint's architecture (meta device).
 - `check_weight`: ValueError naming a weight the rollout model lacks or holds in another shape.
-- `bucket_weights`: a stream of (name, tensor) -> lists of at most `max_bytes` each, for in-place loading.
 
 Kept free of any engine import (transformers is imported by `weight_shapes` only) so that it runs on CPU.
 """
@@ -10,7 +10,7 @@ Kept free of any engine import (transformers is imported by `weight_shapes` only
 from __future__ import annotations
 
 import difflib
-from typing import Iterable, Iterator, Mapping
+from typing import Mapping
 
 import torch
 from torch import Tensor
@@ -48,24 +48,3 @@ def check_weight(name: str, tensor: Tensor, shapes: Mapping[str, tuple[int, ...]
             f"update_weights: weight '{name}' has shape {tuple(tensor.shape)}, but the rollout model's '{name}' has "
             f"shape {tuple(expected)}; the trainer and rollout models differ"
         )
-
-
-def bucket_weights(weights: Iterable[tuple[str, Tensor]], max_bytes: int) -> Iterator[list[tuple[str, Tensor]]]:
-    """Group a stream of (name, tensor) into lists of at most `max_bytes` of tensor data, in order.
-
-    A tensor larger than `max_bytes` travels alone. The stream is consumed lazily: at most one bucket (plus
-    the tensor that opens the next one) is held at a time.
-    """
-    if max_bytes < 1:
-        raise ValueError(f"max_bytes must be positive, got {max_bytes}")
-    bucket: list[tuple[str, Tensor]] = []
-    size = 0
-    for name, tensor in weights:
-        num_bytes = tensor.numel() * tensor.element_size()
-        if bucket and size + num_bytes > max_bytes:
-            yield bucket
-            bucket, size = [], 0
-        bucket.append((name, tensor))
-        size += num_bytes
-    if bucket:
-        yield bucket

@@ -24,7 +24,7 @@ LAYERS: list[tuple[str, ...]] = [
     ("rlkit.registry",),
     ("rlkit.algorithms",),
     ("rlkit.config",),
-    ("rlkit.batch", "rlkit.distributed", "rlkit.timeouts", "rlkit.timing", "rlkit.trajectory"),
+    ("rlkit.batch", "rlkit.buckets", "rlkit.distributed", "rlkit.timeouts", "rlkit.timing", "rlkit.trajectory"),
     ("rlkit.placement",),
     ("rlkit.data", "rlkit.models", "rlkit.rewards", "rlkit.tools"),
     ("rlkit.engines", "rlkit.rollout", "rlkit.environments"),

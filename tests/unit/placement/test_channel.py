@@ -7,7 +7,8 @@ from datetime import timedelta
 import pytest
 import torch
 
-from rlkit.placement.channel import Channel, PlacementError, WeightBroadcast, _buckets
+from rlkit.buckets import bucket_weights
+from rlkit.placement.channel import Channel, PlacementError, WeightBroadcast
 
 
 def in_threads(*targets):
@@ -31,10 +32,11 @@ def in_threads(*targets):
 
 
 def test_buckets_keep_one_dtype_and_the_size_limit():
-    weights = [("a", torch.zeros(4)), ("b", torch.zeros(4)), ("c", torch.zeros(8)), ("d", torch.zeros(2, dtype=torch.int64)),
-               ("e", torch.zeros(1))]
+    weights = [("a", torch.zeros(4)), ("b", torch.zeros(4)), ("c", torch.zeros(8)),
+               ("d", torch.zeros(2, dtype=torch.int64)), ("e", torch.zeros(1))]
     # 16 bytes per fp32 x 4: a and b fill 32 bytes; c (32 bytes) alone; d is another dtype; e after it.
-    assert [[name for name, _ in bucket] for bucket in _buckets(weights, 32)] == [["a", "b"], ["c"], ["d"], ["e"]]
+    buckets = bucket_weights(weights, 32, one_dtype=True)
+    assert [[name for name, _ in bucket] for bucket in buckets] == [["a", "b"], ["c"], ["d"], ["e"]]
 
 
 def test_messages_arrive_in_order_without_the_sender_waiting():

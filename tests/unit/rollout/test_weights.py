@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from rlkit.rollout.behaviour import build_tiny_checkpoint
-from rlkit.rollout.weights import bucket_weights, check_weight, weight_shapes
+from rlkit.buckets import bucket_weights
+from rlkit.rollout.weights import check_weight, weight_shapes
 
 
 @pytest.fixture(scope="module")
