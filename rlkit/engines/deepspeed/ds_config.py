@@ -96,8 +96,7 @@ def _zero_block(options: DeepSpeedOptions, world_size: int, on_cuda: bool) -> di
     zero: dict[str, Any] = {
         "stage": options.zero_stage,
         # overlapping reduction with backward needs side streams (GPU), with caller-driven accumulation
-        # partitioned gradients (ZeRO-2/3), and other ranks: one rank has nothing to overlap, and a ZeRO-2 GRPO
-        # run on one H200 with it on never moved its policy away from the reference (docs/engines.md)
+        # partitioned gradients (ZeRO-2/3), and other ranks: one rank has nothing to overlap
         "overlap_comm": on_cuda and options.zero_stage >= 2 and world_size > 1,
         "contiguous_gradients": True,
     }

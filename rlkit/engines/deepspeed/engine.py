@@ -87,6 +87,8 @@ class DeepSpeedEngine:
         if self.zero_stage == 3 and spec.lora is None:  # before deepspeed.initialize, which installs the hooks
             gather_per_decoder_layer(self.scorer)
         self.optimizer = self.scheduler = None
+        # taken before deepspeed.initialize casts the module to bf16/fp16 and builds its masters from the cast
+        fp32_weights = state.weights_the_cast_rounds(self.scorer, self.compute_dtype) if self.trainable else {}
         if self.trainable:
             self.optimizer = self._build_optimizer()
             # the schedule drives the optimizer's own param groups, which ZeRO keeps (it swaps their params)
@@ -100,6 +102,7 @@ class DeepSpeedEngine:
         )
         if self.trainable:
             state.init_optimizer_state(self.optimizer, self.ds_engine.optimizer)
+            state.restore_fp32_weights(self.scorer, fp32_weights)
 
     def _build_optimizer(self) -> torch.optim.Optimizer:
         """torch's AdamW (rlkit/engines/optim.py), or DeepSpeed's compiled Adam in AdamW mode: FusedAdam where

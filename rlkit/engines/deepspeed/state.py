@@ -54,6 +54,32 @@ def full_weights(scorer: nn.Module) -> Iterator[tuple[str, Tensor]]:
     yield from hf_weights(scorer.model, materialize)
 
 
+def weights_the_cast_rounds(scorer: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]:
+    """The trainable parameters whose fp32 values `dtype` cannot hold exactly, copied to CPU (none for fp32).
+
+    With bf16 or fp16 on, `deepspeed.initialize` casts the module and builds its fp32 master copy from the
+    cast, so a model saved in fp32 (an rlkit export, any fine-tuned checkpoint) would train from rounded
+    weights: an update smaller than half a bf16 step from a rounded value never changes the forward, while
+    FSDP2, whose fp32 masters keep the loaded values, moves (a GRPO run at lr 5e-6 on one H200 kept its KL to
+    the reference flat for 20 steps). `restore_fp32_weights` puts the values back into the masters.
+    """
+    if dtype == torch.float32:
+        return {}
+    return {
+        name: param.detach().to("cpu", copy=True)
+        for name, param in _trainable(scorer)
+        if param.dtype == torch.float32 and not torch.equal(param, param.to(dtype).to(torch.float32))
+    }
+
+
+def restore_fp32_weights(scorer: nn.Module, weights: dict[str, Tensor]) -> None:
+    """Set the fp32 masters (and the module's cast copies) of `weights`' parameters to their values. Every
+    rank holds the whole model before ZeRO partitions it, so each sets its own share (collective)."""
+    for name, param in _trainable(scorer):
+        if name in weights:
+            _assign(param, weights[name])
+
+
 # -- optimizer state -------------------------------------------------------------------------------------
 def init_optimizer_state(optimizer: torch.optim.Optimizer, zero_optimizer: object) -> None:
     """Create now the state AdamW creates at its first step (step 0, zero moments) for each flat fp32

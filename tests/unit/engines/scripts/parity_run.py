@@ -32,6 +32,9 @@ from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
 ENGINES = ("fsdp2", "zero1", "zero2", "zero3")
 NUM_STEPS = 3
 OPTIM = OptimConfig(lr=1e-2, weight_decay=0.01, grad_clip=1.0, warmup_steps=1, scheduler="cosine")
+# an RL fine-tuning rate: each step moves a weight by about 5e-6, far less than a bf16 rounding step, so under
+# bf16 compute only fp32 master weights that keep the loaded values let the steps reach the forward
+SMALL_LR_OPTIM = OptimConfig(lr=5e-6, weight_decay=0.01, grad_clip=1.0, warmup_steps=0, scheduler="constant")
 
 skip_shm_op_build()
 
@@ -49,8 +52,9 @@ def parity_batch(model_dir: str) -> Batch:
     return batch
 
 
-def build(name: str, model_dir: str, dist: DistInfo, precision: str = "fp32"):
-    spec = EngineSpec(role="actor", model_path=model_dir, optim=OPTIM, total_optimizer_steps=NUM_STEPS, seed=1)
+def build(name: str, model_dir: str, dist: DistInfo, precision: str = "fp32", optim: OptimConfig = OPTIM,
+          num_steps: int = NUM_STEPS):
+    spec = EngineSpec(role="actor", model_path=model_dir, optim=optim, total_optimizer_steps=num_steps, seed=1)
     if name == "fsdp2":
         from rlkit.engines.fsdp2 import FSDP2Engine
 
@@ -65,27 +69,29 @@ def build(name: str, model_dir: str, dist: DistInfo, precision: str = "fp32"):
                            dist)
 
 
-def grpo_steps(engine, batch: Batch, dist: DistInfo) -> dict[str, list[float]]:
-    """NUM_STEPS optimizer steps on this rank's share; returns the global loss and grad norm of each."""
+def grpo_steps(engine, batch: Batch, dist: DistInfo, num_steps: int = NUM_STEPS) -> dict[str, list[float]]:
+    """`num_steps` optimizer steps on this rank's share; returns the global loss and grad norm of each."""
     cfg = AlgorithmConfig()
     # counts over the global batch (every rank holds all of it here), as the trainer all-reduces them
     counts = GlobalCounts(*GlobalCounts.of_local(batch))
     loss_fn = actor_loss_fn(cfg, estimator_for(cfg.adv_estimator).default_loss_agg_mode, RESPONSE_WIDTH, counts)
     local = batch.shard(dist.rank, dist.world_size)
     losses, grad_norms = [], []
-    for _ in range(NUM_STEPS):
+    for _ in range(num_steps):
         metrics = engine.forward_backward(local, loss_fn, micro_batch_size=MICRO_BATCH)
         grad_norms.append(engine.optimizer_step()["grad_norm"])
         losses.append(all_reduce_sum(metrics["actor_loss"], device=dist.device))
     return {"loss": losses, "grad_norm": grad_norms}
 
 
-def run_all(model_dir: str, dist: DistInfo, precision: str = "fp32") -> dict[str, dict[str, list[float]]]:
+def run_all(
+    model_dir: str, dist: DistInfo, precision: str = "fp32", optim: OptimConfig = OPTIM, num_steps: int = NUM_STEPS
+) -> dict[str, dict[str, list[float]]]:
     batch = parity_batch(model_dir)
     results = {}
     for name in ENGINES:
-        engine = build(name, model_dir, dist, precision)
-        results[name] = grpo_steps(engine, batch, dist)
+        engine = build(name, model_dir, dist, precision, optim, num_steps)
+        results[name] = grpo_steps(engine, batch, dist, num_steps)
         del engine
     return results
 
