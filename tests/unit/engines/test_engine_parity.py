@@ -13,12 +13,12 @@ import torch
 pytest.importorskip("deepspeed")  # an optional extra: pip install 'rlkit[deepspeed]'
 
 from deepspeed_world2 import world2_results
-from parity_run import ENGINES, NUM_STEPS, SMALL_LR_OPTIM, run_all
+from parity_run import ENGINES, NUM_STEPS, SMALL_LR_OPTIM, SMALL_LR_STEPS, run_all
 
 from rlkit.distributed import DistInfo
 
 TOLERANCE = 1e-4
-SMALL_LR_STEPS, SMALL_LR_TOLERANCE = 6, 3e-4
+SMALL_LR_TOLERANCE = 3e-4
 
 
 @pytest.fixture(scope="module")
@@ -61,6 +61,11 @@ def assert_small_steps_reach_the_forward(results: dict) -> None:
 
 def test_bf16_steps_at_an_rl_learning_rate_follow_fsdp2(tiny_model_dir):
     assert_small_steps_reach_the_forward(run_all(tiny_model_dir, DistInfo(), "bf16", SMALL_LR_OPTIM, SMALL_LR_STEPS))
+
+
+def test_bf16_steps_at_an_rl_learning_rate_follow_fsdp2_at_world_size_2(tiny_model_dir):
+    """At world size 2 every rank restores its own share of the masters (ZeRO-3: a collective per parameter)."""
+    assert_small_steps_reach_the_forward(world2_results(tiny_model_dir)["parity_bf16_small_lr"])
 
 
 @pytest.mark.gpu

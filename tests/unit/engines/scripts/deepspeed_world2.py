@@ -1,6 +1,6 @@
 """The one world-size-2 launch of the DeepSpeed tests (process start-up dominates, so it does everything):
-engine parity (parity_run.run_all: FSDP2 and ZeRO-1/2/3) and the DeepSpeed engine's own checks
-(deepspeed_cases.world2_checks).
+engine parity (parity_run.run_all: FSDP2 and ZeRO-1/2/3, fp32 and bf16 at an RL learning rate) and the
+DeepSpeed engine's own checks (deepspeed_cases.world2_checks).
 
 `torchrun --nproc_per_node=2 deepspeed_world2.py MODEL_DIR OUT_DIR`: rank 0 writes OUT_DIR/results.pt
 (tensors, numbers and containers: torch.load(weights_only=True) reads it). The tests call
@@ -40,12 +40,13 @@ def world2_results(model_dir: str) -> dict:
 
 def main(model_dir: str, out_dir: str) -> None:
     from deepspeed_cases import world2_checks
-    from parity_run import run_all
+    from parity_run import SMALL_LR_OPTIM, SMALL_LR_STEPS, run_all
 
     from rlkit.distributed import barrier, broadcast_object, destroy, init_distributed
 
     dist = init_distributed("cpu")
-    results = {"parity": run_all(model_dir, dist)}
+    results = {"parity": run_all(model_dir, dist),
+               "parity_bf16_small_lr": run_all(model_dir, dist, "bf16", SMALL_LR_OPTIM, SMALL_LR_STEPS)}
     with tempfile.TemporaryDirectory(prefix="rlkit-ds-scratch-") as own_scratch:
         scratch = Path(broadcast_object(own_scratch if dist.is_main else None))
         results["deepspeed"] = world2_checks(model_dir, dist, scratch)

@@ -35,6 +35,7 @@ OPTIM = OptimConfig(lr=1e-2, weight_decay=0.01, grad_clip=1.0, warmup_steps=1, s
 # an RL fine-tuning rate: each step moves a weight by about 5e-6, far less than a bf16 rounding step, so under
 # bf16 compute only fp32 master weights that keep the loaded values let the steps reach the forward
 SMALL_LR_OPTIM = OptimConfig(lr=5e-6, weight_decay=0.01, grad_clip=1.0, warmup_steps=0, scheduler="constant")
+SMALL_LR_STEPS = 6
 
 skip_shm_op_build()
 
