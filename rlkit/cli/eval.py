@@ -76,11 +76,14 @@ def eval_command(
     reward_manager = build_reward_manager(sections.reward)
     rollout_cls = ROLLOUT_ENGINES.get(sections.rollout.name)
 
-    report, description, seconds = _run(
-        model, sections, rollout_cls, reward_manager, data_file=data_file, limit=limit, batch_size=batch_size,
-        prompt_key=prompt_key, answer_key=answer_key, prompt_format=prompt_format, system_prompt=system_prompt,
-        seed=seed, device=device, output=output, started=started,
-    )
+    try:
+        report, description, seconds = _run(
+            model, sections, rollout_cls, reward_manager, data_file=data_file, limit=limit, batch_size=batch_size,
+            prompt_key=prompt_key, answer_key=answer_key, prompt_format=prompt_format, system_prompt=system_prompt,
+            seed=seed, device=device, output=output, started=started,
+        )
+    finally:
+        reward_manager.close()  # its worker process ends with the command, not at interpreter exit
     summary = {"model": description, "data": data_file, "reward": reward, "rollout": sections.rollout.name,
                "temperature": temperature, "top_p": top_p, "max_new_tokens": max_new_tokens, "seed": seed,
                **report.summary.as_dict(), "generate_seconds": report.generate_seconds, "seconds": seconds}

@@ -89,6 +89,8 @@ def generate_command(
         if output is not None:
             write_jsonl(output, owners, completions, scores, extras)
     finally:
+        if reward_manager is not None:
+            reward_manager.close()  # its worker process ends with the command, not at interpreter exit
         if not group_was_there:
             destroy()
 

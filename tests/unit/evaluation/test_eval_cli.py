@@ -80,3 +80,33 @@ def test_bad_flags_fail_before_the_model_loads(args, message, tmp_path):
     data = [] if "--data" in args else ["--data", "builtin:letters-val"]
     output = run_eval(tmp_path / "no-model-here", *data, *args, exit_code=2)
     assert output.startswith("error: ") and message in output, output
+
+
+@pytest.mark.parametrize("command", ["eval", "generate"])
+def test_the_reward_worker_ends_with_a_command_that_fails(command, tiny_model, tmp_path, monkeypatch):
+    """The one-shot commands close the reward's worker process themselves, also when they fail after scoring
+    (the error's traceback keeps their frames, and so the worker, alive until the interpreter exits)."""
+    import rlkit.cli.generate
+    import rlkit.evaluation.runner
+    from rlkit.rewards.worker import RewardWorker
+
+    started = []
+    start = RewardWorker._start
+
+    def recording_start(worker):
+        start(worker)
+        started.append(worker._process)
+
+    def fails(*args, **kwargs):
+        raise RuntimeError("the disk is full")
+
+    monkeypatch.setattr(RewardWorker, "_start", recording_start)
+    monkeypatch.setattr(rlkit.evaluation.runner, "write_responses", fails)
+    monkeypatch.setattr(rlkit.cli.generate, "print_completions", fails)
+    args = {"eval": ["--data", "builtin:letters-val", "--reward", "letters", "--limit", 2,
+                     "--output", tmp_path / "rows.jsonl"],
+            "generate": ["--prompt", "Repeat the letter A", "--ground-truth", "A", "--reward", "letters"]}[command]
+    result = CliRunner().invoke(cli, [command, tiny_model, *map(str, args), "--max-new-tokens", "4",
+                                      "--device", "cpu"])
+    assert isinstance(result.exception, RuntimeError), result.output
+    assert len(started) == 1 and started[0].poll() is not None  # it scored the responses, and it has exited
