@@ -157,8 +157,8 @@ def measure(name: str, fields: dict[str, str], model_path: Path, batch: Batch, d
         torch.cuda.reset_peak_memory_stats()
     logprob_seconds = timed(logprob_pass, args.repeats, device)
     update_seconds = timed(update, args.repeats, device)
-    result = {"setting": name, "engine": args.engine, "fields": fields, "micro_batch_size": micro_batch_size, "entropy_grad": entropy_grad,
-              "logprob_s": logprob_seconds, "update_s": update_seconds,
+    result = {"setting": name, "engine": args.engine, "fields": fields, "micro_batch_size": micro_batch_size,
+              "entropy_grad": entropy_grad, "logprob_s": logprob_seconds, "update_s": update_seconds,
               "train_tokens_per_s": tokens / update_seconds,
               "mfu": 6 * num_params * tokens / update_seconds / (args.peak_tflops * 1e12) if device != "cpu" else None,
               "peak_gb": torch.cuda.max_memory_allocated() / 1e9 if device != "cpu" else None}

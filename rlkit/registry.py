@@ -278,7 +278,8 @@ TRAIN_ENGINES.register_lazy(
     backend=Backend(
         "rlkit.engines.deepspeed.options:DeepSpeedOptions", memory_knobs=("offload_optimizer", "offload_param"),
         verl_options={f"{_VERL_ACTOR}param_offload": "offload_param",
-                      f"{_VERL_ACTOR}optimizer_offload": "offload_optimizer", f"{_VERL_REF}param_offload": "offload_ref"},
+                      f"{_VERL_ACTOR}optimizer_offload": "offload_optimizer",
+                      f"{_VERL_REF}param_offload": "offload_ref"},
     ),
 )
 ROLLOUT_ENGINES.register_lazy(

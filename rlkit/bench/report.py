@@ -92,7 +92,8 @@ def print_table(result: BenchResult, console=None) -> None:
                    "rollout tok/s", "train tok/s", "MFU", "peak GB"):
         table.add_column(header, justify="left" if header in ("pairing", "status") else "right", no_wrap=True)
     for p in result.pairings:
-        ratio_cells = [_times(_ratio(p.step_s, alone)), _times(_ratio(p.phases.get("generate"), alone))] if ratios else []
+        ratio_cells = ([_times(_ratio(p.step_s, alone)), _times(_ratio(p.phases.get("generate"), alone))]
+                       if ratios else [])
         table.add_row(
             p.name, p.status, *[_phase_time(p, phase) for phase in phases], _number(p.step_s), *ratio_cells,
             _number(p.rollout_tokens_per_s), _number(p.train_tokens_per_s),

@@ -85,8 +85,9 @@ def baseline_spec(cfg: RunConfig, workload: Workload) -> dict[str, Any]:
 
     rollout = cfg.rollout
     # the vllm block as the run gives it (its defaults in a bench without a vLLM pairing)
-    engine = vllm_args.engine_kwargs(rollout.block("vllm"), cfg.model.path, dist=DistInfo(device="cuda:0"), seed=cfg.trainer.seed,
-                                     tokenizer_path=tokenizer_path, trust_remote_code=cfg.model.trust_remote_code)
+    engine = vllm_args.engine_kwargs(rollout.block("vllm"), cfg.model.path, dist=DistInfo(device="cuda:0"),
+                                     seed=cfg.trainer.seed, tokenizer_path=tokenizer_path,
+                                     trust_remote_code=cfg.model.trust_remote_code)
     engine["enable_sleep_mode"] = False
     params = SamplingParams(n=rollout.n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
                             max_new_tokens=rollout.max_new_tokens, stop_token_ids=tuple(rollout.stop_token_ids),

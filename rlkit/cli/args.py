@@ -10,7 +10,8 @@ def split_config_args(args: tuple[str, ...]) -> tuple[str | None, list[str]]:
     for arg in args:
         if arg.startswith("-"):
             name = arg.split("=", 1)[0]
-            raise ConfigError(f"unknown option '{name}'; see --help for the options, and write settings as key.path=value")
+            raise ConfigError(f"unknown option '{name}'; see --help for the options, "
+                              "and write settings as key.path=value")
     config_file = None
     overrides = list(args)
     if overrides and "=" not in overrides[0]:

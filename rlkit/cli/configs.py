@@ -78,7 +78,8 @@ def config_group() -> None:
 
 @config_group.command("show")
 @click.argument("args", nargs=-1)
-@click.option("--kind", type=click.Choice(["train", "sft"]), default=None, help="Which config (default: from the file).")
+@click.option("--kind", type=click.Choice(["train", "sft"]), default=None,
+              help="Which config (default: from the file).")
 @click.option("--engine", help="Training engine (sets engine.name).")
 @click.option("--rollout", help="Rollout engine (sets rollout.name; RL runs only).")
 @click.option("--all", "all_blocks", is_flag=True,
@@ -91,7 +92,8 @@ def show_command(args: tuple[str, ...], kind: str | None, engine: str | None, ro
     from rlkit.config.backends import ALL_BLOCKS
 
     config_file, overrides = split_config_args(args)
-    model = config_models()[kind] if kind else (model_for_file(config_file) if config_file else config_models()["train"])
+    model = (config_models()[kind] if kind
+             else (model_for_file(config_file) if config_file else config_models()["train"]))
     if rollout is not None and "rollout" not in model.model_fields:
         raise ConfigError(f"--rollout {rollout}: {config_file or 'this config'} is an SFT run, which runs no "
                           "rollout engine; drop --rollout")

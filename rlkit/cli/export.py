@@ -10,7 +10,8 @@ import click
 @click.command("export")
 @click.argument("checkpoint", type=click.Path(path_type=Path))
 @click.argument("out", type=click.Path(path_type=Path))
-@click.option("--merge-lora", is_flag=True, help="Write merged weights for a LoRA run (the adapter goes to OUT/adapter).")
+@click.option("--merge-lora", is_flag=True,
+              help="Write merged weights for a LoRA run (the adapter goes to OUT/adapter).")
 def export_command(checkpoint: Path, out: Path, merge_lora: bool) -> None:
     """Write OUT (safetensors, config, tokenizer) that AutoModelForCausalLM.from_pretrained loads."""
     from rlkit.export import export_checkpoint

@@ -46,7 +46,8 @@ def cli(ctx: click.Context, debug: bool, local_rank: int | None) -> None:
         os.environ.setdefault("LOCAL_RANK", str(local_rank))
     ctx.obj["debug"] = debug or os.environ.get("RLKIT_DEBUG") == "1"
     rank = int(os.environ.get("RANK", "0"))
-    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    logging.basicConfig(level=logging.INFO if rank == 0 else logging.WARNING,
+                        format="%(levelname)s %(name)s: %(message)s")
     for noisy in ("httpx", "urllib3", "torch.distributed", "filelock"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     # transformers' per-file progress bars ("Loading weights") drown the training line.

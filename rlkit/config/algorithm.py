@@ -46,9 +46,9 @@ class AlgorithmConfig(Section):
     gamma: Annotated[float, Field(ge=0, le=1, description="Discount factor.")] = 1.0
     lam: Annotated[float, Field(ge=0, le=1, description="GAE lambda.")] = 1.0
     clip_ratio_low: Annotated[float, Field(ge=0, description="PPO clip below 1.")] = 0.2
-    clip_ratio_high: Annotated[float, Field(ge=0, description="PPO clip above 1 (raise it for DAPO's clip-higher).")] = (
-        0.2
-    )
+    clip_ratio_high: Annotated[
+        float, Field(ge=0, description="PPO clip above 1 (raise it for DAPO's clip-higher).")
+    ] = 0.2
     clip_ratio_c: Annotated[float, Field(gt=1, description="Dual-clip bound for negative advantages.")] = 3.0
     loss_agg_mode: Annotated[
         Literal["token-mean", "seq-mean-token-sum", "seq-mean-token-mean", "seq-mean-token-sum-norm"] | None,

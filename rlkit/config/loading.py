@@ -31,7 +31,8 @@ def read_yaml(path: str | Path) -> dict[str, Any]:
     if data is None:
         return {}
     if not isinstance(data, dict):
-        raise ConfigError(f"config file {path} must hold a mapping of sections (model:, data:, ...), not a list or value")
+        raise ConfigError(f"config file {path} must hold a mapping of sections (model:, data:, ...), "
+                          "not a list or value")
     check_key_value_spacing(data, [], f"config file {path}")
     return data
 

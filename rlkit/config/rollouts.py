@@ -27,7 +27,9 @@ class RolloutConfig(BackendSection):
     top_p: Annotated[float, Field(gt=0, le=1, description="Nucleus sampling mass.")] = 1.0
     top_k: Annotated[int, Field(ge=-1, description="Keep the k most likely tokens; -1 or 0 keeps all.")] = -1
     max_new_tokens: Annotated[int, Field(ge=1, description="Longest response in tokens.")] = 16
-    stop_token_ids: Annotated[list[int], Field(description="Extra token ids that end a response (EOS always does).")] = []
+    stop_token_ids: Annotated[
+        list[int], Field(description="Extra token ids that end a response (EOS always does).")
+    ] = []
     ignore_eos: Annotated[bool, Field(description="Keep generating past EOS (benchmarks: fixed lengths).")] = False
     return_logprobs: Annotated[
         AutoSwitch,

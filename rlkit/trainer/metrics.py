@@ -121,7 +121,8 @@ class WandbSink:
         except ImportError:
             from rlkit.errors import ConfigError
 
-            raise ConfigError("trainer.loggers has 'wandb' but wandb is not installed: pip install 'rlkit[wandb]'") from None
+            raise ConfigError("trainer.loggers has 'wandb' but wandb is not installed: "
+                              "pip install 'rlkit[wandb]'") from None
         self._run = wandb.init(project=project, name=name, config=config)
 
     def write(self, step: int, metrics: dict[str, float]) -> None:

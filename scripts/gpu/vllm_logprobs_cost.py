@@ -59,7 +59,8 @@ def prompt_blocks(args: argparse.Namespace, tokenizer) -> list[list[list[int]]]:
     count = args.prompts * (args.calls + 1)
     if args.data is None:
         generator = torch.Generator().manual_seed(0)
-        ids = [torch.randint(100, min(20000, len(tokenizer)), (128,), generator=generator).tolist() for _ in range(count)]
+        ids = [torch.randint(100, min(20000, len(tokenizer)), (128,), generator=generator).tolist()
+               for _ in range(count)]
     else:
         data = load_prompt_dataset([args.data], DataConfig(max_prompt_length=1024), tokenizer, max_samples=count)
         ids = [record.prompt_ids for record in data]
@@ -93,9 +94,8 @@ def main() -> None:
 
     tokenizer = load_tokenizer(args.model)
     blocks = prompt_blocks(args, tokenizer)
-    rollout = VLLMRollout(RolloutConfig(name="vllm"), VLLMOptions(gpu_memory_utilization=0.5, sleep_level=0), args.model,
-                          tokenizer,
-                          DistInfo(device="cuda:0"))
+    rollout = VLLMRollout(RolloutConfig(name="vllm"), VLLMOptions(gpu_memory_utilization=0.5, sleep_level=0),
+                          args.model, tokenizer, DistInfo(device="cuda:0"))
     vllm, llm = rollout._vllm, rollout.llm
     ignore_eos = args.data is None
     base = {"n": args.n, "temperature": 1.0, "max_tokens": args.max_tokens, "ignore_eos": ignore_eos}

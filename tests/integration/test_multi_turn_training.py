@@ -42,7 +42,8 @@ def test_the_default_environment_is_the_run_without_environments_bit_for_bit(tin
 
     def single_turn_source(cfg, parts, dist, timer, placement):  # the experience stage before environments
         pad_token_id = parts.tokenizer.pad_token_id
-        return ColocatedExperience(cfg, rollout=parts.rollout, generation=SingleTurnGeneration(parts.rollout, pad_token_id),
+        return ColocatedExperience(cfg, rollout=parts.rollout,
+                                   generation=SingleTurnGeneration(parts.rollout, pad_token_id),
                                    reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
                                    timer=timer)
 

@@ -155,7 +155,8 @@ def test_an_sft_checkpoint_is_not_resumed_and_the_engines_started_are_closed(tin
     checkpoint.mkdir(parents=True)
     (checkpoint / "trainer_state.json").write_text(json.dumps({"kind": "rl", "step": 100000, "sampler": {}}))
     write_manifest(checkpoint, 100000)
-    with pytest.raises(ConfigError, match=r"^trainer.total_epochs=1 makes this run 25 steps \(25 an epoch\), below step "
-                                          r"100000 of .*step_00100000, .*set trainer.total_epochs=4001 or more"):
+    with pytest.raises(ConfigError, match=r"^trainer.total_epochs=1 makes this run 25 steps \(25 an epoch\), "
+                                          r"below step 100000 of .*step_00100000, "
+                                          r".*set trainer.total_epochs=4001 or more"):
         train(small_run(tiny_model, tmp_path / "epochs", "trainer.total_steps=null", "trainer.total_epochs=1"))
     assert len(closed) == 1  # the setup had built the rollout engine when the checkpoint was refused

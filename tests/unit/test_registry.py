@@ -78,5 +78,6 @@ def test_all_registries_list_their_builtins():
     names = {group: registry.names() for group, registry in ALL_REGISTRIES.items()}
     assert {"fsdp2", "deepspeed"} <= set(names["engines"])
     assert {"hf", "vllm", "sglang"} <= set(names["rollouts"])
-    assert {"gae", "grpo", "drgrpo", "reinforce", "reinforce_plus_plus", "rloo", "remax"} <= set(names["advantage_estimators"])
+    assert ({"gae", "grpo", "drgrpo", "reinforce", "reinforce_plus_plus", "rloo", "remax"}
+            <= set(names["advantage_estimators"]))
     assert {"ppo", "gspo", "cispo"} <= set(names["policy_losses"])

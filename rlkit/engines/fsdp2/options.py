@@ -10,6 +10,8 @@ from rlkit.config.base import Section
 
 
 class FSDP2Options(Section):
-    reshard_after_forward: Annotated[bool, Field(description="Free gathered weights after forward (ZeRO-3 like).")] = True
+    reshard_after_forward: Annotated[
+        bool, Field(description="Free gathered weights after forward (ZeRO-3 like).")
+    ] = True
     cpu_offload: Annotated[bool, Field(description="Keep parameters, gradients and optimizer state on CPU.")] = False
     offload_ref: Annotated[bool, Field(description="Keep the reference model on CPU between its passes.")] = False

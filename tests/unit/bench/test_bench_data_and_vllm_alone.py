@@ -142,7 +142,8 @@ def test_vllm_alone_generates_each_steps_prompts_as_the_trainer_takes_them(tmp_p
     expected = [[data[i].prompt_ids for i in range(3 * step, 3 * step + 3)] for step in range(3)]
     assert [call["prompts"] for call in calls] == expected * 2
     sampling = calls[0]["sampling"]
-    assert (sampling["n"], sampling["max_tokens"], sampling["temperature"], sampling["ignore_eos"]) == (2, 5, 1.0, False)
+    assert ((sampling["n"], sampling["max_tokens"], sampling["temperature"], sampling["ignore_eos"])
+            == (2, 5, 1.0, False))
     assert [call["sampling"]["logprobs"] for call in calls] == [None] * 3 + [0] * 3
     assert "detokenize" not in sampling and "flat_logprobs" not in calls[-1]["sampling"]  # vLLM's own defaults
 

@@ -17,7 +17,9 @@ def test_linear_warmup_then_constant():
 
 def test_cosine_decays_to_min_lr_ratio():
     # W = 2, S = 6: decay over 4 steps; step 4 is half way: m + (1 - m) * (1 + cos(pi/2)) / 2 = 0.1 + 0.9 * 0.5
-    multiplier = lambda s: lr_multiplier(s, num_warmup=2, total_steps=6, scheduler="cosine", min_lr_ratio=0.1)
+    def multiplier(step):
+        return lr_multiplier(step, num_warmup=2, total_steps=6, scheduler="cosine", min_lr_ratio=0.1)
+
     assert multiplier(0) == 0.5 and multiplier(2) == 1.0
     assert multiplier(4) == pytest.approx(0.55)
     assert multiplier(3) == pytest.approx(0.1 + 0.9 * (1 + math.cos(math.pi / 4)) / 2)

@@ -21,7 +21,8 @@ def test_chatml_after_a_turn_that_ended_with_its_end_token(tokenizer):
     renderer = ChatRenderer(tokenizer)
     end = tokenizer.convert_tokens_to_ids("<|im_end|>")
     # the model sampled <|im_end|> itself: only the newline of the assistant message's end is left
-    assert text(tokenizer, renderer.after_turn_ids(TOOL, end)) == "\n<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n"
+    assert (text(tokenizer, renderer.after_turn_ids(TOOL, end))
+            == "\n<|im_start|>tool\n42<|im_end|>\n<|im_start|>assistant\n")
     # a turn cut short: the template closes the assistant message
     other = tokenizer("a", add_special_tokens=False)["input_ids"][-1]
     assert text(tokenizer, renderer.after_turn_ids(TOOL, other)).startswith("<|im_end|>\n<|im_start|>tool\n42")

@@ -78,18 +78,21 @@ def test_a_toolbox_answers_failures_with_messages():
         "hangs": box.call("slow", {"seconds": 5}),
     }
     assert all(call.error and call.result.startswith("Error: ") for call in failures.values())
-    assert "unknown tool 'nope'; the tools are: unit_price, slow, chatty, structured, broken" in failures["unknown"].result
+    assert ("unknown tool 'nope'; the tools are: unit_price, slow, chatty, structured, broken"
+            in failures["unknown"].result)
     assert "RuntimeError: the backend is down" in failures["raises"].result
     assert "did not finish within 0.5 s" in failures["hangs"].result
     assert "wrong arguments for unit_price" in failures["missing argument"].result
     huge = box.call("chatty", {"size": 5_000_000})  # megabytes: cut, and still a result
-    assert not huge.error and huge.result.startswith("x" * 100) and "[truncated: 4999900 more characters]" in huge.result
+    assert not huge.error and huge.result.startswith("x" * 100)
+    assert "[truncated: 4999900 more characters]" in huge.result
     assert box.call("structured", {}).result == '{"a": [1, 2]}'
 
 
 def test_tools_load_by_name_and_by_file(tmp_path):
     plugin = tmp_path / "my_tools.py"
-    plugin.write_text('def shout(text: str) -> str:\n    """Shout.\n\n    Args:\n        text: What to shout.\n    """\n'
+    plugin.write_text('def shout(text: str) -> str:\n    """Shout.\n\n'
+                      '    Args:\n        text: What to shout.\n    """\n'
                       "    return text.upper()\n")
     box = load_toolbox(["calculator", f"{plugin}:shout"])
     assert [schema["function"]["name"] for schema in box.schemas] == ["calculator", "shout"]
@@ -107,7 +110,8 @@ def test_bad_tools_are_refused_before_training(tmp_path):
         load_toolbox([f"{plugin}:undocumented"])
     with pytest.raises(PluginError, match="missing a type hint"):
         load_toolbox([f"{plugin}:untyped"])
-    with pytest.raises(PluginError, match=r"tool 'python' has no option memory \(its options are timeout_s, memory_mb\)"):
+    with pytest.raises(PluginError,
+                       match=r"tool 'python' has no option memory \(its options are timeout_s, memory_mb\)"):
         load_toolbox(["python"], {"python": {"memory": 1}})
     with pytest.raises(PluginError, match="tool_options has calculator, which environment.tools does not list"):
         load_toolbox(["python"], {"calculator": {}})
