@@ -55,7 +55,9 @@ def full_weights(scorer: nn.Module) -> Iterator[tuple[str, Tensor]]:
 
 
 def weights_the_cast_rounds(scorer: nn.Module, dtype: torch.dtype) -> dict[str, Tensor]:
-    """The trainable parameters whose fp32 values `dtype` cannot hold exactly, copied to CPU (none for fp32).
+    """The trainable parameters whose fp32 values `dtype` cannot hold exactly (none for fp32): the loaded tensors
+    themselves, not copies. DeepSpeed's cast and move make new tensors, so these keep the loaded values at no more
+    memory than the model held before the cast, until `restore_fp32_weights` has used them.
 
     With bf16 or fp16 on, `deepspeed.initialize` casts the module and builds its fp32 master copy from the
     cast, so a model saved in fp32 (an rlkit export, any fine-tuned checkpoint) would train from rounded
@@ -66,7 +68,7 @@ def weights_the_cast_rounds(scorer: nn.Module, dtype: torch.dtype) -> dict[str, 
     if dtype == torch.float32:
         return {}
     return {
-        name: param.detach().to("cpu", copy=True)
+        name: param.detach()
         for name, param in _trainable(scorer)
         if param.dtype == torch.float32 and not torch.equal(param, param.to(dtype).to(torch.float32))
     }
