@@ -15,7 +15,7 @@ from rlkit.config.backends import BackendSection
 class RolloutConfig(BackendSection):
     registry_name: ClassVar[str] = "ROLLOUT_ENGINES"
     section_key: ClassVar[str] = "rollout"
-    FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {"return_logprobs": True}
+    FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {"return_logprobs": True, "sleep": True}
 
     name: Annotated[
         str,
@@ -37,6 +37,13 @@ class RolloutConfig(BackendSection):
               "algorithm.rollout_is_cap read, and the rollout/logprob_abs_diff metric. vLLM generates about 2x "
               "slower with them. 'auto': on when reuse_rollout_logprobs or rollout_is_cap reads them, else off on a "
               "GPU (then rollout/logprob_abs_diff is not reported: set true for it); on on CPU."),
+    ] = AUTO
+    sleep: Annotated[
+        AutoSwitch,
+        Field(description="Free the rollout engine's GPU memory while the trainer works, colocated on the same GPUs "
+              "(vLLM's sleep at rollout.vllm.sleep_level, SGLang's memory release); waking costs time every step. "
+              "'auto': on a GPU, stay awake when the trainer's micro-batches fit beside the awake engine, else "
+              "sleep; on CPU, sleep."),
     ] = AUTO
     val_temperature: Annotated[float, Field(ge=0, description="Temperature for validation; 0 is greedy.")] = 0.0
     val_n: Annotated[int, Field(ge=1, description="Responses per validation prompt.")] = 1

@@ -11,6 +11,9 @@ A rollout engine of tensor-parallel size k spans k consecutive ranks (rlkit.plac
 ranks share one shard (the same prompts and, with vLLM, the same outputs on each), and each trains its own part
 of the shard's rows. An engine that runs from the group's first rank (SGLang) is None on the others, which get
 the outputs from it (rlkit.experience.tensor_parallel.LeaderGeneration) and skip its sleep and wake.
+
+An engine the run keeps awake (`rollout.sleep`, resolved by rlkit.trainer.speed: the trainer fits beside it)
+never sleeps: the weights are pushed into it as it is.
 """
 
 from __future__ import annotations
@@ -46,13 +49,16 @@ class ColocatedExperience:
         layout: the job's ranks and engine groups; default one engine per rank.
         return_logprobs: the run's rollout.return_logprobs, resolved (rlkit.trainer.speed); None: the config's,
             `auto` at its fixed default. The rollout returns log-probs when it is on or the algorithm reads them.
+        sleeps: the run's rollout.sleep, resolved: the engine sleeps while the trainer works.
     """
 
     def __init__(self, cfg: RunConfig, *, rollout: RolloutEngine | None, generation: Generation,
                  reward: RewardManager, train_data: PromptDataset, val_data: PromptDataset | None, dist: DistInfo,
-                 timer: PhaseTimer, layout: Layout | None = None, return_logprobs: bool | None = None):
+                 timer: PhaseTimer, layout: Layout | None = None, return_logprobs: bool | None = None,
+                 sleeps: bool = True):
         self.cfg = cfg
         self.rollout = rollout
+        self.sleeps = sleeps
         self.train_data = train_data
         self.val_data = val_data
         self.dist = dist
@@ -118,10 +124,10 @@ class ColocatedExperience:
     # -- helpers ----------------------------------------------------------------------------------
     def _sync_weights(self) -> None:
         assert self._weights is not None, "publish the policy before generating"
-        sync_weights(self.rollout, self._weights, self.dist.device)
+        sync_weights(self.rollout, self._weights, self.dist.device, release_cache=self.sleeps)
 
     def _sleep(self) -> None:
-        if self.rollout is not None:
+        if self.rollout is not None and self.sleeps:
             self.rollout.sleep()
 
     def _shard_prompts(self, prompt_indices: list[int]) -> list[PromptItem]:

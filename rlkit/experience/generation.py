@@ -79,12 +79,15 @@ def assemble_responses(completions: Sequence[Completion], owners: Sequence[Promp
     )
 
 
-def sync_weights(rollout: RolloutEngine | None, weights: WeightsFn, device: str) -> None:
+def sync_weights(rollout: RolloutEngine | None, weights: WeightsFn, device: str, *, release_cache: bool = True
+                 ) -> None:
     """Wake the rollout engine and stream the policy's weights into it.
 
-    On CUDA the training phases' freed blocks go back to the driver first: PyTorch's caching allocator
-    keeps them reserved, and vLLM (its own allocator) and SGLang (another process) could not take their
-    memory back from under it; without this a larger micro-batch ran out of memory in vLLM's wake_up.
+    On CUDA the training phases' freed blocks go back to the driver first (`release_cache`, for an engine that
+    slept): PyTorch's caching allocator keeps them reserved, and vLLM (its own allocator) and SGLang (another
+    process) could not take their memory back from under it; without this a larger micro-batch ran out of
+    memory in vLLM's wake_up. An engine that stayed awake holds its memory still, and the trainer keeps its
+    blocks for the next step.
     A rank without an engine (its engine group's runs from the first rank) still walks the weights: producing
     them is a collective of the training ranks.
     """
@@ -92,7 +95,7 @@ def sync_weights(rollout: RolloutEngine | None, weights: WeightsFn, device: str)
         for _ in weights():
             pass
         return
-    if device.startswith("cuda"):
+    if release_cache and device.startswith("cuda"):
         torch.cuda.empty_cache()
     rollout.wake_up()
     rollout.update_weights(weights())

@@ -19,3 +19,8 @@ class SGLangOptions(Section):
     sampling_backend: Annotated[str, Field(description="SGLang sampling backend.")] = "pytorch"
     disable_cuda_graph: Annotated[bool, Field(description="Disable CUDA graphs.")] = False
     release_memory: Annotated[bool, Field(description="Release weights and KV cache while training.")] = True
+
+    @property
+    def keeps_memory(self) -> bool:
+        """Built without the memory saver: the engine cannot release its memory while the trainer works."""
+        return not self.release_memory

@@ -22,6 +22,13 @@ class VLLMOptions(Section):
     max_model_len: Annotated[int | None, Field(ge=1, description="Context length; default: the model's.")] = None
     sleep_level: Annotated[
         Literal[0, 1, 2],
-        Field(description="0: stay awake; 1: free the KV cache while training; 2: free weights too."),
+        Field(description="How deep the engine sleeps while training, when it does (rollout.sleep): 1 frees the KV "
+              "cache and moves the weights to CPU; 2 frees the weights too. 0: built without sleep mode, never "
+              "sleeps."),
     ] = 1
     seed: Annotated[int | None, Field(description="vLLM sampling seed; default: trainer.seed + rank.")] = None
+
+    @property
+    def keeps_memory(self) -> bool:
+        """Built without sleep mode: the engine cannot free its memory while the trainer works."""
+        return self.sleep_level == 0

@@ -27,7 +27,14 @@ from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager, check_data_sources
 from rlkit.rollout.base import RolloutEngine
 from rlkit.timing import PhaseTimer
-from rlkit.trainer.speed import ROLLOUT_LOGPROBS, MachineFacts, SpeedPlan, choose_rollout_logprobs, plan_speed
+from rlkit.trainer.speed import (
+    ROLLOUT_LOGPROBS,
+    ROLLOUT_SLEEP,
+    MachineFacts,
+    SpeedPlan,
+    choose_rollout_logprobs,
+    plan_speed,
+)
 
 
 def resolve_model_path(path: str, output_dir: Path, key: str = "model.path") -> str:
@@ -211,9 +218,10 @@ def build_generation(cfg: RunConfig, rollout: RolloutEngine | None, inputs: Inpu
     return generation
 
 
-def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: PhaseTimer,
+def build_experience(cfg: RunConfig, parts: Components, speed: SpeedPlan, dist: DistInfo, timer: PhaseTimer,
                      placement: Placement) -> ExperienceSource:
-    """Colocated: this rank's rollout engine (rlkit.experience.colocated). Split: what the rollout ranks send."""
+    """Colocated: this rank's rollout engine (rlkit.experience.colocated). Split: what the rollout ranks send.
+    `speed`: the run's settled plan (whether the rollout returns log-probs and sleeps while the trainer works)."""
     if placement.layout.split:
         return SplitExperience(cfg, placement, train_data=parts.train_data, total_steps=parts.total_steps, dist=dist,
                                timer=timer)
@@ -221,7 +229,7 @@ def build_experience(cfg: RunConfig, parts: Components, dist: DistInfo, timer: P
                                                                                        placement),
                                reward=parts.reward, train_data=parts.train_data, val_data=parts.val_data, dist=dist,
                                timer=timer, layout=placement.layout,
-                               return_logprobs=parts.speed.value(ROLLOUT_LOGPROBS))
+                               return_logprobs=speed.value(ROLLOUT_LOGPROBS), sleeps=speed.value(ROLLOUT_SLEEP))
 
 
 def build_rollout_worker(cfg: RunConfig, placement: Placement) -> RolloutWorker:

@@ -64,19 +64,20 @@ class RLTrainer(TrainerShell):
         self.resources.callback(self.parts.reward.close)  # its worker process must not outlive the run
         self.tokenizer = self.parts.tokenizer
         self.total_steps = self.parts.total_steps
-        self.experience: ExperienceSource = build_experience(cfg, self.parts, self.dist, self.timer, self.placement)
-        self.resources.callback(self.experience.close)
-        kl = cfg.algorithm.kl_ctrl
-        self.kl_ctrl = (AdaptiveKLController(kl.kl_coef, kl.target_kl, kl.horizon) if kl.type == "adaptive"
-                        else FixedKLController(kl.kl_coef))
-        # The initial weights; a resumed run publishes the checkpoint's in load_trainer_state.
-        self.experience.publish(self.parts.actor.full_weights, version=0)
         engines = [engine for engine in (self.parts.actor, self.parts.ref, self.parts.critic) if engine is not None]
         self.speed: SpeedPlan = settle_memory(
             self.parts.speed, cfg, engines=engines, rollout=self.parts.rollout, dist=self.dist,
             longest=cfg.data.max_prompt_length + cfg.rollout.max_new_tokens,
             batch_sequences=cfg.algorithm.mini_batch_size * cfg.rollout.n // self.dist.world_size)
         log_header(self.speed, self.dist)
+        self.experience: ExperienceSource = build_experience(cfg, self.parts, self.speed, self.dist, self.timer,
+                                                             self.placement)
+        self.resources.callback(self.experience.close)
+        kl = cfg.algorithm.kl_ctrl
+        self.kl_ctrl = (AdaptiveKLController(kl.kl_coef, kl.target_kl, kl.horizon) if kl.type == "adaptive"
+                        else FixedKLController(kl.kl_coef))
+        # The initial weights; a resumed run publishes the checkpoint's in load_trainer_state.
+        self.experience.publish(self.parts.actor.full_weights, version=0)
         # The algorithm section with old_logprobs_from_update resolved: what the prepare and update phases read.
         self.algorithm = cfg.algorithm.resolve_auto(old_logprobs_from_update=self.speed.value(FROM_UPDATE))
 

@@ -3,9 +3,10 @@
     resolve_static   before any engine is built, from the machine, the model's config and the run's config:
                      packing, torch.compile, the rollout's log-probs, old log-probs from the update, and the
                      engine block's own options (the ZeRO stage, rlkit.engines.deepspeed.options)
-    resolve_memory   once the engines are built and the rollout engine sleeps, from the free GPU memory: the
-                     token budget of a micro-batch and activation checkpointing (rlkit.engines.memory estimates
-                     what a token takes)
+    resolve_memory   once the engines are built, from the free GPU memory: whether the rollout engine sleeps
+                     while the trainer works (measured with it awake: it stays awake when the trainer's
+                     micro-batches fit beside it), then the token budget of a micro-batch and activation
+                     checkpointing (rlkit.engines.memory estimates what a token takes)
 
 On CPU every `auto` is the fixed default from before `auto` existed, so CPU runs and the test suite run what they
 ran. A value the config gives is used as given ("set"). Nothing is written into the config: components receive
@@ -45,10 +46,15 @@ MIN_COMPILE_PARAMETERS = 50_000_000  # below this, kernel launches dominate and 
 RESERVE_SHARE, MIN_RESERVE_BYTES = 0.10, 2 * GiB  # kept back: NCCL buffers, DeepSpeed's buckets, the allocator's slack
 HEADROOM = 1.2  # the caching allocator's fragmentation over micro-batches of changing shapes
 BUDGET_STEP = 256  # budgets are rounded down to a multiple of this
+# A rollout engine stays awake when micro-batches of this many tokens fit beside it (or the whole mini-batch, if
+# smaller): from there on, more micro-batches a step cost a few launches each, less than sleeping and waking the
+# engine every step (0.27 s a step for vLLM on SmolLM2-135M, docs/benchmarks.md).
+AWAKE_MIN_TOKENS = 32768
 PACKING, COMPILE = "engine.pack_sequences", "engine.torch_compile"
 BUDGET, CHECKPOINTING = "engine.max_tokens_per_micro_batch", "engine.gradient_checkpointing"
 ROLLOUT_LOGPROBS, FROM_UPDATE = "rollout.return_logprobs", "algorithm.old_logprobs_from_update"
-HEADER_ORDER = (PACKING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_LOGPROBS, FROM_UPDATE)
+ROLLOUT_SLEEP = "rollout.sleep"
+HEADER_ORDER = (PACKING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_SLEEP, ROLLOUT_LOGPROBS, FROM_UPDATE)
 
 
 @dataclass(frozen=True)
@@ -128,16 +134,26 @@ def plan_speed(cfg: Any, dist: DistInfo, *, model_path: str, critic_path: str | 
 
 def settle_memory(plan: SpeedPlan, cfg: Any, *, engines: list[Any], rollout: Any, dist: DistInfo, longest: int,
                   batch_sequences: int) -> SpeedPlan:
-    """The plan's pending keys, once every engine is built: the rollout engine (None in SFT) is put to sleep, as
-    it sleeps while the trainer works, the free memory is measured, and each training engine takes the budget
-    and checkpointing (TrainEngine.apply_memory_plan). A plan with nothing pending comes back as it is."""
+    """The plan's pending keys, once every engine is built. Whether the rollout engine (None in SFT, and on a rank
+    whose engine runs from another) sleeps while the trainer works is decided first, from the free memory with
+    it awake; if it sleeps, it is put to sleep and the memory measured again. Each training engine then takes
+    the budget and checkpointing (TrainEngine.apply_memory_plan). A plan with nothing pending comes back as it
+    is. A collective: every rank measures as often as the others, and all decide alike (the least free memory)."""
     if not plan.pending:
         return plan
-    if rollout is not None:
-        rollout.sleep()
     assert plan.model is not None, "a pending plan comes from plan_speed"
-    plan = resolve_memory(plan, cfg, model=plan.model, trained=list(plan.trained), memory=measure_free_memory(dist),
-                          world_size=dist.world_size, longest=longest, batch_sequences=batch_sequences)
+
+    def resolve(plan: SpeedPlan, *, rollout_awake: bool) -> SpeedPlan:
+        return resolve_memory(plan, cfg, model=plan.model, trained=list(plan.trained),
+                              memory=measure_free_memory(dist), world_size=dist.world_size, longest=longest,
+                              batch_sequences=batch_sequences, rollout_awake=rollout_awake)
+
+    if ROLLOUT_SLEEP in plan.pending:
+        plan = resolve(plan, rollout_awake=True)
+    if plan.pending:
+        if rollout is not None and plan.choices.get(ROLLOUT_SLEEP, Choice(True, "")).value:
+            rollout.sleep()
+        plan = resolve(plan, rollout_awake=False)
     for engine in engines:
         engine.apply_memory_plan(max_tokens_per_micro_batch=plan.value(BUDGET),
                                  gradient_checkpointing=plan.value(CHECKPOINTING))
@@ -173,6 +189,11 @@ def resolve_static(cfg: Any, machine: MachineFacts, model: ModelFacts, *, critic
     if getattr(cfg, "rollout", None) is not None:
         choices[ROLLOUT_LOGPROBS] = choose_rollout_logprobs(cfg, machine)
         choices[FROM_UPDATE] = choose_old_logprobs_from_update(cfg, machine)
+        sleep = choose_rollout_sleep(cfg, machine)
+        if sleep is None:
+            pending.append(ROLLOUT_SLEEP)
+        else:
+            choices[ROLLOUT_SLEEP] = sleep
     trained = [model] if critic is None else [model, critic]
     facts = Facts(on_cuda=machine.on_cuda, world_size=machine.world_size, gpu_total_bytes=machine.gpu_total_bytes,
                   model_parameters=model.num_parameters, num_trained_models=len(trained),
@@ -225,6 +246,19 @@ def choose_rollout_logprobs(cfg: Any, machine: MachineFacts) -> Choice:
                          "reported: set rollout.return_logprobs=true for it")
 
 
+def choose_rollout_sleep(cfg: Any, machine: MachineFacts) -> Choice | None:
+    """None: decided from the free memory once the engines are built (resolve_memory)."""
+    if cfg.rollout.sleep != AUTO:
+        return Choice.given(cfg.rollout.sleep)
+    if not machine.on_cuda:
+        return Choice(True, CPU)
+    if cfg.placement.mode == "split":
+        return Choice(False, "placement.mode=split: the rollout engines have GPUs of their own")
+    if getattr(cfg.rollout.options, "keeps_memory", False):
+        return Choice(False, f"rollout.{cfg.rollout.name}'s own options keep its memory")
+    return None
+
+
 def choose_old_logprobs_from_update(cfg: Any, machine: MachineFacts) -> Choice:
     """The config validator's conditions (RunConfig._old_logprobs_from_update_needs_nothing_before_it)."""
     algorithm, batch = cfg.algorithm, cfg.data.train_batch_size
@@ -251,8 +285,8 @@ def choose_old_logprobs_from_update(cfg: Any, machine: MachineFacts) -> Choice:
 # -- after the engines ----------------------------------------------------------------------------------
 @dataclass(frozen=True)
 class MemoryFacts:
-    """GPU memory once the engines are built and the rollout engine sleeps: free (the least over ranks) and
-    total, of one GPU."""
+    """GPU memory once the engines are built (with the rollout engine awake or asleep): free (the least over
+    ranks) and total, of one GPU."""
 
     free_bytes: int
     total_bytes: int
@@ -274,32 +308,39 @@ class MemoryRoom:
     reserve: int
     pending: int
     logits: int
+    rollout_awake: bool = False
 
     @property
     def usable(self) -> int:
         return max(0, self.free - self.reserve - self.pending - self.logits)
 
     def describe(self, per_token: float) -> str:
-        return (f"{self.free / GiB:.1f} GiB free once the rollout engine slept, less {self.reserve / GiB:.1f} "
+        when = "beside the awake rollout engine" if self.rollout_awake else "once the rollout engine slept"
+        return (f"{self.free / GiB:.1f} GiB free {when}, less {self.reserve / GiB:.1f} "
                 f"kept back, {self.pending / GiB:.1f} for gradients and optimizer state to come and "
                 f"{self.logits / GiB:.1f} for a chunk's logits: {self.usable / GiB:.1f} GiB at "
                 f"{per_token / MiB:.2f} MiB a token")
 
 
 def resolve_memory(plan: SpeedPlan, cfg: Any, *, model: ModelFacts, trained: list[ModelFacts], memory: MemoryFacts,
-                   world_size: int, longest: int, batch_sequences: int) -> SpeedPlan:
-    """The plan's pending keys (the budget, checkpointing) from the free memory.
+                   world_size: int, longest: int, batch_sequences: int, rollout_awake: bool = False) -> SpeedPlan:
+    """The plan's pending keys (whether the rollout engine sleeps, the budget, checkpointing) from the free memory.
 
     model: the policy, whose activations the estimate counts (a critic's take less: no logits); trained: every
     model that trains (their gradients and optimizer state are still to come). longest: the longest sequence in
     tokens; batch_sequences: the most sequences one engine call gets (this rank's mini-batch).
+    rollout_awake: `memory` was measured with the rollout engine awake, and whether it sleeps is pending. It
+    stays awake when the trainer loses little by it: without checkpointing, the budget (when auto) reaches
+    AWAKE_MIN_TOKENS or the whole mini-batch, or the budget that is set fits. Else the plan comes back with the
+    rollout to sleep and the budget and checkpointing still pending, for a second measurement once it sleeps.
     """
+    assert rollout_awake or ROLLOUT_SLEEP not in plan.pending, "whether the rollout sleeps is decided awake first"
     engine = cfg.engine
     dtype_bytes = compute_dtype(engine, "cuda").itemsize
     packed = plan.value(PACKING)
     room = MemoryRoom(memory.free_bytes, max(int(RESERVE_SHARE * memory.total_bytes), MIN_RESERVE_BYTES),
                       pending_state_bytes(trained, world_size), logits_bytes(engine.logprob_chunk_size,
-                                                                             model.vocab_size))
+                                                                             model.vocab_size), rollout_awake)
 
     def per_token(checkpointing: bool) -> float:
         return HEADROOM * activation_bytes_per_token(model, dtype_bytes, checkpointing=checkpointing, packed=packed,
@@ -329,6 +370,25 @@ def resolve_memory(plan: SpeedPlan, cfg: Any, *, model: ModelFacts, trained: lis
             tokens, reason = longest, f"{reason}; raised to one sequence of {longest}: may not fit"
             notes.append(note)
         choices[BUDGET] = Choice(tokens, reason)
+    if rollout_awake:
+        assert ROLLOUT_SLEEP in plan.pending, "measure with the rollout awake only to decide whether it sleeps"
+        if BUDGET in plan.pending and batch_sequences * longest <= max(AWAKE_MIN_TOKENS, longest):
+            needed, what = batch_sequences * longest, f"the whole mini-batch, {batch_sequences} x {longest}"
+        elif BUDGET in plan.pending:
+            needed, what = max(AWAKE_MIN_TOKENS, longest), "a micro-batch that keeps the GPU busy"
+        else:
+            needed, what = _tokens_needed(choices[BUDGET], cfg, longest)
+        checkpointing = bool(choices[CHECKPOINTING].value)
+        fitting = math.floor(room.usable / per_token(checkpointing))
+        lost = (CHECKPOINTING in plan.pending and checkpointing) or fitting < needed
+        if lost:
+            sleep = Choice(True, f"beside the awake engine {fitting} tokens fit"
+                                 f"{' with checkpointing' if checkpointing else ''}, {what} needs {needed}")
+            return replace(plan, choices={**plan.choices, ROLLOUT_SLEEP: sleep},
+                           pending=tuple(key for key in plan.pending if key != ROLLOUT_SLEEP))
+        choices[ROLLOUT_SLEEP] = Choice(False, f"beside the awake engine {fitting} tokens fit"
+                                               f"{' with checkpointing' if checkpointing else ''}, {what} needs "
+                                               f"{needed}: no sleeping and waking every step")
     return replace(plan, choices=choices, pending=(), notes=tuple(notes))
 
 

@@ -17,7 +17,8 @@
 # summaries and per-response files) and STAGE_summary.txt (the numbers docs/results.md records).
 # Environment: GRPO_STEPS (c5, default 60), COMPARE_STEPS (c6, c7, default 20), GRPO_TIMEOUT (default 420 s);
 # SFT_OVERRIDES / GRPO_OVERRIDES: more key=value settings for every SFT / GRPO run (trainer.total_epochs=1 to
-# save time); SKIP_LORA=1 (c3 only stores the vLLM piece); EVAL_ARGS (the rollout flags of `rlkit eval`);
+# save time); SKIP_LORA=1 (c3 only stores the vLLM piece); SKIP_BASE=1 (c4 does not evaluate the base model);
+# BENCH=1 (c4 then runs `rlkit bench` on issue 17's workload); EVAL_ARGS (the rollout flags of `rlkit eval`);
 # SMOL_DIR (default /tmp/smol).
 set -uo pipefail
 STAGE=${1:?usage: scripts/gpu/smollm2.sh c1|c2|c3|c4|c5|c6|c7|test}
@@ -141,9 +142,15 @@ case $STAGE in
     # One after the other: run side by side (2026-12-02), vLLM's start-up profiling counted the other engines'
     # memory as its own and one of three found no room for its KV cache; and a bare `wait` here also waits for
     # the log's tee, which never ends.
-    evaluate base "$W/models/base"
+    [ -n "${SKIP_BASE:-}" ] || evaluate base "$W/models/base"
     evaluate sft "$W/models/sft"
     [ -d "$W/models/sft_lora" ] && evaluate sft_lora "$W/models/sft_lora"
+    if [ -n "${BENCH:-}" ]; then  # issue 17's workload with every option auto, and vLLM alone beside it
+      timed bench python3 -m rlkit bench --model "$W/models/base" --data "$W/data/train.parquet" --prompts 32 --n 8 \
+        --response-len 256 --steps 5 --warmup 1 --engine fsdp2 --rollout vllm --out "$W/bench/auto"
+      grep "speed: " "$W"/bench/auto/runs/*/bench.log | cut -c1-220 | tee -a "$SUMMARY"
+      cp "$W/bench/auto/bench.json" "$OUT/bench_auto.json" 2>/dev/null
+    fi
     ;;
   c5)
     install_wheels "$CARRY" /tmp/site_extra

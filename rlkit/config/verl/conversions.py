@@ -157,6 +157,15 @@ def norm_adv_by_std(value: Any, context: Context) -> Translation:
     return Translation(_drgrpo_assignments(context))
 
 
+def free_cache_engine(value: Any, context: Context) -> Translation:
+    """verl frees the rollout's memory while training when this is True (its default). rlkit's rollout.sleep=auto
+    frees it only when the trainer would lose room by keeping it, so True sets nothing; False keeps it."""
+    if value:
+        return Translation(note="rlkit frees the rollout's memory when the trainer needs it (rollout.sleep=auto); "
+                                "set rollout.sleep=true to free it always")
+    return Translation([("rollout.sleep", False)])
+
+
 def adv_estimator(value: Any, context: Context) -> Translation | None:
     if value == "grpo" and context.get("algorithm.norm_adv_by_std_in_grpo", True) is False:
         return Translation(_drgrpo_assignments(context), "with norm_adv_by_std_in_grpo=False")

@@ -12,6 +12,7 @@ from rlkit.config.verl.conversions import (
     custom_reward_path,
     device,
     dynamic_batch,
+    free_cache_engine,
     global_micro_batch,
     launcher,
     loggers,
@@ -121,8 +122,7 @@ RULES: dict[str, Rule] = {
     f"{ROLLOUT}log_prob_micro_batch_size_per_gpu": micro_batch,
     f"{ROLLOUT}log_prob_micro_batch_size": global_micro_batch,
     f"{ROLLOUT}mode": no_effect("rlkit generates in the training processes, one batch at a time"),
-    f"{ROLLOUT}free_cache_engine": accepted(True, advice="set rollout.vllm.sleep_level=0 or "
-                                             "rollout.sglang.release_memory=false to keep the rollout's memory"),
+    f"{ROLLOUT}free_cache_engine": free_cache_engine,
     f"{ROLLOUT}multi_turn.enable": accepted(False, advice="set environment.name (tools, or your own environment) "
                                              "and rollout.max_turns instead (docs/environments.md)"),
     # reference

@@ -106,6 +106,8 @@ def value_at(cfg: RunConfig, dotted: str):
         (["trainer.resume_mode=resume_path", "trainer.resume_from_path=/ckpt/global_step_40"],
          {"trainer.resume": "/ckpt/global_step_40"}),
         (["trainer.n_gpus_per_node=8", "trainer.nnodes=2"], {"trainer.device": "auto"}),  # the launcher's job
+        ([f"{A}rollout.free_cache_engine=True"], {"rollout.sleep": "auto"}),  # frees it when training needs it
+        ([f"{A}rollout.free_cache_engine=False"], {"rollout.sleep": False}),
     ],
 )
 def test_verl_keys_mean_the_same_in_rlkit(overrides, expected):

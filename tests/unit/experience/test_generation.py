@@ -40,6 +40,13 @@ def test_sync_empties_the_cuda_cache_before_waking_the_rollout(monkeypatch):
     assert calls[-1][1][0][0] == "w"
 
 
+def test_sync_into_an_engine_that_stayed_awake_keeps_the_cache(monkeypatch):
+    calls = []
+    monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
+    sync_weights(RecordingRollout(calls), OneWeightActor().full_weights, "cuda:0", release_cache=False)
+    assert [call if isinstance(call, str) else call[0] for call in calls] == ["wake_up", "update_weights"]
+
+
 def test_sync_on_cpu_leaves_cuda_alone(monkeypatch):
     calls = []
     monkeypatch.setattr(torch.cuda, "empty_cache", lambda: calls.append("empty_cache"))
@@ -99,14 +106,15 @@ def dataset(num: int) -> PromptDataset:
     return PromptDataset([PromptRecord([10 + i, 1], f"p{i}", "test", "gt", {}, i) for i in range(num)])
 
 
-def source(*overrides: str, rollout=None) -> tuple[ColocatedExperience, ScriptedRollout, PhaseTimer]:
+def source(*overrides: str, rollout=None, sleeps: bool = True
+           ) -> tuple[ColocatedExperience, ScriptedRollout, PhaseTimer]:
     cfg = build_config(RunConfig, None, ["data.train_batch_size=2", "algorithm.mini_batch_size=2", "rollout.n=2",
                                          "rollout.max_new_tokens=4", *overrides])
     rollout = rollout or ScriptedRollout()
     timer = PhaseTimer()
     experience = ColocatedExperience(cfg, rollout=rollout, generation=SingleTurnGeneration(rollout, pad_token_id=0),
                                      reward=ScoreBySample(), train_data=dataset(6), val_data=dataset(3),
-                                     dist=DistInfo(), timer=timer)
+                                     dist=DistInfo(), timer=timer, sleeps=sleeps)
     return experience, rollout, timer
 
 
@@ -134,6 +142,15 @@ def test_a_batch_is_pushed_weights_then_generation_then_sleep():
 
     experience.publish(weights, version=1)
     assert experience.next_batch().batch["policy_version"] == [1, 1, 1, 1]
+
+
+def test_an_engine_the_run_keeps_awake_never_sleeps():
+    experience, rollout, _ = source(sleeps=False)
+    experience.publish(weights, version=0)
+    experience.next_batch()
+    experience.validate()
+    assert "sleep" not in rollout.calls
+    assert rollout.calls.count("update_weights") == 2  # still fed the weights before each generation
 
 
 def test_remax_baselines_are_the_greedy_rewards():

@@ -5,6 +5,7 @@ import pytest
 
 from rlkit.config import RunConfig, build_config
 from rlkit.config.auto import AUTO, Choice
+from rlkit.distributed import DistInfo
 from rlkit.engines.memory import ModelFacts
 from rlkit.trainer.speed import (
     BUDGET,
@@ -13,12 +14,14 @@ from rlkit.trainer.speed import (
     FROM_UPDATE,
     PACKING,
     ROLLOUT_LOGPROBS,
+    ROLLOUT_SLEEP,
     MachineFacts,
     MemoryFacts,
     SpeedPlan,
     parse_header_line,
     resolve_memory,
     resolve_static,
+    settle_memory,
 )
 
 GiB = 2**30
@@ -65,6 +68,13 @@ RULES = [
      "algorithm.reuse_rollout_logprobs reads them"),
     (ROLLOUT_LOGPROBS, ["algorithm.rollout_is_cap=2.0"], GPU, SMOL, True, "algorithm.rollout_is_cap reads them"),
     (ROLLOUT_LOGPROBS, ["rollout.return_logprobs=true"], GPU, SMOL, True, "set"),
+    (ROLLOUT_SLEEP, [], CPU, SMOL, True, "CPU, the fixed default"),
+    (ROLLOUT_SLEEP, ["rollout.sleep=false"], GPU, SMOL, False, "set"),
+    (ROLLOUT_SLEEP, ["placement.mode=split"], GPU, SMOL, False, "the rollout engines have GPUs of their own"),
+    (ROLLOUT_SLEEP, ["rollout.name=vllm", "rollout.vllm.sleep_level=0"], GPU, SMOL, False,
+     "rollout.vllm's own options keep its memory"),
+    (ROLLOUT_SLEEP, ["rollout.name=sglang", "rollout.sglang.release_memory=false"], GPU, SMOL, False,
+     "rollout.sglang's own options keep its memory"),
     (FROM_UPDATE, [ON_POLICY], CPU, SMOL, False, "CPU, the fixed default"),
     (FROM_UPDATE, [ON_POLICY], GPU, SMOL, True, "on-policy, one optimizer step per batch"),
     (FROM_UPDATE, [], GPU, SMOL, False, "algorithm.mini_batch_size=8 < data.train_batch_size=16: the later "
@@ -106,13 +116,13 @@ def test_on_cpu_every_auto_is_the_fixed_default():
     cpu = plan(DEEPSPEED, machine=CPU, model=TINY)
     assert {key: choice.value for key, choice in cpu.choices.items()} == {
         PACKING: False, COMPILE: False, BUDGET: None, CHECKPOINTING: False, ROLLOUT_LOGPROBS: True,
-        FROM_UPDATE: False, "engine.deepspeed.zero_stage": 3}
+        ROLLOUT_SLEEP: True, FROM_UPDATE: False, "engine.deepspeed.zero_stage": 3}
     assert cpu.pending == ()
 
 
 def test_on_a_gpu_the_budget_and_checkpointing_wait_for_the_memory():
     gpu = plan()
-    assert gpu.pending == (BUDGET, CHECKPOINTING) and BUDGET not in gpu.choices
+    assert gpu.pending == (BUDGET, CHECKPOINTING, ROLLOUT_SLEEP) and BUDGET not in gpu.choices
     # Until then the engines are built with the fixed defaults; the other options already resolved.
     section = gpu.engine_section(build_config(RunConfig, None, []).engine)
     assert (section.max_tokens_per_micro_batch, section.gradient_checkpointing) == (None, False)
@@ -138,11 +148,14 @@ def test_the_config_keeps_auto_and_engines_get_resolved_copies():
 SMALL_GPU = 16 * GiB
 
 
-def budget(free: int, *overrides: str, batch_sequences: int = 256) -> SpeedPlan:
-    cfg = build_config(RunConfig, None, list(overrides))
-    static = resolve_static(cfg, MachineFacts(True, 1, SMALL_GPU, True), SMOL)
-    return resolve_memory(static, cfg, model=SMOL, trained=[SMOL], memory=MemoryFacts(free, SMALL_GPU),
-                          world_size=1, longest=1280, batch_sequences=batch_sequences)
+def budget(free: int, *overrides: str, batch_sequences: int = 256, awake: bool = False, total: int = SMALL_GPU
+           ) -> SpeedPlan:
+    """resolve_memory at `free` bytes; `awake`: measured with the rollout awake, whether it sleeps pending (else
+    the rollout is set to sleep, and the memory is what is free once it slept)."""
+    cfg = build_config(RunConfig, None, list(overrides) + ([] if awake else ["rollout.sleep=true"]))
+    static = resolve_static(cfg, MachineFacts(True, 1, total, True), SMOL)
+    return resolve_memory(static, cfg, model=SMOL, trained=[SMOL], memory=MemoryFacts(free, total),
+                          world_size=1, longest=1280, batch_sequences=batch_sequences, rollout_awake=awake)
 
 
 def test_the_budget_from_free_memory_by_hand():
@@ -197,13 +210,84 @@ def test_a_budget_or_a_sequence_count_that_is_set_decides_checkpointing():
     assert both.choices[CHECKPOINTING] == Choice(False, "set", forced=True)
 
 
+# -- whether the rollout engine sleeps ------------------------------------------------------------------------
+# The same 16 GiB GPU, measured with the rollout engine awake: 12 GiB free holds 6362 tokens without checkpointing.
+def test_the_rollout_stays_awake_when_the_whole_mini_batch_fits_beside_it():
+    # 4 sequences of 1280 = 5120 tokens <= 6362: the budget is the whole mini-batch, nothing is lost by staying awake.
+    awake = budget(12 * GiB, batch_sequences=4, awake=True)
+    assert awake.pending == () and awake.value(ROLLOUT_SLEEP) is False
+    assert awake.value(BUDGET) == 5120 and awake.value(CHECKPOINTING) is False
+    assert awake.choices[ROLLOUT_SLEEP].reason == (
+        "beside the awake engine 6362 tokens fit, the whole mini-batch, 4 x 1280 needs 5120: no sleeping and waking "
+        "every step")
+    assert "12.0 GiB free beside the awake rollout engine" in awake.choices[BUDGET].reason
+    # A bigger mini-batch: micro-batches of AWAKE_MIN_TOKENS (32768) are enough. On a 140 GiB GPU with 60 GiB free
+    # beside the engine: 64,424,509,440 - 14 GiB kept back - 1,883,210,112 - 2,617,245,696 = 44,891,668,096 usable,
+    # / 980,299.2 = 45,793.8 tokens, 45,568 in multiples of 256: three micro-batches for 256 x 1280.
+    busy = budget(60 * GiB, awake=True, total=140 * GiB)
+    assert busy.value(ROLLOUT_SLEEP) is False and busy.value(BUDGET) == 45568 and busy.pending == ()
+    assert busy.choices[ROLLOUT_SLEEP].reason.startswith(
+        "beside the awake engine 45793 tokens fit, a micro-batch that keeps the GPU busy needs 32768")
+
+
+def test_the_rollout_sleeps_when_the_trainer_would_lose_by_it():
+    # 256 sequences of 1280: 6362 tokens fit beside it, under 32768: the rollout sleeps and the budget waits for
+    # the memory once it slept.
+    asleep = budget(12 * GiB, awake=True)
+    assert asleep.value(ROLLOUT_SLEEP) is True and asleep.pending == (BUDGET, CHECKPOINTING)
+    assert asleep.choices[ROLLOUT_SLEEP].reason == ("beside the awake engine 6362 tokens fit, a micro-batch that "
+                                                   "keeps the GPU busy needs 32768")
+    # 7 GiB: checkpointing would be needed beside it (885 tokens without, one sequence is 1280), even for 4.
+    assert budget(7 * GiB, batch_sequences=4, awake=True).value(ROLLOUT_SLEEP) is True
+    # A budget that is set decides: 4096 tokens fit beside it at 12 GiB, 16384 do not.
+    assert budget(12 * GiB, "engine.max_tokens_per_micro_batch=4096", awake=True).value(ROLLOUT_SLEEP) is False
+    assert budget(12 * GiB, "engine.max_tokens_per_micro_batch=16384", awake=True).value(ROLLOUT_SLEEP) is True
+
+
+class FakeRollout:
+    def __init__(self, memory: list[int], slept_free: int):
+        self.memory, self.slept_free, self.asleep = memory, slept_free, False
+
+    def sleep(self):
+        self.asleep = True
+        self.memory[0] = self.slept_free
+
+
+class FakeEngine:
+    def apply_memory_plan(self, **values):
+        self.values = values
+
+
+@pytest.mark.parametrize("batch_sequences, sleeps, measured", [(4, False, 1), (256, True, 2)])
+def test_settle_memory_sleeps_the_rollout_only_when_it_decides_to(monkeypatch, batch_sequences, sleeps, measured):
+    free, readings = [12 * GiB], []
+
+    def measure(dist):
+        readings.append(free[0])
+        return MemoryFacts(free[0], SMALL_GPU)
+
+    monkeypatch.setattr("rlkit.trainer.speed.measure_free_memory", measure)
+    cfg = build_config(RunConfig, None, [])
+    static = resolve_static(cfg, MachineFacts(True, 1, SMALL_GPU, True), SMOL)
+    rollout, engine = FakeRollout(free, slept_free=14 * GiB), FakeEngine()
+    settled = settle_memory(static, cfg, engines=[engine], rollout=rollout, dist=DistInfo(), longest=1280,
+                            batch_sequences=batch_sequences)
+    assert rollout.asleep is sleeps and settled.value(ROLLOUT_SLEEP) is sleeps and settled.pending == ()
+    assert readings == [12 * GiB, 14 * GiB][:measured]  # asleep: the budget from what is free once it slept
+    assert engine.values == {"max_tokens_per_micro_batch": settled.value(BUDGET), "gradient_checkpointing": False}
+    if sleeps:  # 14 GiB: 8,384,446,080 usable / 980,299.2 = 8552.9 tokens, 8448 in multiples of 256
+        assert settled.value(BUDGET) == 8448 and "once the rollout engine slept" in settled.choices[BUDGET].reason
+
+
 # -- the header ---------------------------------------------------------------------------------------------
 def test_header_lines_in_order_and_read_back():
     lines = budget(12 * GiB, DEEPSPEED, "rollout.return_logprobs=true").header_lines()
     assert [line.split("=")[0] for line in lines] == [
-        f"speed: {key}" for key in (PACKING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_LOGPROBS, FROM_UPDATE,
-                                    "engine.deepspeed.zero_stage")]
+        f"speed: {key}" for key in (PACKING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_SLEEP, ROLLOUT_LOGPROBS,
+                                    FROM_UPDATE, "engine.deepspeed.zero_stage")]
     assert lines[2].startswith("speed: engine.max_tokens_per_micro_batch=6144 (auto: 12.0 GiB free")
+    assert lines[4] == "speed: rollout.sleep=true (set)"
+    lines = lines[:4] + lines[5:]
     assert lines[4] == "speed: rollout.return_logprobs=true (set)"
     logged = f"INFO rlkit.trainer.speed: {lines[2]}"
     assert parse_header_line(logged) == (BUDGET, {"value": 6144, "source": "auto",
