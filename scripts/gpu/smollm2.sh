@@ -7,7 +7,8 @@
 #                           tree's datasets/gsm8k to parquet
 #   c2  carry .gpu/smol_c2  join the GGUF, `rlkit model import`, full SFT, export              (~5 min)
 #   c3  carry .gpu/smol_c3  store vLLM's first piece; LoRA SFT, merged export                  (~4 min)
-#   c4  carry .gpu/smol_c4  install vLLM; evaluate base, SFT and LoRA SFT on GSM8K test (~2.5 min)
+#   c4  carry .gpu/smol_c4  install vLLM; evaluate base, SFT and LoRA SFT on GSM8K test (~2.5 min; the bench
+#                           of BENCH=1 adds ~5.5 min)
 #   c5  carry .gpu/smol_c5  install matplotlib; GRPO (FSDP2 x vLLM) from SFT, evaluate, plot   (~9 min)
 #   c6  carry .gpu/smol_c6  store SGLang's first piece; start the same GRPO with --engine deepspeed in the
 #                           background (it runs on into c7)                                     (~0.5 min)
