@@ -378,17 +378,15 @@ def resolve_memory(plan: SpeedPlan, cfg: Any, *, model: ModelFacts, trained: lis
             needed, what = max(AWAKE_MIN_TOKENS, longest), "a micro-batch that keeps the GPU busy"
         else:
             needed, what = _tokens_needed(choices[BUDGET], cfg, longest)
-        checkpointing = bool(choices[CHECKPOINTING].value)
+        # Without checkpointing unless it is set: fitting `needed` that way also resolved checkpointing off above.
+        checkpointing = CHECKPOINTING not in plan.pending and bool(choices[CHECKPOINTING].value)
         fitting = math.floor(room.usable / per_token(checkpointing))
-        lost = (CHECKPOINTING in plan.pending and checkpointing) or fitting < needed
-        if lost:
-            sleep = Choice(True, f"beside the awake engine {fitting} tokens fit"
-                                 f"{' with checkpointing' if checkpointing else ''}, {what} needs {needed}")
+        fit = f"beside the awake engine {fitting} tokens fit{' with checkpointing' if checkpointing else ''}"
+        if fitting < needed:
+            sleep = Choice(True, f"{fit}, {what} needs {needed}")
             return replace(plan, choices={**plan.choices, ROLLOUT_SLEEP: sleep},
                            pending=tuple(key for key in plan.pending if key != ROLLOUT_SLEEP))
-        choices[ROLLOUT_SLEEP] = Choice(False, f"beside the awake engine {fitting} tokens fit"
-                                               f"{' with checkpointing' if checkpointing else ''}, {what} needs "
-                                               f"{needed}: no sleeping and waking every step")
+        choices[ROLLOUT_SLEEP] = Choice(False, f"{fit}, {what} needs {needed}: no sleeping and waking every step")
     return replace(plan, choices=choices, pending=(), notes=tuple(notes))
 
 

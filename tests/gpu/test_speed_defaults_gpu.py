@@ -39,6 +39,7 @@ def test_auto_on_a_gpu(engine, tmp_path):
     # prompts of at most data.max_prompt_length=512 tokens and 16 new ones: one sequence is 528 tokens
     assert values["engine.max_tokens_per_micro_batch"] >= 528 and values["engine.gradient_checkpointing"] is False
     assert values["rollout.return_logprobs"] is False and values["algorithm.old_logprobs_from_update"] is True
+    assert values["rollout.sleep"] is False  # 32,768 tokens fit beside the awake HF rollout of a 0.1M model
     if engine == "deepspeed":
         assert values["engine.deepspeed.zero_stage"] == 2
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]

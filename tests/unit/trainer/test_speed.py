@@ -237,8 +237,14 @@ def test_the_rollout_sleeps_when_the_trainer_would_lose_by_it():
     assert asleep.value(ROLLOUT_SLEEP) is True and asleep.pending == (BUDGET, CHECKPOINTING)
     assert asleep.choices[ROLLOUT_SLEEP].reason == ("beside the awake engine 6362 tokens fit, a micro-batch that "
                                                    "keeps the GPU busy needs 32768")
-    # 7 GiB: checkpointing would be needed beside it (885 tokens without, one sequence is 1280), even for 4.
-    assert budget(7 * GiB, batch_sequences=4, awake=True).value(ROLLOUT_SLEEP) is True
+    # 7 GiB: 885 tokens fit without checkpointing, not 4 sequences of 1280: it sleeps rather than checkpoint.
+    tight = budget(7 * GiB, batch_sequences=4, awake=True)
+    assert tight.value(ROLLOUT_SLEEP) is True and tight.choices[ROLLOUT_SLEEP].reason == (
+        "beside the awake engine 885 tokens fit, the whole mini-batch, 4 x 1280 needs 5120")
+    # With checkpointing set, 7784 tokens fit with it: the mini-batch does, and it stays awake.
+    forced = budget(7 * GiB, "engine.gradient_checkpointing=true", batch_sequences=4, awake=True)
+    assert forced.value(ROLLOUT_SLEEP) is False and forced.value(BUDGET) == 5120
+    assert forced.choices[ROLLOUT_SLEEP].reason.startswith("beside the awake engine 7784 tokens fit with checkpointing")
     # A budget that is set decides: 4096 tokens fit beside it at 12 GiB, 16384 do not.
     assert budget(12 * GiB, "engine.max_tokens_per_micro_batch=4096", awake=True).value(ROLLOUT_SLEEP) is False
     assert budget(12 * GiB, "engine.max_tokens_per_micro_batch=16384", awake=True).value(ROLLOUT_SLEEP) is True
