@@ -40,7 +40,7 @@ def final_weights(output_dir: Path, step: int) -> dict[str, torch.Tensor]:
 def test_the_default_environment_is_the_run_without_environments_bit_for_bit(tiny_model, tmp_path, monkeypatch):
     train(small_run(tiny_model, tmp_path / "environment", "trainer.total_steps=3"))
 
-    def single_turn_source(cfg, parts, dist, timer, placement):  # the experience stage before environments
+    def single_turn_source(cfg, parts, speed, dist, timer, placement):  # the experience stage before environments
         pad_token_id = parts.tokenizer.pad_token_id
         return ColocatedExperience(cfg, rollout=parts.rollout,
                                    generation=SingleTurnGeneration(parts.rollout, pad_token_id),
