@@ -22,7 +22,8 @@ class KLControlConfig(Section):
 
 class DynamicSamplingConfig(Section):
     max_generate_batches: Annotated[
-        int, Field(ge=1, description="Generate at most this many batches to refill groups dropped for equal rewards.")
+        int, Field(ge=1, description="Generation rounds a step at most: each round after the first takes the next "
+                   "batch of prompts of the data order to replace the groups whose rewards were all equal (DAPO).")
     ] = 4
 
 

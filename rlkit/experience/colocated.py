@@ -4,8 +4,9 @@ which shares the device with training and sleeps while the trainer works.
 One `next_batch`: the next prompts of the seeded order (this rank's shard: a contiguous share), the published
 weights pushed into the woken rollout engine, `rollout.n` responses per prompt, their rewards, then what the
 algorithm asks for: a greedy response per prompt whose reward is the baseline (ReMax), and DAPO's dynamic
-sampling, which replaces groups whose responses all scored the same (rlkit.experience.shards). The engine sleeps
-again before the batch is returned. Every method is a collective: ranks call them together.
+sampling, which replaces groups whose responses all scored the same with groups of the next prompts of the order
+(rlkit.experience.shards). The engine sleeps again before the batch is returned. Every method is a collective:
+ranks call them together.
 
 A rollout engine of tensor-parallel size k spans k consecutive ranks (rlkit.placement.layout): the group's
 ranks share one shard (the same prompts and, with vLLM, the same outputs on each), and each trains its own part
@@ -73,6 +74,7 @@ class ColocatedExperience:
         self.version: int | None = None
         self._weights: WeightsFn | None = None
         self._prompt_batches = iter(self.sampler)
+        self._refills = 0  # batches of prompts dynamic sampling took for this step's refill rounds
 
     # -- ExperienceSource -------------------------------------------------------------------------
     def publish(self, weights: WeightsFn, version: int) -> None:
@@ -84,13 +86,15 @@ class ColocatedExperience:
         prompts = self._shard_prompts(next(self._prompt_batches))
         with self.timer.phase("weight_sync"):
             self._sync_weights()
-        [piece] = self.builder.build([(self.shard, prompts)], self.version)
+        self._refills = 0
+        [piece] = self.builder.build([(self.shard, prompts)], self.version, next_shards=self._next_shards)
         metrics = dict(piece.metrics)
         gathered = all_gather_objects((piece.generated, piece.conversations))
         metrics.update(summarize_gathered([generated for generated, _ in gathered]))
         metrics.update(summarize_conversations(sum((conversations for _, conversations in gathered), [])))
         if self.cfg.algorithm.dynamic_sampling is not None:
             metrics["dynamic_sampling/kept_samples"] = all_reduce_sum(len(piece.batch))
+            metrics["dynamic_sampling/generate_rounds"] = float(1 + self._refills)
         self._sleep()
         return Experience(piece.batch, piece.scores, metrics)
 
@@ -129,6 +133,11 @@ class ColocatedExperience:
     def _sleep(self) -> None:
         if self.rollout is not None and self.sleeps:
             self.rollout.sleep()
+
+    def _next_shards(self) -> list[tuple[int, list[PromptItem]]]:
+        """The next batch of the prompt order, this rank's shard of it (dynamic sampling's refill rounds)."""
+        self._refills += 1
+        return [(self.shard, self._shard_prompts(next(self._prompt_batches)))]
 
     def _shard_prompts(self, prompt_indices: list[int]) -> list[PromptItem]:
         """This rank's shard of the step's prompts; `group` is the position in the global batch."""

@@ -18,6 +18,7 @@ from __future__ import annotations
 import logging
 import signal
 import threading
+from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
 
@@ -27,7 +28,7 @@ from rlkit.data import PromptDataset
 from rlkit.data.sampler import EpochSampler
 from rlkit.distributed import all_reduce_min
 from rlkit.errors import RlkitError
-from rlkit.experience.generation import Generation
+from rlkit.experience.generation import Generation, PromptItem
 from rlkit.experience.shards import ShardSeeds, StepBuilder, prompt_item, validation_shard
 from rlkit.experience.split import CONTROL, ROLLOUT_PHASES, TO_TRAINER
 from rlkit.placement import Placement
@@ -113,7 +114,7 @@ class RolloutWorker:
         while True:
             if step <= start["total_steps"] and self.version is not None \
                     and self.version >= max(first_version, step - 1 - staleness):
-                self._generate(step, next(batches))
+                self._generate(step, next(batches), batches)
                 step += 1
                 continue
             message = self._control()
@@ -140,14 +141,22 @@ class RolloutWorker:
                 pass
         self.version = version
 
-    def _generate(self, step: int, indices: list[int]) -> None:
-        """Batch `step`: each of this engine's shards generated, scored and sent to its trainer."""
+    def _generate(self, step: int, indices: list[int], batches: Iterator[list[int]]) -> None:
+        """Batch `step`: each of this engine's shards generated, scored and sent to its trainer. Dynamic sampling
+        draws its refill rounds' prompts from `batches`, the prompt order; each trainer learns which, to keep its
+        own copy of the order in step."""
         num_shards = self.layout.num_shards
-        shards = []
-        for shard in self.shards:
-            positions = shard_positions(len(indices), num_shards, shard)
-            shards.append((shard, [prompt_item(self.train_data, p, indices[p]) for p in positions]))
-        pieces = self.builder.build(shards, self.version)
+        refills: list[list[int]] = []
+
+        def shards_of(indices: list[int]) -> list[tuple[int, list[PromptItem]]]:
+            return [(shard, [prompt_item(self.train_data, p, indices[p])
+                             for p in shard_positions(len(indices), num_shards, shard)]) for shard in self.shards]
+
+        def next_shards() -> list[tuple[int, list[PromptItem]]]:
+            refills.append(next(batches))
+            return shards_of(refills[-1])
+
+        pieces = self.builder.build(shards_of(indices), self.version, next_shards=next_shards)
         times = {phase: seconds for phase, seconds in self.timer.seconds.items() if phase in ROLLOUT_PHASES}
         self.timer.reset()
         for piece in pieces:
@@ -156,6 +165,7 @@ class RolloutWorker:
             batch = Batch({name: tensor.clone() for name, tensor in piece.batch.tensors.items()}, piece.batch.meta)
             self.channel.send({
                 "kind": "batch", "step": step, "prompt_indices": [indices[p] for p in positions],
+                "refill_prompt_indices": [[refill[p] for p in positions] for refill in refills],
                 "batch": batch, "scores": piece.scores.clone(), "metrics": piece.metrics, "generated": piece.generated,
                 "conversations": piece.conversations,
                 "calls": self.seeds.calls.get(piece.shard, 0), "times": times,

@@ -5,10 +5,12 @@ A colocated rank generates one shard (its own, or its engine group's); a rollout
 the shards of the trainers its engine serves. `StepBuilder` is the same for both. Per shard: `rollout.n`
 responses per prompt; the rows this process trains or sends (`part`: a colocated engine group generates its
 shard on every rank and each rank keeps its own part); their scores. Then what the algorithm asks for: ReMax's
-greedy baselines, and DAPO's dynamic sampling, which drops groups whose responses all scored the same and
-generates again for the same prompts. Every shard of the step runs the same refill rounds, decided by the
+greedy baselines, and DAPO's dynamic sampling, which drops groups whose responses all scored the same and, as
+DAPO does, generates for the next batch of prompts of the data order to refill the step (`next_shards`: the
+caller's sampler, cut into the same shards). Every shard of the step runs the same refill rounds, decided by the
 shard that is shortest anywhere (`min_over_peers` reduces over the other processes), so that every shard ends
-with the same number of whole groups and the trainers run the same number of mini-batches.
+with the same number of whole groups, the trainers run the same number of mini-batches, and every process draws
+as many batches from its sampler.
 
 Sampling seeds: by default each engine's own per-call stream. `ShardSeeds` instead seeds the engine's generate
 call k for shard s with `call_seed(seed, k, s)`, which is the seed the HF engine of colocated rank s uses for its
@@ -138,8 +140,12 @@ class StepBuilder:
         return self.part is not None and self.part[0] == 0
 
     # -- a training step ----------------------------------------------------------------------------
-    def build(self, shards: Sequence[Shard], version: int) -> list[ShardExperience]:
-        """Each shard's kept rows, scored; `version` marks every response (batch["policy_version"])."""
+    def build(self, shards: Sequence[Shard], version: int,
+              next_shards: Callable[[], Sequence[Shard]] | None = None) -> list[ShardExperience]:
+        """Each shard's kept rows, scored; `version` marks every response (batch["policy_version"]).
+
+        next_shards: the next batch of prompts of the data order, cut into the same shards as `shards`; dynamic
+        sampling draws one for each refill round. Required with algorithm.dynamic_sampling."""
         params = self.sampling_params(train=True)
         pieces = []
         for shard, prompts in shards:
@@ -156,7 +162,9 @@ class StepBuilder:
                 self._add_greedy_baselines(shards, pieces, params)
         dynamic = self.cfg.algorithm.dynamic_sampling
         if dynamic is not None:
-            pieces = self._refill_with_signal(shards, pieces, params, version, dynamic.max_generate_batches)
+            if next_shards is None:
+                raise ValueError("dynamic sampling refills from the next prompts: pass next_shards")
+            pieces = self._refill_with_signal(next_shards, pieces, params, version, dynamic.max_generate_batches)
         return pieces
 
     def _generate(self, shard: int, prompts: Sequence[PromptItem], params: SamplingParams,
@@ -187,12 +195,12 @@ class StepBuilder:
                 baseline_scores, _, _ = score(batch, self.reward)
                 kept[shard].batch["reward_baselines"] = baseline_scores.repeat_interleave(params.n)
 
-    def _refill_with_signal(self, shards: Sequence[Shard], pieces: list[ShardExperience], params: SamplingParams,
-                            version: int, max_batches: int) -> list[ShardExperience]:
-        """DAPO dynamic sampling: drop groups whose responses all scored the same and generate again for the same
-        prompts, round after round, until every shard anywhere has as many responses as it started with (or
-        max_batches rounds ran); then every shard keeps the same number of whole groups. When some shard kept no
-        informative group at all, every shard keeps its batch as it was."""
+    def _refill_with_signal(self, next_shards: Callable[[], Sequence[Shard]], pieces: list[ShardExperience],
+                            params: SamplingParams, version: int, max_batches: int) -> list[ShardExperience]:
+        """DAPO dynamic sampling: drop groups whose responses all scored the same and generate for the next
+        batch of prompts (`next_shards`), round after round, until every shard anywhere has as many responses as
+        it started with (or max_batches rounds ran); then every shard keeps the same number of whole groups. When
+        some shard kept no informative group at all, every shard keeps its batch as it was."""
         kept = {piece.shard: [drop_groups_without_signal(piece.batch, piece.scores)] for piece in pieces}
         wanted = {piece.shard: len(piece.batch) for piece in pieces}
 
@@ -205,7 +213,7 @@ class StepBuilder:
         for round_index in range(1, max_batches):
             if shortest(lambda shard: num_kept(shard) - wanted[shard]) >= 0:
                 break
-            for shard, prompts in shards:
+            for shard, prompts in next_shards():
                 with self.timer.phase("generate"):
                     extra = self._generate(shard, prompts, params, version)
                 if extra is None:

@@ -103,13 +103,21 @@ class SplitExperience:
         sender = self.layout.sender_of_shard(self.dist.rank)
         with self.timer.phase("experience_wait"):
             message = self._take("batch", sender)
-        expected = [indices[p] for p in shard_positions(len(indices), self.layout.num_shards, self.dist.rank)]
+        positions = shard_positions(len(indices), self.layout.num_shards, self.dist.rank)
+        expected = [indices[p] for p in positions]
         if message["step"] != self.step or message["prompt_indices"] != expected:
             raise PlacementError(
                 f"rollout rank {sender} sent step {message['step']} with prompts {message['prompt_indices']}, but "
                 f"this trainer expects step {self.step} with prompts {expected}: the two sides disagree on the "
                 "prompt order (were they started with different configs?)"
             )
+        for refill in message["refill_prompt_indices"]:  # dynamic sampling's rounds took the next batches
+            refill_indices = next(self._batches)
+            if refill != [refill_indices[p] for p in positions]:
+                raise PlacementError(
+                    f"rollout rank {sender} refilled step {self.step} with prompts {refill}, but this trainer's "
+                    "prompt order has others there: the two sides disagree on the prompt order"
+                )
         batch, scores = message["batch"], message["scores"]
         ages = response_ages(batch["policy_version"], self.version)
         dropped = 0
@@ -135,6 +143,7 @@ class SplitExperience:
             metrics["staleness/dropped"] = float(num_dropped)
         if self.cfg.algorithm.dynamic_sampling is not None:
             metrics["dynamic_sampling/kept_samples"] = all_reduce_sum(len(batch))
+            metrics["dynamic_sampling/generate_rounds"] = float(1 + len(message["refill_prompt_indices"]))
         return Experience(batch, scores, metrics)
 
     def validate(self) -> dict[str, float]:

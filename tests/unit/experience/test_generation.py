@@ -179,12 +179,16 @@ def test_dynamic_sampling_replaces_a_group_without_signal():
                                     rollout=FirstPromptTiesOnce())
     experience.publish(weights, version=0)
     batch = experience.next_batch()
-    # The first prompt's group (0) tied and is dropped; one more generation refills it as a new group:
-    # group ids shift by data.train_batch_size per round (0 -> 2), so its statistics are its own.
+    # The first prompt's group (0) tied and is dropped; one more generation, for the next batch of the prompt
+    # order (prompts 2 and 3, as DAPO draws new prompts), refills it with that batch's first group: group ids
+    # shift by data.train_batch_size per round (position 0 -> 2), so its statistics are its own.
     assert [call[0] for call in rollout.calls if call[0] == "generate"] == ["generate", "generate"]
     assert batch.batch["group_index"] == [1, 1, 2, 2]
+    assert batch.batch["prompt_text"] == ["p1", "p1", "p2", "p2"]
+    assert experience.state_dict()["sampler"] == {"epoch": 0, "position": 2}  # both batches taken from the order
     assert batch.scores.tolist() == [0.0, 1.0, 0.0, 1.0]
     assert batch.metrics["dynamic_sampling/kept_samples"] == 4.0
+    assert batch.metrics["dynamic_sampling/generate_rounds"] == 2.0
     assert batch.batch["policy_version"] == [0, 0, 0, 0]
 
 

@@ -2,6 +2,8 @@
 engine group's rank keeps, seeds by shard, several shards on one engine with dynamic sampling in step, a rank
 that generates and keeps nothing; and a colocated rank of a tensor-parallel group."""
 
+import pytest
+
 from rlkit.config import RunConfig, build_config
 from rlkit.distributed import DistInfo
 from rlkit.experience import ColocatedExperience, SingleTurnGeneration
@@ -80,22 +82,41 @@ def test_every_engine_call_of_a_conversation_draws_its_own_seed():
     assert seeds.calls == {3: 4}
 
 
+def next_batch(data, indices):
+    """The next batch of the prompt order (prompts `indices`, positions 0..3) cut into shards 0 and 1."""
+    return lambda: [(0, [prompt_item(data, 0, indices[0]), prompt_item(data, 1, indices[1])]),
+                    (1, [prompt_item(data, 2, indices[2]), prompt_item(data, 3, indices[3])])]
+
+
 def test_the_shards_of_one_engine_refill_in_step_and_keep_as_many_groups():
-    # Shard 0's first prompt ties in the first call: every shard generates a second round, and each keeps the same
-    # number of whole groups; the smallest count anywhere goes through min_over_peers.
+    # Shard 0's first prompt ties in the first call: every shard generates a second round, for the next batch of
+    # prompts (4-7, as DAPO draws new ones), and each keeps the same number of whole groups; the smallest count
+    # anywhere goes through min_over_peers.
     cfg = config("algorithm.dynamic_sampling.max_generate_batches=3")
-    rollout, data, peers = FirstPromptTiesOnce(), dataset(8), []
-    pieces = builder(cfg, rollout, peers=peers).build([shard(data, 0, [0, 1]), shard(data, 1, [2, 3])], version=0)
+    rollout, data, peers, drawn = FirstPromptTiesOnce(), dataset(8), [], []
+    refill = next_batch(data, [4, 5, 6, 7])
+    pieces = builder(cfg, rollout, peers=peers).build([shard(data, 0, [0, 1]), shard(data, 1, [2, 3])], version=0,
+                                                      next_shards=lambda: drawn.append(1) or refill())
+    assert drawn == [1]  # one refill round, one batch of prompts for both shards
     assert [call[1] for call in rollout.calls if call[0] == "generate"] == [2, 2, 2, 2]  # 2 rounds x 2 shards
+    # Round 2's groups are new groups: positions 0 and 1 + 4 (data.train_batch_size) per round.
     assert [piece.batch["group_index"] for piece in pieces] == [[1, 1, 4, 4], [2, 2, 3, 3]]
+    assert pieces[0].batch["prompt_text"] == ["p1", "p1", "p4", "p4"]  # the tied prompt 0 is replaced by prompt 4
     assert peers == [-2, 2, 2]  # 2 responses short, then 2 over (shard 0: 2 + 4 of 4); then 2 groups each
     assert pieces[0].generated[0] == [0.0, 0.0, 0.0, 1.0]  # statistics describe the first generation
+
+
+def test_dynamic_sampling_needs_the_next_prompts():
+    cfg = config("algorithm.dynamic_sampling.max_generate_batches=2")
+    with pytest.raises(ValueError, match="next_shards"):
+        builder(cfg, ScriptedRollout()).build([shard(dataset(8), 0, [0, 1])], version=0)
 
 
 def test_a_rank_that_keeps_nothing_still_generates_and_never_decides():
     cfg = config("algorithm.dynamic_sampling.max_generate_batches=2")
     rollout, data, peers = ScriptedRollout(), dataset(8), []
-    pieces = builder(cfg, rollout, part=None, peers=peers).build([shard(data, 0, [0, 1])], version=0)
+    pieces = builder(cfg, rollout, part=None, peers=peers).build([shard(data, 0, [0, 1])], version=0,
+                                                                 next_shards=next_batch(data, [4, 5, 6, 7]))
     assert pieces == [] and [call[0] for call in rollout.calls] == ["generate"]
     assert peers == [float("inf"), float("inf")]  # the peers that keep rows decide
     assert builder(cfg, rollout, part=None).validate([shard(data, 0, [0, 1])]) == {}
