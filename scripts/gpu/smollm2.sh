@@ -19,7 +19,8 @@
 # Environment: GRPO_STEPS (c5, default 60), COMPARE_STEPS (c6, c7, default 20), GRPO_TIMEOUT (default 420 s);
 # SFT_OVERRIDES / GRPO_OVERRIDES: more key=value settings for every SFT / GRPO run (trainer.total_epochs=1 to
 # save time); SKIP_LORA=1 (c3 only stores the vLLM piece); SKIP_BASE=1 (c4 does not evaluate the base model);
-# BENCH=1 (c4 then runs `rlkit bench` on issue 17's workload); EVAL_ARGS (the rollout flags of `rlkit eval`);
+# BENCH=1 (c4 then runs `rlkit bench` on issue 17's workload); PASS_K=16 (c4 then evaluates the SFT model's
+# pass@16 at temperature 1); EVAL_ARGS (the rollout flags of `rlkit eval`);
 # SMOL_DIR (default /tmp/smol).
 set -uo pipefail
 STAGE=${1:?usage: scripts/gpu/smollm2.sh c1|c2|c3|c4|c5|c6|c7|test}
@@ -146,6 +147,14 @@ case $STAGE in
     [ -n "${SKIP_BASE:-}" ] || evaluate base "$W/models/base"
     evaluate sft "$W/models/sft"
     [ -d "$W/models/sft_lora" ] && evaluate sft_lora "$W/models/sft_lora"
+    if [ -n "${PASS_K:-}" ]; then  # the SFT model's headroom: pass@k at temperature 1 (docs/results.md)
+      timed eval_sft_pass python3 -m rlkit eval "$W/models/sft" --data "$W/data/test.parquet" --reward gsm8k \
+        --n "$PASS_K" --temperature 1.0 --max-new-tokens 512 --output "$W/eval/sft_pass.jsonl" \
+        --summary "$W/eval/sft_pass.json" $EVAL_ARGS
+      python3 -c "import json, sys; s = json.load(open(sys.argv[1]))
+print('eval sft_pass: accuracy a sample %.4f, pass@k %s' % (s['accuracy'], s['pass_at_k']))" "$W/eval/sft_pass.json" \
+        | tee -a "$SUMMARY"
+    fi
     if [ -n "${BENCH:-}" ]; then  # issue 17's workload with every option auto, and vLLM alone beside it
       timed bench python3 -m rlkit bench --model "$W/models/base" --data "$W/data/train.parquet" --prompts 32 --n 8 \
         --response-len 256 --steps 5 --warmup 1 --engine fsdp2 --rollout vllm --out "$W/bench/auto"
