@@ -38,10 +38,11 @@ from rlkit.trainer.components import (
 )
 from rlkit.trainer.guards import check_update, explain_out_of_memory
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn, critic_loss_fn
+from rlkit.trainer.memory_plan import settle_memory
 from rlkit.trainer.preflight import check_components
 from rlkit.trainer.prepare import add_overlong_penalty, global_advantages, scores_on_last_token, token_level_rewards
 from rlkit.trainer.shell import TrainerShell
-from rlkit.trainer.speed import FROM_UPDATE, SpeedPlan, log_header, settle_memory
+from rlkit.trainer.speed import FROM_UPDATE, SpeedPlan, log_header
 
 log = logging.getLogger(__name__)
 _COUNTS = ("update/skipped", "critic/update_skipped")  # metrics summed over a step's optimizer steps

@@ -40,8 +40,9 @@ from rlkit.engines.base import EngineSpec, LossFn, ModelOutput, TrainEngine
 from rlkit.errors import ConfigError
 from rlkit.models.loading import load_tokenizer
 from rlkit.trainer.components import build_engine, resolve_model_path
+from rlkit.trainer.memory_plan import settle_memory
 from rlkit.trainer.shell import TrainerShell
-from rlkit.trainer.speed import log_header, plan_speed, settle_memory
+from rlkit.trainer.speed import log_header, plan_speed
 
 log = logging.getLogger(__name__)
 

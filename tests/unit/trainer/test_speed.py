@@ -1,5 +1,6 @@
-"""rlkit.trainer.speed: what each `auto` resolves to, and why, on made-up machines and models; the token budget
-by hand; the header lines and how the engines receive the values."""
+"""rlkit.trainer.speed and rlkit.trainer.memory_plan: what each `auto` resolves to, and why, on made-up machines and
+models; the token budget and whether the rollout sleeps, by hand; the header lines and how the engines receive the
+values."""
 
 import pytest
 
@@ -7,6 +8,7 @@ from rlkit.config import RunConfig, build_config
 from rlkit.config.auto import AUTO, Choice
 from rlkit.distributed import DistInfo
 from rlkit.engines.memory import ModelFacts
+from rlkit.trainer.memory_plan import MemoryFacts, resolve_memory, settle_memory
 from rlkit.trainer.speed import (
     BUDGET,
     CHECKPOINTING,
@@ -16,12 +18,9 @@ from rlkit.trainer.speed import (
     ROLLOUT_LOGPROBS,
     ROLLOUT_SLEEP,
     MachineFacts,
-    MemoryFacts,
     SpeedPlan,
     parse_header_line,
-    resolve_memory,
     resolve_static,
-    settle_memory,
 )
 
 GiB = 2**30
@@ -272,7 +271,7 @@ def test_settle_memory_sleeps_the_rollout_only_when_it_decides_to(monkeypatch, b
         readings.append(free[0])
         return MemoryFacts(free[0], SMALL_GPU)
 
-    monkeypatch.setattr("rlkit.trainer.speed.measure_free_memory", measure)
+    monkeypatch.setattr("rlkit.trainer.memory_plan.measure_free_memory", measure)
     cfg = build_config(RunConfig, None, [])
     static = resolve_static(cfg, MachineFacts(True, 1, SMALL_GPU, True), SMOL)
     rollout, engine = FakeRollout(free, slept_free=14 * GiB), FakeEngine()
