@@ -83,12 +83,17 @@ def apply_activation_checkpointing(hf_model: nn.Module) -> None:
     enable({"use_reentrant": False})
 
 
+def activation_checkpointing_is_on(hf_model: nn.Module) -> bool:
+    # transformers before ~5.20 has only the older name, is_gradient_checkpointing
+    if getattr(type(hf_model), "is_activation_checkpointing", None) is not None:
+        return hf_model.is_activation_checkpointing
+    return hf_model.is_gradient_checkpointing
+
+
 def set_activation_checkpointing(hf_model: nn.Module, on: bool) -> None:
     """Switch activation checkpointing on or off after the model is sharded or compiled: transformers' layers
     read the switch at each call, outside the compiled forward and inside the sharding hooks."""
-    # transformers before ~5.20 has only the older names, *gradient_checkpointing*
-    is_on = getattr(type(hf_model), "is_activation_checkpointing", None)
-    if on == (hf_model.is_activation_checkpointing if is_on is not None else hf_model.is_gradient_checkpointing):
+    if on == activation_checkpointing_is_on(hf_model):
         return
     if on:
         apply_activation_checkpointing(hf_model)

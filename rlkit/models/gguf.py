@@ -22,6 +22,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -173,10 +174,26 @@ def _write_folder(gguf_file: Path, out: Path, architecture: str) -> tuple[str, i
     model = type(loaded)(config).to(SAVED_DTYPE)  # the loaded class, under the loaded (quantization-free) config
     model.load_state_dict(state, strict=True)
     model.save_pretrained(out)  # config.json (dtype bfloat16), model.safetensors, generation_config.json
+    _declared_special_tokens(gguf_file, tokenizer)
     tokenizer.save_pretrained(out)
     _portable_tokenizer_class(out / "tokenizer_config.json")
     num_parameters = sum(parameter.numel() for parameter in model.parameters())
     return type(model).__name__, num_parameters, len(tokenizer)
+
+
+def _declared_special_tokens(gguf_file: Path, tokenizer: Any) -> None:
+    """The end, start and padding tokens the GGUF declares (`tokenizer.ggml.*_token_id`), on the tokenizer:
+    transformers 5.12 read `<|im_start|>` as the end token of a ChatML GGUF, whose responses would then never
+    end where the chat template ends a turn."""
+    from gguf import GGUFReader
+
+    fields = GGUFReader(gguf_file).fields
+    for role, key in (("eos", "eos_token_id"), ("bos", "bos_token_id"), ("pad", "padding_token_id")):
+        field = fields.get(f"tokenizer.ggml.{key}")
+        if field is not None:
+            token = tokenizer.convert_ids_to_tokens(int(field.parts[field.data[0]][0]))
+            if token is not None and getattr(tokenizer, f"{role}_token") != token:
+                setattr(tokenizer, f"{role}_token", token)
 
 
 def float_state_dict(model: torch.nn.Module) -> dict[str, torch.Tensor]:

@@ -163,6 +163,18 @@ def test_the_tokenizer_keeps_its_ids_and_chat_template(tiny_gguf, imported):
     assert settings["tokenizer_class"] == "PreTrainedTokenizerFast"  # read as saved by transformers 4.x and 5.x
 
 
+def test_the_special_tokens_are_the_ones_the_gguf_declares(tiny_gguf, imported):
+    # transformers 5.12 read the end token of a ChatML GGUF as <|im_start|>: the importer sets what the file says.
+    from transformers import AutoTokenizer
+
+    from rlkit.models.gguf import _declared_special_tokens
+
+    tokenizer = AutoTokenizer.from_pretrained(imported)
+    tokenizer.eos_token, tokenizer.pad_token = "<|im_start|>", "<|im_start|>"
+    _declared_special_tokens(tiny_gguf[0], tokenizer)
+    assert tokenizer.eos_token == EOS_TOKEN and tokenizer.pad_token == PAD_TOKEN
+
+
 def test_rlkit_generates_with_the_imported_folder(imported):
     result = CliRunner().invoke(cli, ["generate", str(imported), "--prompt", "repeat the letter a",
                                       "--max-new-tokens", "4", "--device", "cpu"])

@@ -207,12 +207,13 @@ def check_world2_lora(world2: dict, engine, batch: Batch, tolerance: float) -> N
 def check_memory_plan_after_build_equals_building_with_it(late, built_with, batch: Batch) -> None:
     """TrainEngine.apply_memory_plan: activation checkpointing and a token budget taken once the engine is built
     (as a run does when they are `auto`) give what an engine built with them gives, bit for bit."""
+    from rlkit.engines.building import activation_checkpointing_is_on
     from rlkit.models.lora import hf_model_of
 
     late.apply_memory_plan(max_tokens_per_micro_batch=40, gradient_checkpointing=True)
-    assert hf_model_of(late.scorer.model).is_activation_checkpointing and late.batching.max_tokens == 40
+    assert activation_checkpointing_is_on(hf_model_of(late.scorer.model)) and late.batching.max_tokens == 40
     for key in ("loss", "grad_norm"):
         assert policy_step(late, batch, DistInfo())[key] == policy_step(built_with, batch, DistInfo())[key]
     assert max_difference(weights(late), weights(built_with)) == 0.0
     late.apply_memory_plan(max_tokens_per_micro_batch=None, gradient_checkpointing=False)  # and off again
-    assert not hf_model_of(late.scorer.model).is_activation_checkpointing and late.batching.max_tokens is None
+    assert not activation_checkpointing_is_on(hf_model_of(late.scorer.model)) and late.batching.max_tokens is None
