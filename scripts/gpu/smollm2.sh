@@ -14,6 +14,10 @@
 #                           background (it runs on into c7)                                     (~0.5 min)
 #   c7  carry .gpu/smol_c7  install SGLang; the same GRPO with --rollout sglang beside it; wait for both (~5 min)
 #   test (after c5)         pytest tests/gpu/test_smollm2_gpu.py on the SFT model              (~4 min)
+#   pair (after c4)         carry .gpu/smol_c5: two GRPO runs side by side from the SFT model, ARM_A's and ARM_B's
+#                           settings on top of GRPO_OVERRIDES, until PAIR_SECONDS after this command starts; this
+#                           command returns after PAIR_WAIT s (default 540) and the runs go on
+#   pair_end                waits for them, evaluates both at their newest common checkpoint, plots both
 # Each stage writes to $OUT: STAGE.log (what it printed), STAGE.tar.gz (logs, metrics.jsonl, curves, evaluation
 # summaries and per-response files) and STAGE_summary.txt (the numbers docs/results.md records).
 # Environment: GRPO_STEPS (c5, default 60), COMPARE_STEPS (c6, c7, default 20), GRPO_TIMEOUT (default 420 s);
@@ -21,13 +25,14 @@
 # save time); SKIP_LORA=1 (c3 only stores the vLLM piece); SKIP_BASE=1 (c4 does not evaluate the base model);
 # BENCH=1 (c4 then runs `rlkit bench` on issue 17's workload); PASS_K=16 (c4 then evaluates the SFT model's
 # pass@16 at temperature 1); EVAL_ARGS (the rollout flags of `rlkit eval`);
-# SMOL_DIR (default /tmp/smol).
+# SMOL_DIR (default /tmp/smol). ARM_A, ARM_B, PAIR_SECONDS, PAIR_WAIT: the `pair` stage's.
 set -uo pipefail
 STAGE=${1:?usage: scripts/gpu/smollm2.sh c1|c2|c3|c4|c5|c6|c7|test}
 source scripts/gpu/common.sh
 export TOKENIZERS_PARALLELISM=false OMP_NUM_THREADS=${OMP_NUM_THREADS:-8}
 W=${SMOL_DIR:-/tmp/smol}             # models, data and runs live here between commands
 CARRY=.gpu/smol_$STAGE
+[ "$STAGE" = pair ] && CARRY=.gpu/smol_c5
 GGUF_NAME=SmolLM2-135M-Instruct.Q4_1.gguf
 DATA="data.train_files=[$W/data/train.parquet] data.val_files=[$W/data/test.parquet]"
 QUIET="trainer.loggers=[console,jsonl] trainer.progress_bar=false"
@@ -107,6 +112,25 @@ grpo() {  # grpo NAME STEPS [FLAGS...]: configs/grpo_gsm8k_smollm2.yaml from the
     model.path="$W/models/sft" $DATA trainer.total_steps="$steps" trainer.output_dir="$W/runs/$name" $QUIET \
     ${GRPO_OVERRIDES:-}
   peak_memory "$W/runs/$name"
+}
+
+# Two runs on one GPU: each rollout engine at 0.2 of the memory, awake, and a fixed micro-batch budget, since
+# what `auto` measures as free would count the other run's memory as free too. Checkpoints every 5 steps, four
+# kept, so that both runs have one of the same step at the end.
+PAIR_SETTINGS="rollout.vllm.gpu_memory_utilization=0.2 rollout.sleep=false engine.max_tokens_per_micro_batch=16384
+  engine.gradient_checkpointing=false trainer.save_freq=5 trainer.keep_last=4"
+
+start_arm() {  # start_arm NAME SETTINGS: one GRPO run of the pair, in the background until the pair's deadline
+  local name=$1 settings=$2
+  background "$name" timeout "$(( $(cat "$W/pair_deadline") - $(date +%s) ))" python3 -m rlkit train \
+    configs/grpo_gsm8k_smollm2.yaml model.path="$W/models/sft" $DATA trainer.total_steps="${GRPO_STEPS:-200}" \
+    trainer.output_dir="$W/runs/$name" $QUIET $PAIR_SETTINGS ${GRPO_OVERRIDES:-} $settings
+}
+
+steps_logged() {  # steps_logged NAME: the steps a run has logged
+  local n=0
+  [ -f "$W/runs/$1/metrics.jsonl" ] && n=$(grep -c '"time/step"' "$W/runs/$1/metrics.jsonl")
+  echo "${n:-0}"
 }
 
 case $STAGE in
@@ -193,6 +217,40 @@ print('eval sft_pass: accuracy a sample %.4f, pass@k %s' % (s['accuracy'], s['pa
     runs=("$W/runs/grpo" "$W/runs/grpo_sglang")
     [ -d "$W/runs/grpo_deepspeed" ] && runs+=("$W/runs/grpo_deepspeed")
     plot grpo_engines "${runs[@]}"
+    ;;
+  pair)
+    install_wheels "$CARRY" /tmp/site_extra
+    [ -d "$W/models/sft" ] || { echo "no SFT model: run c1-c4 first, back to back"; exit 3; }
+    start=$(date +%s)
+    echo $(( start + ${PAIR_SECONDS:?set PAIR_SECONDS, the wall seconds both runs may take} )) > "$W/pair_deadline"
+    echo "arm grpo_a: ${ARM_A:-}" | tee -a "$SUMMARY"
+    echo "arm grpo_b: ${ARM_B:-}" | tee -a "$SUMMARY"
+    start_arm grpo_a "${ARM_A:-}"
+    # The second run's vLLM sizes its cache from the memory it sees grow while it starts: start it once the
+    # first run's memory has settled (its second step logged), not while that run is still allocating.
+    until [ "$(steps_logged grpo_a)" -ge 2 ] || [ -f "$W/logs/grpo_a.rc" ] || [ $(( $(date +%s) - start )) -gt 240 ]; do
+      sleep 5
+    done
+    echo "grpo_b starts $(( $(date +%s) - start )) s after grpo_a" | tee -a "$SUMMARY"
+    start_arm grpo_b "${ARM_B:-}"
+    until [ $(( $(date +%s) - start )) -ge "${PAIR_WAIT:-540}" ]; do
+      sleep 30
+      echo "$(( $(date +%s) - start )) s: grpo_a $(steps_logged grpo_a) steps, grpo_b $(steps_logged grpo_b) steps"
+      [ -f "$W/logs/grpo_a.rc" ] && [ -f "$W/logs/grpo_b.rc" ] && break
+    done
+    tail -n 3 "$W/logs/grpo_a.log" "$W/logs/grpo_b.log"
+    ;;
+  pair_end)
+    await grpo_a grpo_b
+    peak_memory "$W/runs/grpo_a"
+    peak_memory "$W/runs/grpo_b"
+    common=$(comm -12 <(ls "$W"/runs/grpo_a/checkpoints/*/manifest.json 2>/dev/null | xargs -n1 dirname | xargs -n1 basename | sort) \
+                      <(ls "$W"/runs/grpo_b/checkpoints/*/manifest.json 2>/dev/null | xargs -n1 dirname | xargs -n1 basename | sort) | tail -n 1)
+    [ -n "$common" ] || { echo "the two runs share no complete checkpoint"; pack; exit 1; }
+    echo "evaluated at the newest common checkpoint: $common" | tee -a "$SUMMARY"
+    evaluate grpo_a "$W/runs/grpo_a/checkpoints/$common"
+    evaluate grpo_b "$W/runs/grpo_b/checkpoints/$common"
+    plot grpo_pair "$W/runs/grpo_a" "$W/runs/grpo_b"
     ;;
   test)
     export RLKIT_SMOLLM2_GGUF="$W/$GGUF_NAME" RLKIT_SMOLLM2_SFT="$W/models/sft" RLKIT_GSM8K="$W/data"
