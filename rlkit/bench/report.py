@@ -8,7 +8,10 @@ import platform
 from pathlib import Path
 from typing import Any
 
+from rlkit.bench.alone import MODULES as ALONE_MODULES
 from rlkit.bench.runner import PHASES, BenchResult, PairingResult
+
+ALONE_ROLLOUTS = tuple(ALONE_MODULES)  # bench.json has a list of "alone" rows for each
 
 # Table columns for the phases, in step order.
 PHASE_HEADERS = {
@@ -54,15 +57,17 @@ def to_json(result: BenchResult) -> dict[str, Any]:
              "step_s": p.step_s, "rollout_tokens_per_s": p.rollout_tokens_per_s,
              "train_tokens_per_s": p.train_tokens_per_s, "mfu": p.mfu, "peak_memory_gb": p.peak_memory_gb,
              "num_steps": p.num_steps, "output_dir": p.output_dir, "settings": p.settings,
-             "step_over_vllm_alone": _ratio(p.step_s, result.vllm_alone_seconds()),
-             "generate_over_vllm_alone": _ratio(p.phases.get("generate"), result.vllm_alone_seconds())}
+             "step_over_vllm_alone": _ratio(p.step_s, result.alone_seconds("vllm")),
+             "generate_over_vllm_alone": _ratio(p.phases.get("generate"), result.alone_seconds("vllm")),
+             # over the same rollout engine alone (vLLM's, SGLang's): None for an engine without such rows
+             "generate_over_rollout_alone": _ratio(p.phases.get("generate"), result.alone_seconds(p.rollout))}
             for p in result.pairings
         ],
-        "vllm_alone": [
+        **{f"{rollout}_alone": [
             {"name": b.name, "logprobs": b.logprobs, "status": b.status, "reason": b.reason,
              "generate_s": b.generate_s, "tokens_per_s": b.tokens_per_s, "num_steps": b.num_steps}
-            for b in result.baselines
-        ],
+            for b in result.baselines if b.rollout == rollout
+        ] for rollout in ALONE_ROLLOUTS},
     }
 
 
@@ -84,16 +89,19 @@ def print_table(result: BenchResult, console=None) -> None:
     phases = [phase for phase in PHASE_HEADERS
               if phase in ALWAYS_SHOWN or any(phase in p.phases for p in result.pairings)]
     workload = result.request.workload
-    alone = result.vllm_alone_seconds()
+    alone = result.alone_seconds("vllm")
+    # a column against each pairing's own rollout engine alone, once an engine other than vLLM ran alone
+    own = any(b.rollout != "vllm" and b.status == "ok" for b in result.baselines)
     table = Table(title=f"rlkit bench: {_source(result)}, {workload.num_prompts} prompts x {workload.n}, "
                         f"{_lengths(workload)}; median seconds per step over {workload.steps} steps")
-    ratios = ("step / vLLM", "gen / vLLM") if alone is not None else ()
+    ratios = (("step / vLLM", "gen / vLLM") if alone is not None else ()) + (("gen / own alone",) if own else ())
     for header in ("pairing", "status", *(PHASE_HEADERS[phase] for phase in phases), "step", *ratios,
                    "rollout tok/s", "train tok/s", "MFU", "peak GB"):
         table.add_column(header, justify="left" if header in ("pairing", "status") else "right", no_wrap=True)
     for p in result.pairings:
         ratio_cells = ([_times(_ratio(p.step_s, alone)), _times(_ratio(p.phases.get("generate"), alone))]
-                       if ratios else [])
+                       if alone is not None else [])
+        ratio_cells += [_times(_ratio(p.phases.get("generate"), result.alone_seconds(p.rollout)))] if own else []
         table.add_row(
             p.name, p.status, *[_phase_time(p, phase) for phase in phases], _number(p.step_s), *ratio_cells,
             _number(p.rollout_tokens_per_s), _number(p.train_tokens_per_s),
@@ -103,7 +111,8 @@ def print_table(result: BenchResult, console=None) -> None:
         cells = ["-"] * len(phases)
         if "generate" in phases:
             cells[phases.index("generate")] = _number(b.generate_s)
-        ratio_cells = [_times(_ratio(b.generate_s, alone))] * len(ratios)
+        ratio_cells = [_times(_ratio(b.generate_s, alone))] * (2 if alone is not None else 0)
+        ratio_cells += [_times(_ratio(b.generate_s, result.alone_seconds(b.rollout)))] if own else []
         table.add_row(b.name, b.status, *cells, _number(b.generate_s), *ratio_cells, _number(b.tokens_per_s),
                       "-", "-", "-")
     console.print(table)
@@ -122,8 +131,8 @@ def settings_text(settings: dict[str, dict[str, Any]]) -> str:
 
 
 def plot_phases(result: BenchResult, path: Path) -> Path:
-    """A PNG of stacked median phase times per pairing that ran, then vLLM alone's generate bars (what did not
-    run is named below)."""
+    """A PNG of stacked median phase times per pairing that ran, then the "alone" rows' generate bars (what did
+    not run is named below)."""
     import matplotlib
 
     matplotlib.use("Agg")

@@ -13,8 +13,9 @@ run writes metrics.jsonl; the summary takes medians over the steps after the war
 Each run prints the speed options it resolved (every `auto` with its value and reason) in its header; they are
 read back from its log into the result (`settings`), so the record shows what was measured.
 
-Then, unless switched off, "vLLM alone" generates the same prompts with the same sampling settings
-(rlkit.bench.vllm_alone): what a step's time is compared with.
+Then, unless switched off, "vLLM alone" generates the same prompts with the same sampling settings, and so does
+"SGLang alone" when a pairing rolls out with SGLang (rlkit.bench.alone): what a step's time and its generate
+phase are compared with.
 
 Placements (`--placement`): 'colocated', or 'split:K' (placement.mode=split with placement.staleness=K; one
 rollout rank unless an override says placement.rollout_ranks). In a split run the rollout rank reports its own
@@ -24,6 +25,7 @@ GPUs only.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import logging
@@ -38,9 +40,9 @@ from typing import Any, Literal
 
 import yaml
 
-from rlkit.bench import vllm_alone
+from rlkit.bench import alone
+from rlkit.bench.alone import BaselineResult
 from rlkit.bench.shapes import count_parameters
-from rlkit.bench.vllm_alone import BaselineResult
 from rlkit.bench.workload import Workload, ensure_model, model_dir, run_settings, write_prompts
 from rlkit.config import RunConfig, build_config
 from rlkit.errors import ConfigError, PluginError
@@ -113,7 +115,7 @@ class BenchRequest:
     model: Path | None = None
     nproc: int = 1
     overrides: tuple[str, ...] = ()
-    baseline: bool = True  # also time vLLM alone on the same prompts
+    baseline: bool = True  # also time vLLM alone (and SGLang alone, with an SGLang pairing) on the same prompts
     placements: tuple[str, ...] = (COLOCATED,)  # 'colocated' or 'split:K'
 
     def command(self) -> str:
@@ -166,9 +168,10 @@ class BenchResult:
     pairings: list[PairingResult]
     baselines: list[BaselineResult] = field(default_factory=list)
 
-    def vllm_alone_seconds(self) -> float | None:
-        """Median seconds vLLM alone took to generate a step's prompts without log-probs; None if not run."""
-        return next((b.generate_s for b in self.baselines if b.status == "ok" and not b.logprobs), None)
+    def alone_seconds(self, rollout: str = "vllm") -> float | None:
+        """Median seconds `rollout` alone took to generate a step's prompts without log-probs; None if not run."""
+        return next((b.generate_s for b in self.baselines
+                     if b.rollout == rollout and b.status == "ok" and not b.logprobs), None)
 
 
 # -- the bench ----------------------------------------------------------------------------------------
@@ -186,10 +189,11 @@ def run_bench(request: BenchRequest) -> BenchResult:
         if reason is not None:
             results[engine, rollout, placement] = PairingResult(engine, rollout, "skipped", reason, placement)
     runnable = [pairing for pairing in pairings if pairing not in results]
-    baseline_skip = None if request.baseline else "switched off (--no-baseline)"
-    baseline_skip = baseline_skip or vllm_alone.skip_reason(machine.cuda)
+    modules = alone_modules(request)
     if not runnable:
-        baselines = vllm_alone.skipped(baseline_skip or "no pairing could run here") if request.baseline else []
+        baselines = [row for module in modules
+                     for row in alone.skipped(module.ROLLOUT, module.VARIANTS,
+                                              module.skip_reason(machine.cuda) or "no pairing could run here")]
         return BenchResult(request, machine, None, None, [results[pairing] for pairing in pairings], baselines)
 
     cache_dir = request.out / "cache"
@@ -212,15 +216,26 @@ def run_bench(request: BenchRequest) -> BenchResult:
         results[key] = run_pairing(cfg, request, machine, num_params, key[2])
         log.info("bench: %s x %s %s %s", *key, results[key].status)
     baselines: list[BaselineResult] = []
-    if request.baseline:
-        if baseline_skip is not None:
-            baselines = vllm_alone.skipped(baseline_skip)
-        else:  # the settings of a vLLM pairing when there is one (its memory share, say), else rlkit's defaults
-            cfg = next((cfg for cfg in configs.values() if cfg.rollout.name == "vllm"), first)
-            log.info("bench: vLLM alone, %d steps (%d warm-up)", request.workload.total_steps, request.workload.warmup)
-            baselines = vllm_alone.run_baseline(cfg, request.workload, request.out / "vllm_alone")
+    for module in modules:
+        reason = module.skip_reason(machine.cuda)
+        if reason is not None:
+            baselines += alone.skipped(module.ROLLOUT, module.VARIANTS, reason)
+            continue
+        # the settings of a pairing of that engine when there is one (its memory share, say), else rlkit's defaults
+        cfg = next((cfg for cfg in configs.values() if cfg.rollout.name == module.ROLLOUT), first)
+        log.info("bench: %s alone, %d steps (%d warm-up)", module.ROLLOUT, request.workload.total_steps,
+                 request.workload.warmup)
+        baselines += module.run_baseline(cfg, request.workload, request.out / f"{module.ROLLOUT}_alone")
     return BenchResult(request, machine, str(model_path), num_params, [results[pairing] for pairing in pairings],
                        baselines)
+
+
+def alone_modules(request: BenchRequest) -> list[Any]:
+    """The "alone" rows this bench runs: vLLM's always, SGLang's with an SGLang pairing; none with --no-baseline."""
+    if not request.baseline:
+        return []
+    return [importlib.import_module(module) for rollout, module in alone.MODULES.items()
+            if rollout == "vllm" or rollout in request.rollouts]
 
 
 def skip_reason(engine: str, rollout: str, machine: Machine) -> str | None:

@@ -51,8 +51,9 @@ def _names(value: str) -> tuple[str, ...]:
               help="Placements, comma-separated: colocated, or split:K (the last rank only rolls out, K versions "
                    "ahead at most; needs --nproc 2 or more). Each pairing runs once per placement.")
 @click.option("--baseline/--no-baseline", default=True, show_default=True,
-              help="Also time vLLM alone generating the same prompts with the same sampling settings (needs vLLM "
-                   "and a CUDA GPU, else listed as skipped).")
+              help="Also time vLLM alone generating the same prompts with the same sampling settings, and SGLang "
+                   "alone when a pairing rolls out with SGLang (each needs its package and a CUDA GPU, else it is "
+                   "listed as skipped).")
 @click.option("--out", type=click.Path(path_type=Path), default=Path("bench_out"), show_default=True,
               help="Folder for bench.json, bench.png, the runs and the cached model.")
 def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape: str | None, model: Path | None,
@@ -64,7 +65,9 @@ def bench_command(overrides: tuple[str, ...], engines: str, rollouts: str, shape
     phase, rollout and training tokens/s, MFU and peak GPU memory. Pairings that cannot run here (a missing
     package, no CUDA for vllm/sglang) are listed as skipped. Overrides such as
     algorithm.micro_batch_size_per_device=4 apply to every pairing. Then an in-process vLLM engine alone
-    generates each step's prompts (with and without log-probs), and each step is shown as a multiple of that.
+    generates each step's prompts (with and without log-probs), and each step is shown as a multiple of that;
+    with an SGLang pairing, an SGLang engine alone does too, and each generate phase is also shown as a multiple
+    of its own engine alone.
     Writes OUT/bench.json and OUT/bench.png.
     """
     from rlkit.bench.report import plot_phases, print_table, write_json

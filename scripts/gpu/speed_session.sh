@@ -38,9 +38,11 @@
 #                                                   machine's transformers (5.17): the reference for step 8.
 #  8   .gpu/sglang_p1                           8   installs SGLang. 1b: scripts/gpu/sglang_contention.py, the same
 #                                                   passes with the SGLang bundle's transformers hidden, and rlkit
-#                                                   bench fsdp2 x sglang on the workload (no speed switches).
+#                                                   bench fsdp2 x sglang on the workload (no speed switches),
+#                                                   with SGLang alone (and vLLM alone) on the same prompts.
 #                                                   Look for: passes "alone" here vs step 7 (the transformers build);
-#                                                   sleep_on_idle=False vs True, and its idle_cpu_share (~1.0 vs ~0).
+#                                                   sleep_on_idle=False vs True, and its idle_cpu_share (~1.0 vs ~0);
+#                                                   `gen / own alone` of fsdp2 x sglang (target: <= 1.11x).
 #  9   (none)                                   7   tests/gpu/test_speed_defaults_gpu.py (what auto picks for the tiny
 #                                                   model, FSDP2 and DeepSpeed: 2 passed), then
 #                                                   target 5: configs/grpo_gsm8k.yaml as shipped (64 x 8 x <=512, 4
@@ -170,7 +172,7 @@ case $STEP in
   $PASSES --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_sglang_site --setting fsdp2_machine_tf: --repeats 3 \
     2>&1 | log
   mv /tmp/site_sglang_hidden/* $SGLANG_SITE/
-  bench sglang $WORKLOAD --engine fsdp2 --rollout sglang --no-baseline
+  bench sglang $WORKLOAD --engine fsdp2 --rollout sglang  # with the "SGLang alone" rows (and vLLM alone's)
   ;;
 9)
   need "$MODEL/config.json"

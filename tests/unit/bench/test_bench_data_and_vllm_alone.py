@@ -1,6 +1,6 @@
-"""`rlkit bench --data`: a dataset's prompts, responses ending at EOS; and the "vLLM alone" rows, whose child
-process runs here against a stand-in `vllm` package (put first on its PYTHONPATH) that records what it is
-asked and answers with fixed-length samples."""
+"""`rlkit bench --data`: a dataset's prompts, responses ending at EOS; and the "vLLM alone" and "SGLang alone"
+rows, whose child processes run here against stand-in `vllm` and `sglang` packages (put first on their
+PYTHONPATH) that record what they are asked and answer with fixed-length samples."""
 
 import json
 import os
@@ -9,9 +9,10 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from rlkit.bench import runner, vllm_alone
+from rlkit.bench import runner, sglang_alone, vllm_alone
+from rlkit.bench.alone import BaselineResult, summarize
 from rlkit.bench.runner import BenchRequest, BenchResult, Machine, PairingResult, pairing_config
-from rlkit.bench.vllm_alone import BaselineResult, run_baseline, summarize
+from rlkit.bench.vllm_alone import run_baseline
 from rlkit.bench.workload import Workload
 from rlkit.data.gsm8k import convert_gsm8k
 from rlkit.errors import ConfigError
@@ -78,6 +79,32 @@ def test_a_missing_data_file_is_one_clear_error(tmp_path):
         runner.run_bench(request)
 
 
+def stand_in(tmp_path, monkeypatch, package: str, source: str):
+    """Put a stand-in `package` first on the children's PYTHONPATH; the file it records its calls in."""
+    fake = tmp_path / "fake_site" / package
+    fake.mkdir(parents=True)
+    (fake / "__init__.py").write_text(source)
+    record = tmp_path / "record.jsonl"
+    monkeypatch.setenv(f"FAKE_{package.upper()}_RECORD", str(record))
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")])))
+    return record
+
+
+def alone_workload(data_file):
+    """3 prompts x 2 samples x 5 tokens, one warm-up step and two measured."""
+    return Workload(num_prompts=3, n=2, prompt_len=1024, response_len=5, steps=2, warmup=1, data_file=data_file)
+
+
+def alone_config(tmp_path, data_file, rollout: str, override: str):
+    """The tiny model and the config of the fsdp2 x `rollout` pairing the "alone" rows take their settings from."""
+    from rlkit.bench.workload import ensure_model
+
+    request = BenchRequest(("fsdp2",), (rollout,), alone_workload(data_file), out=tmp_path / "bench", shape="tiny",
+                           overrides=(override,))
+    model = ensure_model("tiny", tmp_path / "cache")
+    return model, pairing_config(request, "fsdp2", rollout, model, data_file)
+
+
 # -- vLLM alone ------------------------------------------------------------------------------------------
 FAKE_VLLM = textwrap.dedent('''
     """A stand-in for vllm: records the engine's and each call's arguments, answers with max_tokens tokens."""
@@ -109,22 +136,10 @@ FAKE_VLLM = textwrap.dedent('''
 
 
 def test_vllm_alone_generates_each_steps_prompts_as_the_trainer_takes_them(tmp_path, monkeypatch, gsm8k_parquet):
-    fake = tmp_path / "fake_site" / "vllm"
-    fake.mkdir(parents=True)
-    (fake / "__init__.py").write_text(FAKE_VLLM)
-    record = tmp_path / "record.jsonl"
-    monkeypatch.setenv("FAKE_VLLM_RECORD", str(record))
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(fake.parent), os.environ.get("PYTHONPATH")])))
+    record = stand_in(tmp_path, monkeypatch, "vllm", FAKE_VLLM)
 
-    workload = Workload(num_prompts=3, n=2, prompt_len=1024, response_len=5, steps=2, warmup=1,
-                        data_file=gsm8k_parquet)
-    request = BenchRequest(("fsdp2",), ("vllm",), workload, out=tmp_path / "bench", shape="tiny",
-                           overrides=("rollout.vllm.gpu_memory_utilization=0.3",))
-    from rlkit.bench.workload import ensure_model
-
-    model = ensure_model("tiny", tmp_path / "cache")
-    cfg = pairing_config(request, "fsdp2", "vllm", model, gsm8k_parquet)
-    results = run_baseline(cfg, workload, tmp_path / "bench" / "vllm_alone")
+    model, cfg = alone_config(tmp_path, gsm8k_parquet, "vllm", "rollout.vllm.gpu_memory_utilization=0.3")
+    results = run_baseline(cfg, alone_workload(gsm8k_parquet), tmp_path / "bench" / "vllm_alone")
 
     assert [(r.name, r.logprobs, r.status, r.num_steps) for r in results] == [
         ("vllm alone", False, "ok", 2), ("vllm alone, logprobs=0", True, "ok", 2)]
@@ -170,6 +185,73 @@ def test_summarize_takes_medians_after_the_warmup():
 
 def test_skip_reasons():
     assert "CUDA GPU" in vllm_alone.skip_reason(cuda=False)
+    assert "CUDA GPU" in sglang_alone.skip_reason(cuda=False)
+
+
+def test_sglang_alone_runs_only_with_an_sglang_pairing():
+    workload = Workload(4, 2, 8, 8, steps=1, warmup=0)
+
+    def rollouts(*names, baseline=True):
+        request = BenchRequest(("fsdp2",), names, workload, out=None, shape="tiny", baseline=baseline)
+        return [module.ROLLOUT for module in runner.alone_modules(request)]
+
+    assert rollouts("vllm") == ["vllm"] and rollouts("hf") == ["vllm"]
+    assert rollouts("vllm", "sglang") == ["vllm", "sglang"] and rollouts("sglang") == ["vllm", "sglang"]
+    assert rollouts("sglang", baseline=False) == []
+
+
+FAKE_SGLANG = textwrap.dedent('''
+    """A stand-in for sglang: records the engine's and each call's arguments, answers with max_new_tokens ids."""
+    import json, os
+
+    RECORD = os.environ["FAKE_SGLANG_RECORD"]
+
+    def _record(entry):
+        with open(RECORD, "a") as handle:
+            handle.write(json.dumps(entry) + "\\n")
+
+    class Engine:
+        def __init__(self, **kwargs):
+            _record({"engine": kwargs})
+
+        def generate(self, input_ids, sampling_params, return_logprob=False):
+            _record({"input_ids": input_ids, "sampling": sampling_params, "return_logprob": return_logprob})
+            return [{"output_ids": [7] * sampling_params["max_new_tokens"], "meta_info": {}} for _ in input_ids]
+
+        def shutdown(self):
+            _record({"shutdown": True})
+''')
+
+
+def test_sglang_alone_sends_each_steps_prompts_as_rlkits_rollout_does(tmp_path, monkeypatch, gsm8k_parquet):
+    record = stand_in(tmp_path, monkeypatch, "sglang", FAKE_SGLANG)
+
+    model, cfg = alone_config(tmp_path, gsm8k_parquet, "sglang", "rollout.sglang.mem_fraction_static=0.3")
+    results = sglang_alone.run_baseline(cfg, alone_workload(gsm8k_parquet), tmp_path / "bench" / "sglang_alone")
+
+    assert [(r.name, r.logprobs, r.status, r.num_steps, r.rollout) for r in results] == [
+        ("sglang alone", False, "ok", 2, "sglang"), ("sglang alone, logprobs", True, "ok", 2, "sglang")]
+    # 6 sequences of 5 tokens a step
+    assert all(r.generate_s > 0 and r.tokens_per_s > 0 for r in results)
+    engine, *calls, shutdown = [json.loads(line) for line in record.read_text().splitlines()]
+    assert shutdown == {"shutdown": True}
+    engine = engine["engine"]
+    assert engine["mem_fraction_static"] == 0.3 and engine["enable_memory_saver"] is False
+    assert engine["model_path"] == str(model) and engine["random_seed"] == cfg.trainer.seed
+    assert engine["skip_tokenizer_init"] is True and engine["sleep_on_idle"] is True  # as rlkit's rollout runs it
+
+    # three steps (one warm-up) per variant; each the next three prompts of the file, each prompt twice in a row
+    from rlkit.data import load_prompt_dataset
+    from rlkit.models.loading import load_tokenizer
+
+    data = load_prompt_dataset(cfg.data.train_files, cfg.data, load_tokenizer(str(model)))
+    expected = [[data[i].prompt_ids for i in range(3 * step, 3 * step + 3) for _ in range(2)] for step in range(3)]
+    assert [call["input_ids"] for call in calls] == expected * 2
+    assert [call["return_logprob"] for call in calls] == [False] * 3 + [True] * 3
+    sampling = calls[0]["sampling"]
+    assert (sampling["n"], sampling["max_new_tokens"], sampling["temperature"], sampling["ignore_eos"]) == (1, 5, 1.0,
+                                                                                                          False)
+    assert sampling["stop_token_ids"], "EOS ends a response, as in rlkit's rollout"
 
 
 def test_the_table_shows_each_step_as_a_multiple_of_vllm_alone(tmp_path):
@@ -188,7 +270,43 @@ def test_the_table_shows_each_step_as_a_multiple_of_vllm_alone(tmp_path):
     row = next(line for line in text.splitlines() if "fsdp2 x vllm" in line)
     assert "step / vLLM" in text and "2.50x" in row and "1.25x" in row  # 5.0 / 2.0 and 2.5 / 2.0
     assert "2.00x" in next(line for line in text.splitlines() if "logprobs=0" in line)  # 4.0 / 2.0
+    assert "own alone" not in text  # only vLLM ran alone: its columns say it all
     report = to_json(result)
     assert report["pairings"][0]["step_over_vllm_alone"] == 2.5
     assert report["pairings"][0]["generate_over_vllm_alone"] == 1.25
-    assert [b["generate_s"] for b in report["vllm_alone"]] == [2.0, 4.0]
+    assert report["pairings"][0]["generate_over_rollout_alone"] == 1.25
+    assert [b["generate_s"] for b in report["vllm_alone"]] == [2.0, 4.0] and report["sglang_alone"] == []
+
+
+def test_an_sglang_pairing_is_also_shown_against_sglang_alone(tmp_path):
+    from rich.console import Console
+
+    from rlkit.bench.report import print_table, to_json
+
+    request = BenchRequest(("fsdp2",), ("vllm", "sglang"), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path,
+                           shape="tiny")
+    pairings = [PairingResult("fsdp2", "vllm", "ok", phases={"generate": 2.5}, step_s=5.0),
+                PairingResult("fsdp2", "sglang", "ok", phases={"generate": 1.8}, step_s=4.0)]
+    baselines = [BaselineResult("vllm alone", False, "ok", generate_s=2.0, tokens_per_s=100.0, num_steps=1),
+                 BaselineResult("sglang alone", False, "ok", generate_s=1.5, tokens_per_s=150.0, num_steps=1,
+                                rollout="sglang"),
+                 BaselineResult("sglang alone, logprobs", True, "ok", generate_s=3.0, tokens_per_s=75.0, num_steps=1,
+                                rollout="sglang")]
+    result = BenchResult(request, CPU, None, 1, pairings, baselines)
+    console = Console(record=True, width=240)
+    print_table(result, console)
+    lines = console.export_text().splitlines()
+    assert any("gen / own alone" in line for line in lines)
+
+    def row(name):
+        return next(line for line in lines if line.startswith(f"│ {name} "))
+
+    # fsdp2 x sglang: step 4.0 / vLLM's 2.0, generate 1.8 / vLLM's 2.0 and 1.8 / SGLang's 1.5
+    assert "2.00x" in row("fsdp2 x sglang") and "0.90x" in row("fsdp2 x sglang") and "1.20x" in row("fsdp2 x sglang")
+    assert "1.25x" in row("fsdp2 x vllm")  # generate 2.5 over vLLM alone: its own engine too
+    assert "2.00x" in row("sglang alone, logprobs")  # 3.0 over SGLang alone's 1.5
+    report = to_json(result)
+    vllm_pairing, sglang_pairing = report["pairings"]
+    assert vllm_pairing["generate_over_rollout_alone"] == 1.25 and sglang_pairing["generate_over_rollout_alone"] == 1.2
+    assert sglang_pairing["generate_over_vllm_alone"] == 0.9
+    assert [b["name"] for b in report["sglang_alone"]] == ["sglang alone", "sglang alone, logprobs"]
