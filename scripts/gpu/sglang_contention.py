@@ -5,7 +5,9 @@ pass and update (benchmarks/engine_passes.py's synthetic batch, the given model)
      rollouts, with SGLang's default idle loop (sleep_on_idle=False);
   3. the same with sleep_on_idle=True (what rlkit's rollout now passes).
 For 2 and 3 it also prints the CPU share of SGLang's child processes over 3 s while idle (a spinning scheduler
-shows ~100%), and SGLang's own generate time on the data's prompts with and without return_logprob.
+shows ~100%), that of this process's own threads while its main thread sleeps (a thread SGLang left running in
+the trainer's process, polling, would take the GIL from the trainer's kernel launches: ~0 when nothing runs), and
+SGLang's own generate time on the data's prompts with and without return_logprob.
 
 usage: python3 scripts/gpu/sglang_contention.py --model DIR --data FILE.parquet [--prompts 32] [--n 8]
        [--max-tokens 256] [--seqs 256]
@@ -19,8 +21,10 @@ import importlib.util
 import json
 import os
 import statistics
+import threading
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -82,6 +86,14 @@ def children_cpu_share(seconds: float = 3.0) -> dict[str, float]:
             for pid, (name, used) in after.items() if pid in before}
 
 
+def own_cpu_share(seconds: float = 3.0) -> dict[str, Any]:
+    """CPU share of this process (all its threads) while the main thread sleeps, and its live threads."""
+    before = time.process_time()
+    time.sleep(seconds)
+    return {"cpu_share": round((time.process_time() - before) / seconds, 3),
+            "threads": sorted(thread.name for thread in threading.enumerate())}
+
+
 def time_generate(engine, rows, params: dict, logprob: bool, calls: int = 2) -> float:
     engine.generate(input_ids=rows, sampling_params=params, return_logprob=logprob)  # warm-up (compiles once)
     seconds = []
@@ -130,8 +142,9 @@ def main() -> None:
         engine.release_memory_occupation(tags=list(sglang_args.MEMORY_TAGS))
         time.sleep(1.0)
         idle_cpu = children_cpu_share()
+        idle_own = own_cpu_share()
         row = time_passes(passes, f"next to sglang, sleep_on_idle={sleep_on_idle}", args)
-        results.append({**row, **generate, "idle_cpu_share": idle_cpu})
+        results.append({**row, **generate, "idle_cpu_share": idle_cpu, "idle_own_process": idle_own})
         print(json.dumps(results[-1]), flush=True)
         engine.shutdown()
         del engine

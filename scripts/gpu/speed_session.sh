@@ -41,7 +41,8 @@
 #                                                   bench fsdp2 x sglang on the workload (no speed switches),
 #                                                   with SGLang alone (and vLLM alone) on the same prompts.
 #                                                   Look for: passes "alone" here vs step 7 (the transformers build);
-#                                                   sleep_on_idle=False vs True, and its idle_cpu_share (~1.0 vs ~0);
+#                                                   sleep_on_idle=False vs True, and its idle_cpu_share (~1.0 vs ~0)
+#                                                   and idle_own_process (a thread left polling in the trainer);
 #                                                   `gen / own alone` of fsdp2 x sglang (target: <= 1.11x).
 #  9   (none)                                   7   tests/gpu/test_speed_defaults_gpu.py (what auto picks for the tiny
 #                                                   model, FSDP2 and DeepSpeed: 2 passed), then
