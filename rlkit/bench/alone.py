@@ -14,6 +14,7 @@ SGLang alone runs when a pairing rolls out with SGLang.
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import json
 import statistics
@@ -43,6 +44,13 @@ class BaselineResult:
     tokens_per_s: float | None = None
     num_steps: int = 0
     rollout: str = "vllm"  # the engine that ran alone
+
+
+def modules(rollouts: tuple[str, ...]) -> list[Any]:
+    """The modules of the "alone" rows a bench of these rollout engines runs: vLLM's always, SGLang's with an
+    SGLang pairing."""
+    return [importlib.import_module(module) for rollout, module in MODULES.items()
+            if rollout == "vllm" or rollout in rollouts]
 
 
 def skip_reason(package: str, extra: str, cuda: bool) -> str | None:

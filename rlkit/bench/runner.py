@@ -25,7 +25,6 @@ GPUs only.
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import json
 import logging
@@ -189,7 +188,7 @@ def run_bench(request: BenchRequest) -> BenchResult:
         if reason is not None:
             results[engine, rollout, placement] = PairingResult(engine, rollout, "skipped", reason, placement)
     runnable = [pairing for pairing in pairings if pairing not in results]
-    modules = alone_modules(request)
+    modules = alone.modules(request.rollouts) if request.baseline else []
     if not runnable:
         baselines = [row for module in modules
                      for row in alone.skipped(module.ROLLOUT, module.VARIANTS,
@@ -228,14 +227,6 @@ def run_bench(request: BenchRequest) -> BenchResult:
         baselines += module.run_baseline(cfg, request.workload, request.out / f"{module.ROLLOUT}_alone")
     return BenchResult(request, machine, str(model_path), num_params, [results[pairing] for pairing in pairings],
                        baselines)
-
-
-def alone_modules(request: BenchRequest) -> list[Any]:
-    """The "alone" rows this bench runs: vLLM's always, SGLang's with an SGLang pairing; none with --no-baseline."""
-    if not request.baseline:
-        return []
-    return [importlib.import_module(module) for rollout, module in alone.MODULES.items()
-            if rollout == "vllm" or rollout in request.rollouts]
 
 
 def skip_reason(engine: str, rollout: str, machine: Machine) -> str | None:

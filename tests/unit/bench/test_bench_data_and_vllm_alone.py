@@ -9,7 +9,7 @@ import textwrap
 import pytest
 from click.testing import CliRunner
 
-from rlkit.bench import runner, sglang_alone, vllm_alone
+from rlkit.bench import alone, runner, sglang_alone, vllm_alone
 from rlkit.bench.alone import BaselineResult, summarize
 from rlkit.bench.runner import BenchRequest, BenchResult, Machine, PairingResult, pairing_config
 from rlkit.bench.vllm_alone import run_baseline
@@ -189,15 +189,25 @@ def test_skip_reasons():
 
 
 def test_sglang_alone_runs_only_with_an_sglang_pairing():
-    workload = Workload(4, 2, 8, 8, steps=1, warmup=0)
-
-    def rollouts(*names, baseline=True):
-        request = BenchRequest(("fsdp2",), names, workload, out=None, shape="tiny", baseline=baseline)
-        return [module.ROLLOUT for module in runner.alone_modules(request)]
+    def rollouts(*names):
+        return [module.ROLLOUT for module in alone.modules(names)]
 
     assert rollouts("vllm") == ["vllm"] and rollouts("hf") == ["vllm"]
     assert rollouts("vllm", "sglang") == ["vllm", "sglang"] and rollouts("sglang") == ["vllm", "sglang"]
-    assert rollouts("sglang", baseline=False) == []
+
+
+@pytest.mark.parametrize("baseline", [True, False])
+def test_without_a_gpu_the_alone_rows_are_listed_as_skipped_unless_switched_off(tmp_path, monkeypatch, baseline):
+    monkeypatch.setattr(runner, "probe_machine", lambda: CPU)
+    request = BenchRequest(("fsdp2",), ("sglang",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path,
+                           shape="tiny", baseline=baseline)
+    result = runner.run_bench(request)  # the one pairing needs a GPU: nothing runs
+    assert [p.status for p in result.pairings] == ["skipped"]
+    rows = [(b.rollout, b.name, b.status) for b in result.baselines]
+    assert rows == ([("vllm", "vllm alone", "skipped"), ("vllm", "vllm alone, logprobs=0", "skipped"),
+                     ("sglang", "sglang alone", "skipped"), ("sglang", "sglang alone, logprobs", "skipped")]
+                    if baseline else [])
+    assert all("CUDA GPU" in b.reason for b in result.baselines)
 
 
 FAKE_SGLANG = textwrap.dedent('''
