@@ -81,6 +81,17 @@ def step_prompts(cfg: RunConfig, workload: Workload) -> list[list[list[int]]]:
     return [[data[index].prompt_ids for index in next(order)] for _ in range(workload.total_steps)]
 
 
+def sampling(cfg: RunConfig) -> Any:
+    """The run's sampling settings as rlkit's rollout engines take them (rlkit.rollout.base.SamplingParams),
+    without log-probs: each variant asks for them or not."""
+    from rlkit.rollout.base import SamplingParams
+
+    rollout = cfg.rollout
+    return SamplingParams(n=rollout.n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
+                          max_new_tokens=rollout.max_new_tokens, stop_token_ids=tuple(rollout.stop_token_ids),
+                          ignore_eos=rollout.ignore_eos, logprobs=False)
+
+
 def run_child(module: str, rollout: str, variants: tuple[tuple[str, bool], ...], spec: dict[str, Any],
               out: Path) -> list[BaselineResult]:
     """Write the spec, run `python -m MODULE SPEC RESULT`, read its results (a failed child fails every variant,

@@ -41,7 +41,6 @@ def baseline_spec(cfg: RunConfig, workload: Workload) -> dict[str, Any]:
     sampling-params dict (as rlkit's SGLang rollout would pass them, less the memory saver)."""
     from rlkit.distributed import DistInfo
     from rlkit.models.loading import load_tokenizer
-    from rlkit.rollout.base import SamplingParams
 
     rollout = cfg.rollout
     engine = sglang_args.engine_kwargs(rollout.block("sglang"), cfg.model.path, dist=DistInfo(device="cuda:0"),
@@ -49,9 +48,7 @@ def baseline_spec(cfg: RunConfig, workload: Workload) -> dict[str, Any]:
     engine["enable_memory_saver"] = False
     tokenizer = load_tokenizer(cfg.model.tokenizer_path or cfg.model.path,
                                trust_remote_code=cfg.model.trust_remote_code)
-    params = SamplingParams(n=rollout.n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
-                            max_new_tokens=rollout.max_new_tokens, stop_token_ids=tuple(rollout.stop_token_ids),
-                            ignore_eos=rollout.ignore_eos, logprobs=False)
+    params = alone.sampling(cfg)
     sampling = sglang_args.sampling_params(params, sglang_args.eos_token_ids(tokenizer, cfg.model.path))
     return {"engine": engine, "sampling": sampling, "n": rollout.n, "steps": step_prompts(cfg, workload),
             "warmup": workload.warmup}

@@ -41,7 +41,6 @@ def baseline_spec(cfg: RunConfig, workload: Workload) -> dict[str, Any]:
     """The child's instructions: prompt ids per step (as the trainer would take them), engine and sampling
     arguments (as rlkit's vLLM rollout would pass them, less sleep mode and rlkit's output handling)."""
     from rlkit.distributed import DistInfo
-    from rlkit.rollout.base import SamplingParams
 
     rollout = cfg.rollout
     # the vllm block as the run gives it (its defaults in a bench without a vLLM pairing)
@@ -49,9 +48,7 @@ def baseline_spec(cfg: RunConfig, workload: Workload) -> dict[str, Any]:
                                      seed=cfg.trainer.seed, tokenizer_path=cfg.model.tokenizer_path or cfg.model.path,
                                      trust_remote_code=cfg.model.trust_remote_code)
     engine["enable_sleep_mode"] = False
-    params = SamplingParams(n=rollout.n, temperature=rollout.temperature, top_p=rollout.top_p, top_k=rollout.top_k,
-                            max_new_tokens=rollout.max_new_tokens, stop_token_ids=tuple(rollout.stop_token_ids),
-                            ignore_eos=rollout.ignore_eos, logprobs=False)
+    params = alone.sampling(cfg)
     sampling = {key: value for key, value in vllm_args.sampling_kwargs(params).items() if key not in _RLKIT_OUTPUT_KEYS}
     return {"engine": engine, "sampling": sampling, "copies": vllm_args.prompt_copies(params),
             "steps": step_prompts(cfg, workload), "warmup": workload.warmup}
