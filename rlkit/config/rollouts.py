@@ -43,7 +43,7 @@ class RolloutConfig(BackendSection):
         Field(description="Free the rollout engine's GPU memory while the trainer works, colocated on the same GPUs "
               "(vLLM's sleep at rollout.vllm.sleep_level, SGLang's memory release); waking costs time every step. "
               "'auto': on a GPU, stay awake when the trainer's micro-batches fit beside the awake engine, else "
-              "sleep; on CPU, sleep."),
+              "sleep; on CPU, sleep. false also starts SGLang without its memory saver, which costs it speed."),
     ] = AUTO
     val_temperature: Annotated[float, Field(ge=0, description="Temperature for validation; 0 is greedy.")] = 0.0
     val_n: Annotated[int, Field(ge=1, description="Responses per validation prompt.")] = 1

@@ -13,8 +13,8 @@ architecture, casts it to the engine's dtype on the engine's GPU, and sends buck
 q/k/v and gate/up. Nothing touches the disk. Then the radix (prefix) cache is flushed, since cached KV
 blocks were computed with the old weights.
 
-Memory (`release_memory`, SGLang's `enable_memory_saver`). `sleep()` releases the KV cache, the weights and
-the CUDA graphs (`release_memory_occupation`); `wake_up()` takes back the weights' memory only, and the KV
+Memory (`release_memory`, SGLang's `enable_memory_saver`, left off with rollout.sleep=false). `sleep()`
+releases the KV cache, the weights and the CUDA graphs (`release_memory_occupation`); `wake_up()` takes back the weights' memory only, and the KV
 cache comes back at the start of the next `generate`, so the weight upload never competes with the KV cache.
 The released weights are not kept (SGLang keeps a CPU copy only with `enable_weights_cpu_backup`, which
 rlkit leaves off to save host memory): after `wake_up()` the engine holds garbage until `update_weights()`
@@ -32,8 +32,9 @@ Side effects of starting SGLang in the trainer's process: it sets the multiproce
 "spawn" and patches torch's CUDA-tensor pickling to name devices by UUID. The environment variables it sets
 while starting (NCCL_CUMEM_ENABLE, NCCL_NVLS_ENABLE, CUDA_DEVICE_MAX_CONNECTIONS, ...) are undone once its
 processes are up, and under torchrun the engine starts without TORCHELASTIC_USE_AGENT_STORE, or its
-scheduler's process group would never form (`sglang_args.scheduler_environment`). The idle scheduler sleeps
-on its sockets (`sleep_on_idle`) instead of polling them with a CPU core while the trainer trains.
+scheduler's process group would never form (`sglang_args.scheduler_environment`). The root logger, which
+SGLang reconfigures while it starts, gets its handlers and level back (`sglang_args.logging_kept`). The idle
+scheduler sleeps on its sockets (`sleep_on_idle`) instead of polling them with a CPU core while the trainer trains.
 `close()` (SGLang's shutdown) kills every child process of this process.
 """
 
@@ -92,10 +93,12 @@ class SGLangRollout:
     ):
         sglang_args.check_environment(os.environ)
         kwargs = sglang_args.engine_kwargs(
-            options, model_path, dist=dist, seed=seed, dtype=dtype, trust_remote_code=trust_remote_code
+            options, model_path, dist=dist, seed=seed, dtype=dtype, trust_remote_code=trust_remote_code,
+            may_sleep=config.sleep is not False,
         )
         self.config = config
         self.options = options
+        self.memory_saver = kwargs["enable_memory_saver"]  # whether sleep() can release anything
         self.model_path = model_path
         self.tokenizer = tokenizer
         self.dist = dist
@@ -114,8 +117,9 @@ class SGLangRollout:
 
         # CUDA tensors are pickled with the device's UUID, so the scheduler finds them whatever its device order.
         monkey_patch_torch_reductions()
-        # the scheduler processes inherit the environment; what SGLang sets in it goes again afterwards
-        with sglang_args.scheduler_environment(os.environ):
+        # the scheduler processes inherit the environment; what SGLang sets in it goes again afterwards, and
+        # the trainer keeps its logging
+        with sglang_args.scheduler_environment(os.environ), sglang_args.logging_kept(kwargs["log_level"]):
             self.engine = sglang.Engine(**kwargs)
 
     # -- RolloutEngine --------------------------------------------------------------------------
@@ -160,8 +164,9 @@ class SGLangRollout:
         self.last_sync_seconds = time.perf_counter() - start
 
     def sleep(self) -> None:
-        """Release the KV cache, weights and CUDA graphs (no-op unless options.release_memory)."""
-        if not self.options.release_memory or self._asleep:
+        """Release the KV cache, weights and CUDA graphs (no-op without the memory saver: options.release_memory
+        off, or rollout.sleep=false)."""
+        if not self.memory_saver or self._asleep:
             return
         resident = [tag for tag in sglang_args.MEMORY_TAGS if tag not in self._released]
         if resident:  # after a wake_up without generate, only the weights are resident

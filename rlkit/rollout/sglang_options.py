@@ -18,7 +18,11 @@ class SGLangOptions(Section):
     attention_backend: Annotated[str, Field(description="SGLang attention backend.")] = "triton"
     sampling_backend: Annotated[str, Field(description="SGLang sampling backend.")] = "pytorch"
     disable_cuda_graph: Annotated[bool, Field(description="Disable CUDA graphs.")] = False
-    release_memory: Annotated[bool, Field(description="Release weights and KV cache while training.")] = True
+    release_memory: Annotated[
+        bool,
+        Field(description="Start with SGLang's memory saver, so that the weights and KV cache can be released while "
+              "training (rollout.sleep); with rollout.sleep=false the engine starts without it."),
+    ] = True
 
     @property
     def keeps_memory(self) -> bool:

@@ -10,6 +10,7 @@ skip_tokenizer_init=True and return_logprob=True:
 from __future__ import annotations
 
 import json
+import logging
 import os
 import subprocess
 import sys
@@ -221,6 +222,7 @@ class FakeEngine:
         self.kwargs = kwargs
         self.agent_store_flag = os.environ.get("TORCHELASTIC_USE_AGENT_STORE")  # what its schedulers inherit
         os.environ["CUDA_DEVICE_MAX_CONNECTIONS"] = "8"  # as SGLang's _set_envs_and_config
+        logging.basicConfig(level=logging.ERROR, format="[sglang] %(message)s", force=True)  # its configure_logger
         self.calls: list[tuple] = []
         self.loaded: dict[str, torch.Tensor] = {}
 
@@ -344,6 +346,18 @@ def test_rollout_without_release_memory_never_releases(checkpoint, fake_sglang):
     assert rollout.engine.kwargs["enable_memory_saver"] is False
 
 
+def test_rollout_that_never_sleeps_starts_without_the_memory_saver(checkpoint, fake_sglang):
+    """rollout.sleep=false: the saver would release nothing and costs generation speed."""
+    from rlkit.rollout.sglang import SGLangRollout
+
+    model_path, tokenizer = checkpoint
+    for sleep, saver in ((False, False), (True, True), ("auto", True)):
+        rollout = SGLangRollout(RolloutConfig(sleep=sleep), SGLangOptions(), model_path, tokenizer, GPU0, seed=3)
+        assert rollout.engine.kwargs["enable_memory_saver"] is saver, sleep
+    rollout.sleep()  # sleep=auto decided to sleep after all: the saver releases
+    assert rollout.engine.calls == [("release", sglang_args.MEMORY_TAGS)]
+
+
 # ---------------------------------------------------------------------------------------------
 # the scheduler's environment under torchrun
 # ---------------------------------------------------------------------------------------------
@@ -373,6 +387,29 @@ def test_rollout_starts_the_engine_without_the_agent_store_flag(checkpoint, fake
     rollout = make_rollout(checkpoint)
     assert rollout.engine.agent_store_flag is None and os.environ["TORCHELASTIC_USE_AGENT_STORE"] == "True"
     assert "CUDA_DEVICE_MAX_CONNECTIONS" not in os.environ  # the fake engine set it while starting
+
+
+def test_logging_kept_undoes_what_sglang_configures_while_starting():
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    with pytest.raises(KeyError), sglang_args.logging_kept("error"):
+        logging.basicConfig(level=logging.ERROR, format="[sglang] %(message)s", force=True)
+        assert root.level == logging.ERROR and list(root.handlers) != before[0]
+        raise KeyError("restored on errors too")
+    assert (list(root.handlers), root.level) == before
+    assert logging.getLogger("sglang").level == logging.ERROR
+
+
+def test_rollout_keeps_the_trainers_log_lines(checkpoint, fake_sglang, caplog):
+    """A started engine once left the root logger at ERROR with SGLang's handler: the run header's speed lines
+    and the step lines vanished from every SGLang run's log."""
+    root = logging.getLogger()
+    before = (list(root.handlers), root.level)
+    make_rollout(checkpoint)
+    assert (list(root.handlers), root.level) == before
+    with caplog.at_level(logging.INFO, logger="rlkit"):
+        logging.getLogger("rlkit.trainer.speed").info("speed: after the engine started")
+    assert "speed: after the engine started" in caplog.text
 
 
 def test_a_spawned_scheduler_forms_its_process_group_under_torchrun():
