@@ -3,7 +3,11 @@ pass and update (benchmarks/engine_passes.py's synthetic batch, the given model)
   1. alone, before any SGLang engine exists (so: this process's transformers, see the printed version);
   2. next to an sglang.Engine that generated and then released its memory, as the trainer leaves it between
      rollouts, with SGLang's default idle loop (sleep_on_idle=False);
-  3. the same with sleep_on_idle=True (what rlkit's rollout now passes).
+  3. the same with sleep_on_idle=True (what rlkit's rollout now passes);
+  4. next to an engine that stays awake (no memory saver, nothing released: rollout.sleep=false).
+Before the first engine and after each one starts it also prints what changed in this process's global state
+(torch's backend flags and thread count, the GIL switch interval, environment variables, torch functions
+replaced): a setting SGLang changes in the trainer's process would slow its passes whatever the engine does.
 For 2 and 3 it also prints the CPU share of SGLang's child processes over 3 s while idle (a spinning scheduler
 shows ~100%), that of this process's own threads while its main thread sleeps (a thread SGLang left running in
 the trainer's process, polling, would take the GIL from the trainer's kernel launches: ~0 when nothing runs), and
@@ -94,6 +98,48 @@ def own_cpu_share(seconds: float = 3.0) -> dict[str, Any]:
             "threads": sorted(thread.name for thread in threading.enumerate())}
 
 
+PATCHABLE = ("torch", "torch.nn.functional", "torch.Tensor", "torch.distributed", "torch.cuda",
+             "torch.multiprocessing.reductions", "torch.nn.modules.module")
+
+
+def process_state() -> dict[str, Any]:
+    """What a library could change process-wide that the trainer's passes depend on."""
+    import operator
+    import sys
+
+    state: dict[str, Any] = {
+        "float32_matmul_precision": torch.get_float32_matmul_precision(),
+        "matmul.allow_tf32": torch.backends.cuda.matmul.allow_tf32,
+        "matmul.allow_bf16_reduced": torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction,
+        "cudnn.allow_tf32": torch.backends.cudnn.allow_tf32, "cudnn.benchmark": torch.backends.cudnn.benchmark,
+        "sdp": [torch.backends.cuda.flash_sdp_enabled(), torch.backends.cuda.mem_efficient_sdp_enabled(),
+                torch.backends.cuda.math_sdp_enabled(), torch.backends.cuda.cudnn_sdp_enabled()],
+        "num_threads": torch.get_num_threads(), "switch_interval": sys.getswitchinterval(),
+        "grad_enabled": torch.is_grad_enabled(), "deterministic": torch.are_deterministic_algorithms_enabled(),
+        "dynamo.cache_size_limit": torch._dynamo.config.cache_size_limit,
+        "inductor": {key: repr(value) for key, value in torch._inductor.config.get_config_copy().items()},
+        "env": dict(os.environ),
+    }
+    for module_name in PATCHABLE:
+        module = operator.attrgetter(module_name.partition(".")[2])(torch) if "." in module_name else torch
+        state[module_name] = {name: id(value) for name, value in vars(module).items() if callable(value)}
+    return state
+
+
+def state_changes(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """The entries of `after` that differ from `before` (nested one level for dicts)."""
+    changed: dict[str, Any] = {}
+    for key, value in after.items():
+        old = before.get(key)
+        if isinstance(value, dict):
+            diff = sorted(name for name in set(value) | set(old or {}) if (old or {}).get(name) != value.get(name))
+            if diff:
+                changed[key] = diff if key in PATCHABLE else {name: value.get(name) for name in diff}
+        elif value != old:
+            changed[key] = [old, value]
+    return changed
+
+
 def time_generate(engine, rows, params: dict, logprob: bool, calls: int = 2) -> float:
     engine.generate(input_ids=rows, sampling_params=params, return_logprob=logprob)  # warm-up (compiles once)
     seconds = []
@@ -132,19 +178,25 @@ def main() -> None:
     eos = sglang_args.eos_token_ids(tokenizer, args.model)
     params = sglang_args.sampling_params(SamplingParams(n=1, temperature=1.0, max_new_tokens=args.max_tokens), eos)
     monkey_patch_torch_reductions()
-    for sleep_on_idle in (False, True):
-        kwargs = sglang_args.engine_kwargs(SGLangOptions(), args.model, dist=DistInfo(device="cuda:0"), seed=1)
+    before = process_state()
+    for sleep_on_idle, release in ((False, True), (True, True), (True, False)):
+        options = SGLangOptions(release_memory=release)
+        kwargs = sglang_args.engine_kwargs(options, args.model, dist=DistInfo(device="cuda:0"), seed=1)
         kwargs["sleep_on_idle"] = sleep_on_idle
         with sglang_args.scheduler_environment(os.environ):
             engine = sglang.Engine(**kwargs)
+        changes = state_changes(before, process_state())
         generate = {"generate_s": time_generate(engine, rows, params, False),
                     "generate_logprob_s": time_generate(engine, rows, params, True)}
-        engine.release_memory_occupation(tags=list(sglang_args.MEMORY_TAGS))
+        if release:
+            engine.release_memory_occupation(tags=list(sglang_args.MEMORY_TAGS))
         time.sleep(1.0)
         idle_cpu = children_cpu_share()
         idle_own = own_cpu_share()
-        row = time_passes(passes, f"next to sglang, sleep_on_idle={sleep_on_idle}", args)
-        results.append({**row, **generate, "idle_cpu_share": idle_cpu, "idle_own_process": idle_own})
+        label = f"next to sglang, sleep_on_idle={sleep_on_idle}, {'released' if release else 'awake'}"
+        row = time_passes(passes, label, args)
+        results.append({**row, **generate, "idle_cpu_share": idle_cpu, "idle_own_process": idle_own,
+                        "process_state_changed": changes})
         print(json.dumps(results[-1]), flush=True)
         engine.shutdown()
         del engine

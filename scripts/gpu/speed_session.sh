@@ -53,8 +53,37 @@
 #                                                   (recipe_fsdp2.txt), and its speed: lines.
 # 10   (none)                                   6   the same with --engine deepspeed (33-43 s before).
 # Order of value if device time runs short: 1, 4 (the defaults, targets 1-3), 9-10 (target 5), 5, 2, then 6-8.
+#
+# What steps 1-10 left open (the sixth session's plan: SGLang first, then ZeRO-3 on the workload with vLLM):
+# 11   .gpu/smollm_p0 .gpu/dsw .gpu/extra_small 1   stores GGUF piece 0; installs DeepSpeed, pydantic (in its own
+#                                                   site, for the steps before a bundle brings one) and the extras.
+# 12   .gpu/smollm_p1 .gpu/gsm8k                4   imports $MODEL; the passes on it at the workload's size (256 x
+#                                                   (128+256)): FSDP2, ZeRO-3 and ZeRO-2, 16 sequences a micro-batch
+#                                                   and one packed micro-batch of 256 (what auto's budget gives).
+#                                                   Look for: z3 within 1.2x of fsdp2, both micro-batchings.
+# 13   .gpu/sglang_p0                           3   stores SGLang piece 0; tests/gpu/test_speed_defaults_gpu.py
+#                                                   (its rollout.sleep assertion has not run on a GPU yet).
+# 14   .gpu/sglang_p1                           5   installs SGLang; step 8's rlkit bench fsdp2 x sglang.
+# 15   (none)                                   5   step 8's contention script and passes without the bundle's
+#                                                   transformers (step 8 is 14 then 15).
+# 16   .gpu/vllm_p0                             0.5 stores vLLM piece 0.
+# 17   .gpu/vllm_p1                             8   installs vLLM; rlkit bench fsdp2,deepspeed x vllm with ZeRO-3 on
+#                                                   the workload (no other switch) and vLLM alone. Look for: z3 step
+#                                                   and passes within 1.2x of fsdp2's; fsdp2 x vllm's ref and update
+#                                                   against step 14's fsdp2 x sglang (the issue's 1.5-2x).
+# What the sixth session left open (docs/benchmarks.md, "The sixth session"): 11, 12 (SKIP_PASSES=1: import only),
+# 13, 14, then:
+# 18   (none)                                   4   where the SGLang generate phase loses time against SGLang alone:
+#                                                   scripts/gpu/sglang_generate_gap.py (raw engine vs rlkit's call,
+#                                                   after a weight push, after sleep/wake, after GPU work, with and
+#                                                   without the memory saver), then rlkit bench fsdp2 x sglang with
+#                                                   rollout.sleep=false (no memory saver since this session).
+# 19   (none)                                   3   ZeRO-3 and torch.compile: the passes with DeepSpeed's
+#                                                   memory_efficient_linear off (its F.linear wrapper is what guards
+#                                                   on each weight's id), compiled and eager, beside FSDP2 compiled.
+#                                                   Look for: no "recompile_limit" line; z3 compiled near fsdp2's.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-10)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-19)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -161,19 +190,7 @@ case $STEP in
   cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_fsdp2.json"
   ;;
 8)
-  bash scripts/gpu/device_install.sh sglang .gpu/sglang_p1 | tail -1
-  need $SGLANG_SITE/.installed
-  need "$MODEL/config.json"
-  export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
-  python3 scripts/gpu/sglang_contention.py --model "$MODEL" --data "$DATA" 2>&1 | grep -v Warning | log
-  # the trainer's passes with the machine's transformers instead of the bundle's (SGLang itself not imported)
-  mkdir -p /tmp/site_sglang_hidden
-  mv $SGLANG_SITE/transformers $SGLANG_SITE/transformers-*.dist-info /tmp/site_sglang_hidden/ 2>/dev/null
-  python3 -c "import transformers; print('transformers', transformers.__version__)" | log
-  $PASSES --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_sglang_site --setting fsdp2_machine_tf: --repeats 3 \
-    2>&1 | log
-  mv /tmp/site_sglang_hidden/* $SGLANG_SITE/
-  bench sglang $WORKLOAD --engine fsdp2 --rollout sglang  # with the "SGLang alone" rows (and vLLM alone's)
+  bash "$0" 14 && bash "$0" 15
   ;;
 9)
   need "$MODEL/config.json"
@@ -184,7 +201,85 @@ case $STEP in
   need "$MODEL/config.json"
   recipe recipe_deepspeed --engine deepspeed
   ;;
+11)
+  nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | log
+  bash scripts/gpu/device_install.sh smollm .gpu/smollm_p0 | tail -1
+  install_wheels .gpu/dsw /tmp/site_ds '(pydantic|typing_|annotated_types)'
+  install_wheels .gpu/dsw /tmp/site_pyd '(deepspeed|hjson)'  # until a bundle brings its own pydantic
+  install_wheels .gpu/extra_small /tmp/site_extra
+  ;;
+12)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  bash scripts/gpu/device_install.sh smollm .gpu/smollm_p1 | tail -1
+  need /tmp/site_smollm/.installed
+  python3 -m rlkit model import /tmp/site_smollm/*.gguf "$MODEL" 2>&1 | tail -3 | log
+  mkdir -p "$(dirname "$DATA")" && cp .gpu/gsm8k/train.parquet "$DATA"
+  need "$MODEL/config.json"
+  [ -z "${SKIP_PASSES:-}" ] || exit 0
+  PACKED=pack_sequences=true,micro_batch_size=256
+  $PASSES --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_smollm --setting fsdp2: \
+    --setting fsdp2_packed:$PACKED 2>&1 | log
+  cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_fsdp2.json"
+  $PASSES --engine deepspeed --model "$MODEL" --out /tmp/speed/passes_smollm --setting z3:deepspeed.zero_stage=3 \
+    --setting z3_packed:deepspeed.zero_stage=3,$PACKED --setting z2:deepspeed.zero_stage=2 \
+    --setting z2_packed:deepspeed.zero_stage=2,$PACKED 2>&1 | log
+  cp /tmp/speed/passes_smollm/passes.json "$OUT/passes_smollm_deepspeed.json"
+  ;;
+13)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  bash scripts/gpu/device_install.sh sglang .gpu/sglang_p0 | tail -1
+  timeout 300 python3 -m pytest tests/gpu/test_speed_defaults_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15 | log
+  ;;
+14)
+  bash scripts/gpu/device_install.sh sglang .gpu/sglang_p1 | tail -1
+  need $SGLANG_SITE/.installed
+  need "$MODEL/config.json"
+  export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
+  bench sglang $WORKLOAD --engine fsdp2 --rollout sglang  # with the "SGLang alone" rows (and vLLM alone's)
+  ;;
+15)
+  need $SGLANG_SITE/.installed
+  export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
+  python3 scripts/gpu/sglang_contention.py --model "$MODEL" --data "$DATA" 2>&1 | grep -v Warning | log
+  # the trainer's passes with the machine's transformers instead of the bundle's (SGLang itself not imported)
+  mkdir -p /tmp/site_sglang_hidden
+  mv $SGLANG_SITE/transformers $SGLANG_SITE/transformers-*.dist-info /tmp/site_sglang_hidden/ 2>/dev/null
+  python3 -c "import transformers; print('transformers', transformers.__version__)" | log
+  $PASSES --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_sglang_site --setting fsdp2_machine_tf: --repeats 3 \
+    2>&1 | log
+  mv /tmp/site_sglang_hidden/* $SGLANG_SITE/
+  ;;
+16)
+  bash scripts/gpu/device_install.sh vllm .gpu/vllm_p0 | tail -1
+  ;;
+17)
+  bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  bench vllm_z3 $WORKLOAD --engine fsdp2,deepspeed --rollout vllm engine.deepspeed.zero_stage=3
+  ;;
+18)
+  need $SGLANG_SITE/.installed
+  need "$MODEL/config.json"
+  export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
+  python3 scripts/gpu/sglang_generate_gap.py --model "$MODEL" --data "$DATA" 2>&1 | grep '^{' | log
+  bench sglang_awake $WORKLOAD --engine fsdp2 --rollout sglang rollout.sleep=false
+  ;;
+19)
+  need "$MODEL/config.json"
+  RAGGED="--ragged --repeats 3 --out /tmp/speed/passes_compile"
+  PACKED=pack_sequences=true,micro_batch_size=128
+  Z3=deepspeed.zero_stage=3,$PACKED
+  TORCH_LOGS=recompiles $PASSES $RAGGED --engine deepspeed --model "$MODEL" --setting z3_eager:$Z3 \
+    --setting z3_compiled:$Z3,torch_compile=true \
+    --setting z3_compiled_plain_linear:$Z3,torch_compile=true,ds.memory_efficient_linear=false \
+    --setting z3_eager_plain_linear:$Z3,ds.memory_efficient_linear=false > "$OUT/passes_compile_z3.log" 2>&1
+  grep -c "Recompiling function" "$OUT/passes_compile_z3.log" | sed 's/^/recompiles: /' | log
+  grep '^{' "$OUT/passes_compile_z3.log" | log
+  $PASSES $RAGGED --engine fsdp2 --model "$MODEL" --setting fsdp2_compiled:$PACKED,torch_compile=true 2>&1 \
+    | grep '^{' | log
+  ;;
 *)
-  echo "unknown step $STEP (1-10)"; exit 2
+  echo "unknown step $STEP (1-19)"; exit 2
   ;;
 esac
