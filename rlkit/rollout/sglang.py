@@ -14,8 +14,9 @@ q/k/v and gate/up. Nothing touches the disk. Then the radix (prefix) cache is fl
 blocks were computed with the old weights.
 
 Memory (`release_memory`, SGLang's `enable_memory_saver`, left off with rollout.sleep=false). `sleep()`
-releases the KV cache, the weights and the CUDA graphs (`release_memory_occupation`); `wake_up()` takes back the weights' memory only, and the KV
-cache comes back at the start of the next `generate`, so the weight upload never competes with the KV cache.
+releases the KV cache, the weights and the CUDA graphs (`release_memory_occupation`); `wake_up()` takes back
+the weights' memory only, and the KV cache comes back at the start of the next `generate`, so the weight upload
+never competes with the KV cache.
 The released weights are not kept (SGLang keeps a CPU copy only with `enable_weights_cpu_backup`, which
 rlkit leaves off to save host memory): after `wake_up()` the engine holds garbage until `update_weights()`
 runs. The trainer always calls wake_up() then update_weights(actor.full_weights()) before generating, which
