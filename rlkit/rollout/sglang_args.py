@@ -83,8 +83,9 @@ def engine_kwargs(
     """Keyword arguments of `sglang.Engine` for the engine of this process.
 
     may_sleep=False (rollout.sleep=false: the engine is never put to sleep) starts it without SGLang's memory
-    saver even with options.release_memory: the saver would release nothing and costs generation speed (on one
-    H200, SmolLM2-135M, 32 x 8 responses: 1.13 s a step with it, 0.96 s without; docs/sglang.md).
+    saver even with options.release_memory: the saver would release nothing, and in one measurement it cost
+    generation speed (one H200, SmolLM2-135M, 32 x 8 responses: 1.13 s a step with it, 0.96 s without, per-step
+    times overlapping; docs/sglang.md).
 
     One engine per rank at tensor_parallel_size 1, on the rank's GPU (`base_gpu_id`). An engine of tp > 1 spans
     GPUs base_gpu_id .. base_gpu_id + tp - 1: in a single process, or, under torchrun, started by the first of tp
