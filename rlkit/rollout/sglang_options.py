@@ -24,6 +24,12 @@ class SGLangOptions(Section):
               "training (rollout.sleep); with rollout.sleep=false the engine starts without it."),
     ] = True
 
+    def free_after_start(self, free_bytes: int) -> int:
+        """The GPU memory an engine leaves free when it starts with `free_bytes` free: SGLang sizes its KV cache to
+        leave 1 - mem_fraction_static of what was free at its start (older versions leave that share of the
+        whole GPU, which is more)."""
+        return int(free_bytes * (1 - self.mem_fraction_static))
+
     @property
     def keeps_memory(self) -> bool:
         """Built without the memory saver: the engine cannot release its memory while the trainer works."""

@@ -8,6 +8,7 @@ from typing import Any
 
 from rlkit.algorithms.advantages import estimator_for
 from rlkit.algorithms.policy_losses import loss_agg_mode_for
+from rlkit.config.auto import Choice
 from rlkit.config.schema import BUILTIN_TINY, RunConfig
 from rlkit.data import PromptDataset, load_prompt_dataset
 from rlkit.distributed import DistInfo, barrier, process_rank
@@ -27,12 +28,14 @@ from rlkit.rewards.base import RewardManager
 from rlkit.rewards.loading import build_reward_manager, check_data_sources
 from rlkit.rollout.base import RolloutEngine
 from rlkit.timing import PhaseTimer
+from rlkit.trainer.memory_plan import expect_rollout_sleep
 from rlkit.trainer.speed import (
     ROLLOUT_LOGPROBS,
     ROLLOUT_SLEEP,
     MachineFacts,
     SpeedPlan,
     choose_rollout_logprobs,
+    choose_rollout_sleep,
     plan_speed,
 )
 
@@ -160,13 +163,22 @@ def _data_sources(train_data: PromptDataset, val_data: PromptDataset | None) -> 
     return sources
 
 
-def build_rollout(cfg: RunConfig, inputs: Inputs, placement: Placement) -> RolloutEngine | None:
+def memory_shape(cfg: RunConfig, dist: DistInfo) -> dict[str, int]:
+    """What the memory plan sizes micro-batches for: the longest sequence and this rank's mini-batch."""
+    return {"longest": cfg.data.max_prompt_length + cfg.rollout.max_new_tokens,
+            "batch_sequences": cfg.algorithm.mini_batch_size * cfg.rollout.n // dist.world_size}
+
+
+def build_rollout(cfg: RunConfig, inputs: Inputs, placement: Placement, sleep: Choice | None = None
+                  ) -> RolloutEngine | None:
     """This rank's rollout engine: None on a trainer of a split job and where the engine group's engine runs from
-    its first rank. Engines see their side's world (placement.dist)."""
+    its first rank. Engines see their side's world (placement.dist). `sleep`: whether it will sleep, where that is
+    decided already (the engine then starts without the means to, if it never will)."""
     if not placement.layout.runs_engine(placement.rank):
         return None
     rollout_cls = ROLLOUT_ENGINES.get(cfg.rollout.name)
-    return rollout_cls(cfg.rollout, cfg.rollout.options, inputs.model_path, inputs.tokenizer, placement.dist,
+    config = cfg.rollout if sleep is None else cfg.rollout.model_copy(update={"sleep": sleep.value})
+    return rollout_cls(config, cfg.rollout.options, inputs.model_path, inputs.tokenizer, placement.dist,
                        seed=cfg.trainer.seed)
 
 
@@ -196,7 +208,9 @@ def build_components(cfg: RunConfig, dist: DistInfo, placement: Placement) -> Co
         critic = build_engine(cfg, EngineSpec(role="critic", model_path=critic_path, optim=cfg.critic.optim,
                                               **common), dist, speed)
 
-    rollout = build_rollout(cfg, inputs, placement)
+    speed = expect_rollout_sleep(speed, cfg, free_after_start=getattr(cfg.rollout.options, "free_after_start", None),
+                                 dist=dist, **memory_shape(cfg, dist))
+    rollout = build_rollout(cfg, inputs, placement, sleep=speed.choices.get(ROLLOUT_SLEEP))
     return Components(tokenizer, model_path, actor, ref, critic, rollout, inputs.reward, inputs.train_data,
                       inputs.val_data, total_steps, inputs.new_environment, speed)
 
@@ -236,8 +250,9 @@ def build_rollout_worker(cfg: RunConfig, placement: Placement) -> RolloutWorker:
     """What a rollout rank of a split job runs: the inputs, its engine, and the loop around them. Whether the
     rollout returns log-probs is decided as the trainers' speed plan decides it (from the config and the device)."""
     inputs = build_inputs(cfg)
-    return_logprobs = choose_rollout_logprobs(cfg, MachineFacts.here(placement.dist)).value
-    rollout = build_rollout(cfg, inputs, placement)
+    machine = MachineFacts.here(placement.dist)
+    return_logprobs = choose_rollout_logprobs(cfg, machine).value
+    rollout = build_rollout(cfg, inputs, placement, sleep=choose_rollout_sleep(cfg, machine))
     timer = PhaseTimer(cuda=placement.dist.device.startswith("cuda"))
     seeds = ShardSeeds(cfg.trainer.seed)  # each shard sampled as the colocated rank with that shard would
     try:

@@ -3,6 +3,8 @@ rlkit.trainer.speed's): whether the colocated rollout engine sleeps while the tr
 a micro-batch, and activation checkpointing. rlkit.engines.memory estimates what a token takes;
 docs/speed_defaults.md has the rules and the arithmetic.
 
+    expect_rollout_sleep  before the rollout engine is built, where it tells what memory it will leave free:
+                     whether it sleeps, from that (so that an engine which never sleeps starts without the means)
     settle_memory    in a run's setup: measures with the rollout engine awake, decides whether it sleeps, puts it
                      to sleep and measures again if so, and hands the budget to the training engines
     resolve_memory   the arithmetic from one measurement, a pure function
@@ -11,6 +13,7 @@ docs/speed_defaults.md has the rules and the arithmetic.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -32,6 +35,28 @@ BUDGET_STEP = 256  # budgets are rounded down to a multiple of this
 AWAKE_MIN_TOKENS = 32768
 
 
+def expect_rollout_sleep(plan: SpeedPlan, cfg: Any, *, free_after_start: Callable[[int], int] | None,
+                         dist: DistInfo, longest: int, batch_sequences: int) -> SpeedPlan:
+    """Whether the rollout engine sleeps, decided before it is built, from the memory it will leave free
+    (`free_after_start(free bytes now)`, None where the engine cannot tell): settled only when it stays awake, so
+    that it starts without what sleeping needs (SGLang's memory saver slows its generation). Where it would sleep
+    the decision stays pending, for settle_memory to take from a measurement. A collective, like settle_memory."""
+    if ROLLOUT_SLEEP not in plan.pending or free_after_start is None:
+        return plan
+    assert plan.model is not None, "a pending plan comes from plan_speed"
+    now = measure_free_memory(dist)
+    expected = MemoryFacts(free_after_start(now.free_bytes), now.total_bytes)
+    decided = resolve_memory(plan, cfg, model=plan.model, trained=list(plan.trained), memory=expected,
+                             world_size=dist.world_size, longest=longest, batch_sequences=batch_sequences,
+                             rollout_awake=True)
+    sleep = decided.choices[ROLLOUT_SLEEP]
+    if sleep.value:
+        return plan
+    awake = Choice(False, f"expected before it started, {sleep.reason}")
+    return replace(plan, choices={**plan.choices, ROLLOUT_SLEEP: awake},
+                   pending=tuple(key for key in plan.pending if key != ROLLOUT_SLEEP))
+
+
 def settle_memory(plan: SpeedPlan, cfg: Any, *, engines: list[Any], rollout: Any, dist: DistInfo, longest: int,
                   batch_sequences: int) -> SpeedPlan:
     """The plan's pending keys, once every engine is built. Whether the rollout engine (None in SFT, and on a rank
@@ -51,9 +76,10 @@ def settle_memory(plan: SpeedPlan, cfg: Any, *, engines: list[Any], rollout: Any
     if ROLLOUT_SLEEP in plan.pending:
         plan = resolve(plan, rollout_awake=True)
     if plan.pending:
-        if rollout is not None and plan.choices.get(ROLLOUT_SLEEP, Choice(True, "")).value:
+        sleeps = plan.choices.get(ROLLOUT_SLEEP, Choice(True, "")).value
+        if rollout is not None and sleeps:
             rollout.sleep()
-        plan = resolve(plan, rollout_awake=False)
+        plan = resolve(plan, rollout_awake=not sleeps)
     for engine in engines:
         engine.apply_memory_plan(max_tokens_per_micro_batch=plan.value(BUDGET),
                                  gradient_checkpointing=plan.value(CHECKPOINTING))
@@ -106,10 +132,11 @@ def resolve_memory(plan: SpeedPlan, cfg: Any, *, model: ModelFacts, trained: lis
     model: the policy, whose activations the estimate counts (a critic's take less: no logits); trained: every
     model that trains (their gradients and optimizer state are still to come). longest: the longest sequence in
     tokens; batch_sequences: the most sequences one engine call gets (this rank's mini-batch).
-    rollout_awake: `memory` was measured with the rollout engine awake, and whether it sleeps is pending. It
-    stays awake when the trainer loses little by it: without checkpointing, the budget (when auto) reaches
-    AWAKE_MIN_TOKENS or the whole mini-batch, or the budget that is set fits. Else the plan comes back with the
-    rollout to sleep and the budget and checkpointing still pending, for a second measurement once it sleeps.
+    rollout_awake: `memory` was measured (or is expected) with the rollout engine awake; whether it sleeps is
+    decided from it when pending. It stays awake when the trainer loses little by it: without checkpointing, the
+    budget (when auto) reaches AWAKE_MIN_TOKENS or the whole mini-batch, or the budget that is set fits. Else the
+    plan comes back with the rollout to sleep and the budget and checkpointing still pending, for a second
+    measurement once it sleeps.
     """
     assert rollout_awake or ROLLOUT_SLEEP not in plan.pending, "whether the rollout sleeps is decided awake first"
     engine = cfg.engine
@@ -147,8 +174,7 @@ def resolve_memory(plan: SpeedPlan, cfg: Any, *, model: ModelFacts, trained: lis
             tokens, reason = longest, f"{reason}; raised to one sequence of {longest}: may not fit"
             notes.append(note)
         choices[BUDGET] = Choice(tokens, reason)
-    if rollout_awake:
-        assert ROLLOUT_SLEEP in plan.pending, "measure with the rollout awake only to decide whether it sleeps"
+    if ROLLOUT_SLEEP in plan.pending:
         if BUDGET in plan.pending and batch_sequences * longest <= max(AWAKE_MIN_TOKENS, longest):
             needed, what = batch_sequences * longest, f"the whole mini-batch, {batch_sequences} x {longest}"
         elif BUDGET in plan.pending:

@@ -35,6 +35,7 @@ from rlkit.trainer.components import (
     check_against_world,
     loss_agg_mode,
     loss_norm_length,
+    memory_shape,
 )
 from rlkit.trainer.guards import check_update, explain_out_of_memory
 from rlkit.trainer.losses import GlobalCounts, actor_loss_fn, critic_loss_fn
@@ -68,8 +69,7 @@ class RLTrainer(TrainerShell):
         engines = [engine for engine in (self.parts.actor, self.parts.ref, self.parts.critic) if engine is not None]
         self.speed: SpeedPlan = settle_memory(
             self.parts.speed, cfg, engines=engines, rollout=self.parts.rollout, dist=self.dist,
-            longest=cfg.data.max_prompt_length + cfg.rollout.max_new_tokens,
-            batch_sequences=cfg.algorithm.mini_batch_size * cfg.rollout.n // self.dist.world_size)
+            **memory_shape(cfg, self.dist))
         log_header(self.speed, self.dist)
         self.experience: ExperienceSource = build_experience(cfg, self.parts, self.speed, self.dist, self.timer,
                                                              self.placement)

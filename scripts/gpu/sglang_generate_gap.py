@@ -9,6 +9,8 @@ alone's speed). On one H200 with SmolLM2-135M, 32 prompts x 8 responses, the ben
   after_wake   after sleep, wake_up and update_weights (the KV cache and CUDA graphs resumed inside generate)
   after_gpu    rlkit's generate right after 2 s of matmuls in this process (a trainer's update on the same GPU)
 
+What comes before a call (the flush, the push, sleeping and waking, the matmuls) is not timed.
+
 for two engines: with the memory saver (rollout.sleep auto or true) and without it (rollout.sleep=false).
 
 usage: python3 scripts/gpu/sglang_generate_gap.py --model DIR --data FILE.parquet [--prompts 32] [--n 8]
@@ -39,10 +41,13 @@ from rlkit.rollout.sglang import SGLangRollout
 from rlkit.rollout.sglang_options import SGLangOptions
 
 
-def timed(call: Callable[[], int], repeats: int) -> dict[str, float]:
-    """Median seconds of `call` (which returns the tokens it generated) and tokens per second."""
+def timed(call: Callable[[], int], repeats: int, before: Callable[[], None] | None = None) -> dict[str, float]:
+    """Median seconds of `call` (which returns the tokens it generated) and tokens per second; `before` runs
+    ahead of each call, untimed."""
     seconds, tokens = [], []
     for _ in range(repeats):
+        if before is not None:
+            before()
         torch.cuda.synchronize()
         start = time.perf_counter()
         tokens.append(call())
@@ -77,37 +82,35 @@ def main() -> None:
         sampling = sglang_args.sampling_params(params, rollout.eos_token_ids)
 
         def raw() -> int:
-            rollout._flush_cache()
             outputs = rollout.engine.generate(input_ids=rows, sampling_params=sampling, return_logprob=False)
             return sum(len(output["output_ids"]) for output in outputs)
 
         def rlkit() -> int:
-            rollout._flush_cache()
             return sum(len(c.response_ids) for c in rollout.generate(prompts, params))
 
-        def after_sync() -> int:
+        def sync() -> None:  # the step's weight push (which flushes the prefix cache)
             rollout.update_weights(weights.items())
-            return sum(len(c.response_ids) for c in rollout.generate(prompts, params))
 
-        def after_wake() -> int:
+        def sleep_wake_sync() -> None:  # the KV cache and CUDA graphs are resumed inside the next generate
             rollout.sleep()
             rollout.wake_up()
-            rollout.update_weights(weights.items())
-            return sum(len(c.response_ids) for c in rollout.generate(prompts, params))
+            sync()
 
-        def after_gpu() -> int:
-            for _ in range(1500):  # ~2 s of bf16 matmuls (1.1 TFLOP each) in this process's CUDA context
+        def gpu_work() -> None:  # ~2 s of bf16 matmuls (1.1 TFLOP each) in this process's CUDA context
+            for _ in range(1500):
                 matrix @ matrix
+            torch.cuda.synchronize()
             rollout._flush_cache()
-            return sum(len(c.response_ids) for c in rollout.generate(prompts, params))
 
         rollout.update_weights(weights.items())
         raw()  # warm-up: the first generate compiles SGLang's kernels
-        cases = {"raw": raw, "rlkit": rlkit, "raw_again": raw, "after_sync": after_sync, "after_gpu": after_gpu}
+        cases = {"raw": (raw, rollout._flush_cache), "rlkit": (rlkit, rollout._flush_cache),
+                 "raw_again": (raw, rollout._flush_cache), "after_sync": (rlkit, sync),
+                 "after_gpu": (rlkit, gpu_work)}
         if rollout.memory_saver:
-            cases["after_wake"] = after_wake
-        for name, call in cases.items():
-            results.append({"memory_saver": rollout.memory_saver, "case": name, **timed(call, args.repeats)})
+            cases["after_wake"] = (rlkit, sleep_wake_sync)
+        for name, (call, before) in cases.items():
+            results.append({"memory_saver": rollout.memory_saver, "case": name, **timed(call, args.repeats, before)})
             print(json.dumps(results[-1]), flush=True)
         rollout.close()
         torch.cuda.empty_cache()

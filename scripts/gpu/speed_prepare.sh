@@ -6,7 +6,8 @@
 #                                    with the last piece (scripts/gpu/device_install.sh joins them there)
 #   .gpu/gsm8k/train.parquet         `rlkit data gsm8k` of GSM8K_DIR (train.jsonl, test.jsonl; default
 #                                    datasets/gsm8k)
-#   .gpu/extra_small/gguf-*.whl      the gguf package, which `rlkit model import` needs on the GPU machine
+#   .gpu/extra_small/gguf-*.whl      the gguf package, which `rlkit model import` needs on the GPU machine, and
+#   .gpu/extra_small/py_spy-*.whl    py-spy (a static binary), for speed_session.sh 18's stacks
 # The vLLM, SGLang and DeepSpeed bundles come from scripts/gpu/prepare_gpu_wheels.sh, as before:
 #   PIECE=45M scripts/gpu/prepare_gpu_wheels.sh .gpu vllm|sglang|deepspeed, split into .gpu/vllm_p0/.gpu/vllm_p1,
 #   .gpu/sglang_p0/.gpu/sglang_p1 and .gpu/dsw (see scripts/gpu/record_stage1.sh and sglang_tests.sh).
@@ -30,6 +31,8 @@ python3 -m rlkit data gsm8k --input "$GSM8K" --output .gpu/gsm8k
 rm -f .gpu/gsm8k/test.parquet  # the steps read train prompts only
 mkdir -p .gpu/extra_small
 ls .gpu/extra_small/gguf-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps gguf==0.19.0 -d .gpu/extra_small
+ls .gpu/extra_small/py_spy-*.whl >/dev/null 2>&1 || python3 -m pip download -q --no-deps --only-binary=:all: \
+  --platform manylinux2014_x86_64 --python-version 3.12 py-spy==0.4.3 -d .gpu/extra_small
 
 tree=$(git ls-files -z | du -cb --files0-from=- | tail -1 | cut -f1)
 size() { { du -cb "$@" 2>/dev/null || true; } | tail -1 | cut -f1; }  # a missing folder counts 0

@@ -73,17 +73,19 @@
 #                                                   against step 14's fsdp2 x sglang (the issue's 1.5-2x).
 # What the sixth session left open (docs/benchmarks.md, "The sixth session"): 11, 12 (SKIP_PASSES=1: import only),
 # 13, 14, then:
-# 18   (none)                                   4   where the SGLang generate phase loses time against SGLang alone:
+# 18   (none)                                   5   where the SGLang generate phase loses time against SGLang alone:
 #                                                   scripts/gpu/sglang_generate_gap.py (raw engine vs rlkit's call,
 #                                                   after a weight push, after sleep/wake, after GPU work, with and
-#                                                   without the memory saver), then rlkit bench fsdp2 x sglang with
-#                                                   rollout.sleep=false (no memory saver since this session).
-# 19   (none)                                   3   ZeRO-3 and torch.compile: the passes with DeepSpeed's
-#                                                   memory_efficient_linear off (its F.linear wrapper is what guards
-#                                                   on each weight's id), compiled and eager, beside FSDP2 compiled.
-#                                                   Look for: no "recompile_limit" line; z3 compiled near fsdp2's.
+#                                                   without the memory saver), then py-spy's stacks of a 3-step
+#                                                   rlkit bench fsdp2 x sglang (with SGLang alone), every process.
+# 19   (none)                                   5   ZeRO-3 and torch.compile: the passes with rlkit's plain F.linear
+#                                                   (DeepSpeed's memory_efficient_linear off, since the seventh
+#                                                   session) and with DeepSpeed's wrapper, compiled and eager, beside
+#                                                   FSDP2; one process each. Look for: recompiles, z3 near fsdp2.
+# The seventh session: 11, 12 (SKIP_PASSES=1), 13, 14, 18, 19, 16, 17, then:
+# 20   (none)                                   4   deepspeed x vllm, ZeRO-3 compiled, on the workload (after 17).
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-19)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-20)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -263,23 +265,39 @@ case $STEP in
   need "$MODEL/config.json"
   export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
   python3 scripts/gpu/sglang_generate_gap.py --model "$MODEL" --data "$DATA" 2>&1 | grep '^{' | log
-  bench sglang_awake $WORKLOAD --engine fsdp2 --rollout sglang rollout.sleep=false
+  # where the processes spend a bench's steps (trainer, SGLang's scheduler, SGLang alone's): py-spy's collapsed
+  # stacks, one line per stack with its process; skipped where py-spy cannot read the processes
+  SPY=/tmp/site_extra/bin/py-spy
+  [ -x $SPY ] && timeout 300 $SPY record --subprocesses --nonblocking --rate 50 --format raw \
+    --output "$OUT/sglang_bench_stacks.txt" -- python3 -m rlkit bench $WORKLOAD --steps 3 --engine fsdp2 \
+    --rollout sglang --out /tmp/speed/sglang_spy > "$OUT/sglang_spy.log" 2>&1
+  echo "py-spy: rc=$? $(wc -l < "$OUT/sglang_bench_stacks.txt" 2>/dev/null) stacks" | log
   ;;
 19)
   need "$MODEL/config.json"
   RAGGED="--ragged --repeats 3 --out /tmp/speed/passes_compile"
   PACKED=pack_sequences=true,micro_batch_size=128
   Z3=deepspeed.zero_stage=3,$PACKED
-  TORCH_LOGS=recompiles $PASSES $RAGGED --engine deepspeed --model "$MODEL" --setting z3_eager:$Z3 \
-    --setting z3_compiled:$Z3,torch_compile=true \
-    --setting z3_compiled_plain_linear:$Z3,torch_compile=true,ds.memory_efficient_linear=false \
-    --setting z3_eager_plain_linear:$Z3,ds.memory_efficient_linear=false > "$OUT/passes_compile_z3.log" 2>&1
-  grep -c "Recompiling function" "$OUT/passes_compile_z3.log" | sed 's/^/recompiles: /' | log
-  grep '^{' "$OUT/passes_compile_z3.log" | log
-  $PASSES $RAGGED --engine fsdp2 --model "$MODEL" --setting fsdp2_compiled:$PACKED,torch_compile=true 2>&1 \
-    | grep '^{' | log
+  passes() {  # passes NAME ENGINE SETTING: one setting in a process of its own (dynamo's counts start at 0)
+    TORCH_LOGS=recompiles $PASSES $RAGGED --engine "$2" --model "$MODEL" --setting "$1:$3" > "$OUT/passes_$1.log" 2>&1
+    echo "$1: $(grep -c 'Recompiling function' "$OUT/passes_$1.log") recompiles," \
+      "$(grep -c recompile_limit "$OUT/passes_$1.log") recompile_limit lines" | log
+    grep '^{' "$OUT/passes_$1.log" | log
+  }
+  passes z3_eager deepspeed $Z3
+  passes z3_compiled deepspeed $Z3,torch_compile=true
+  passes z3_eager_efficient_linear deepspeed $Z3,ds.memory_efficient_linear=true
+  passes z3_compiled_efficient_linear deepspeed $Z3,torch_compile=true,ds.memory_efficient_linear=true
+  passes fsdp2_eager fsdp2 $PACKED
+  passes fsdp2_compiled fsdp2 $PACKED,torch_compile=true
+  ;;
+20)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  bench vllm_z3_compiled $WORKLOAD --engine deepspeed --rollout vllm --no-baseline engine.deepspeed.zero_stage=3 \
+    engine.torch_compile=true
   ;;
 *)
-  echo "unknown step $STEP (1-19)"; exit 2
+  echo "unknown step $STEP (1-20)"; exit 2
   ;;
 esac

@@ -31,6 +31,11 @@ from rlkit.engines.deepspeed.options import DeepSpeedOptions
 _NEVER = 2**62
 # stage3_param_persistence_threshold above any parameter's size: every parameter stays gathered
 _EVERY_PARAMETER = 2**62
+# DeepSpeed's memory-efficient linear (on by default under ZeRO-3) replaces torch.nn.functional.linear for the
+# whole process, for good: every other model in it (the in-process vLLM engine's, a FSDP2 critic's) then runs
+# DeepSpeed's autograd Function, and torch.compile guards on each weight's ZeRO id. Plain F.linear gives the same
+# results; ZeRO-3 gathers the weights for backward either way.
+_PLAIN_LINEAR = {"memory_efficient_linear": False}
 
 
 def build_ds_config(
@@ -86,7 +91,7 @@ def reference_zero_stage(options: DeepSpeedOptions, world_size: int) -> int:
 
 
 def _reference_zero_block(options: DeepSpeedOptions, world_size: int, on_cuda: bool) -> dict[str, Any]:
-    zero: dict[str, Any] = {"stage": reference_zero_stage(options, world_size)}
+    zero: dict[str, Any] = {"stage": reference_zero_stage(options, world_size), **_PLAIN_LINEAR}
     if options.offload_ref:
         zero["offload_param"] = {"device": "cpu", "pin_memory": on_cuda}
     return zero
@@ -99,6 +104,7 @@ def _zero_block(options: DeepSpeedOptions, world_size: int, on_cuda: bool) -> di
         # partitioned gradients (ZeRO-2/3), and other ranks: one rank has nothing to overlap
         "overlap_comm": on_cuda and options.zero_stage >= 2 and world_size > 1,
         "contiguous_gradients": True,
+        **_PLAIN_LINEAR,
     }
     if options.offload_optimizer:
         zero["offload_optimizer"] = {"device": "cpu", "pin_memory": on_cuda}

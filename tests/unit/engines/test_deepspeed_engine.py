@@ -92,11 +92,14 @@ def test_config_of_bf16_offload_and_the_reference():
     assert bf16["zero_optimization"]["offload_optimizer"]["device"] == "cpu"
     assert bf16["zero_optimization"]["offload_param"]["device"] == "cpu"
     ref = ds_config(None, role="ref", zero_stage=1, offload_ref=True)
-    assert ref["zero_optimization"] == {"stage": 3, "offload_param": {"device": "cpu", "pin_memory": False}}
+    assert ref["zero_optimization"] == {"stage": 3, "offload_param": {"device": "cpu", "pin_memory": False},
+                                        "memory_efficient_linear": False}
     assert "gradient_clipping" not in ref and "managed_gradient_accumulation" not in ref
     # partitioned over several ranks; on one rank there is nothing to partition: a plain engine, no hooks
-    assert ds_config(None, role="ref", world_size=2)["zero_optimization"] == {"stage": 3}
-    assert ds_config(None, role="ref", world_size=1)["zero_optimization"] == {"stage": 0}
+    assert ds_config(None, role="ref", world_size=2)["zero_optimization"] == {"stage": 3,
+                                                                              "memory_efficient_linear": False}
+    assert ds_config(None, role="ref", world_size=1)["zero_optimization"] == {"stage": 0,
+                                                                              "memory_efficient_linear": False}
 
 
 def test_zero3_on_one_rank_keeps_every_parameter_gathered():
@@ -152,6 +155,16 @@ def test_zero3_gathers_per_decoder_layer(tiny_model_dir):
     # with LoRA the first layer's input needs no gradient, and a leaf's gradient hook would fire too early
     lora = build_ds_engine(tiny_model_dir, 3, lora=LORA)
     assert not any(z3_leaf_module(layer) for layer in decoder_layers(lora.scorer))
+
+
+def test_zero3_leaves_torch_linear_to_the_other_models_of_the_process(tiny_model_dir):
+    # DeepSpeed's memory-efficient linear would replace F.linear for every model in the process (a colocated
+    # in-process vLLM engine's too) for good; rlkit's ZeRO-3 runs on the plain one (the tests above and below
+    # check its log-probs and steps against the Hugging Face model and FSDP2)
+    linear = torch.nn.functional.linear
+    actor = build_ds_engine(tiny_model_dir, 3)
+    ref = build_ds_engine(tiny_model_dir, 3, role="ref", offload_ref=True)
+    assert actor.zero_stage == ref.zero_stage == 3 and torch.nn.functional.linear is linear
 
 
 @pytest.mark.parametrize("stage", STAGES)

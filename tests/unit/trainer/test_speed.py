@@ -8,7 +8,7 @@ from rlkit.config import RunConfig, build_config
 from rlkit.config.auto import AUTO, Choice
 from rlkit.distributed import DistInfo
 from rlkit.engines.memory import ModelFacts
-from rlkit.trainer.memory_plan import MemoryFacts, resolve_memory, settle_memory
+from rlkit.trainer.memory_plan import MemoryFacts, expect_rollout_sleep, resolve_memory, settle_memory
 from rlkit.trainer.speed import (
     BUDGET,
     CHECKPOINTING,
@@ -287,6 +287,60 @@ def test_settle_memory_sleeps_the_rollout_only_when_it_decides_to(monkeypatch, b
     assert engine.values == {"max_tokens_per_micro_batch": settled.value(BUDGET), "gradient_checkpointing": False}
     if sleeps:  # 14 GiB: 8,384,446,080 usable / 980,299.2 = 8552.9 tokens, 8448 in multiples of 256
         assert settled.value(BUDGET) == 8448 and "once the rollout engine slept" in settled.choices[BUDGET].reason
+
+
+def test_an_engine_that_tells_its_memory_is_kept_awake_before_it_starts(monkeypatch):
+    # The training engines built, 136 GiB free on a 140 GiB GPU; an engine that leaves half of it free (SGLang at
+    # mem_fraction_static 0.5): 68 GiB beside it, 73,014,444,032 - 14 GiB kept back - 1,883,210,112 - 2,617,245,696
+    # = 53,481,602,688 usable / 980,299.2 = 54,556.4 tokens (> 32768): it will not sleep, so it starts without the
+    # means to. The budget still waits for a measurement with the engine running.
+    readings = []
+
+    def measure(dist):
+        readings.append("free")
+        return MemoryFacts(136 * GiB, H200)
+
+    monkeypatch.setattr("rlkit.trainer.memory_plan.measure_free_memory", measure)
+    cfg = build_config(RunConfig, None, [])
+    static = resolve_static(cfg, GPU, SMOL)
+    shape = dict(dist=DistInfo(), longest=1280, batch_sequences=256)
+    expected = expect_rollout_sleep(static, cfg, free_after_start=lambda free: free // 2, **shape)
+    assert expected.value(ROLLOUT_SLEEP) is False and expected.pending == (BUDGET, CHECKPOINTING)
+    assert expected.choices[ROLLOUT_SLEEP].reason.startswith(
+        "expected before it started, beside the awake engine 54556 tokens fit, a micro-batch that keeps the GPU busy "
+        "needs 32768")
+    # Where it would sleep (a tenth left free: 13.6 GiB, nothing usable), the measurement decides; an engine that
+    # cannot tell its memory is not asked, and nothing is measured.
+    assert expect_rollout_sleep(static, cfg, free_after_start=lambda free: free // 10, **shape) is static
+    assert expect_rollout_sleep(static, cfg, free_after_start=None, **shape) is static and readings == ["free"] * 2
+    # Settled awake: the budget comes from one measurement beside the running engine, which is never put to sleep.
+    rollout, engine = FakeRollout([60 * GiB], slept_free=H200), FakeEngine()
+    monkeypatch.setattr("rlkit.trainer.memory_plan.measure_free_memory", lambda dist: MemoryFacts(60 * GiB, H200))
+    settled = settle_memory(expected, cfg, engines=[engine], rollout=rollout, **shape)
+    assert rollout.asleep is False and settled.pending == () and settled.value(BUDGET) == 45568
+    assert "60.0 GiB free beside the awake rollout engine" in settled.choices[BUDGET].reason
+
+
+def test_the_rollout_engine_starts_with_the_sleep_decided_for_it(monkeypatch):
+    from types import SimpleNamespace
+
+    from rlkit.trainer import components
+
+    started = []
+    monkeypatch.setattr(components.ROLLOUT_ENGINES, "get",
+                        lambda name: lambda config, options, *args, **kwargs: started.append(config.sleep))
+    cfg = build_config(RunConfig, None, [])
+    inputs = SimpleNamespace(model_path="model", tokenizer=None)
+    placement = SimpleNamespace(layout=SimpleNamespace(runs_engine=lambda rank: True), rank=0, dist=DistInfo())
+    components.build_rollout(cfg, inputs, placement, sleep=Choice(False, "it fits"))
+    components.build_rollout(cfg, inputs, placement)  # still pending: the config's value
+    assert started == [False, AUTO] and cfg.rollout.sleep == AUTO
+
+
+def test_sglang_leaves_its_share_of_the_free_memory():
+    from rlkit.rollout.sglang_options import SGLangOptions
+
+    assert SGLangOptions(mem_fraction_static=0.75).free_after_start(100 * GiB) == 25 * GiB
 
 
 # -- the header ---------------------------------------------------------------------------------------------
