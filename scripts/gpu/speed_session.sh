@@ -279,6 +279,7 @@ case $STEP in
   PACKED=pack_sequences=true,micro_batch_size=128
   Z3=deepspeed.zero_stage=3,$PACKED
   passes() {  # passes NAME ENGINE SETTING: one setting in a process of its own (dynamo's counts start at 0)
+    [ -z "${ONLY:-}" ] || [[ " $ONLY " == *" $1 "* ]] || return 0  # ONLY="z3_eager fsdp2_compiled": just those
     TORCH_LOGS=recompiles $PASSES $RAGGED --engine "$2" --model "$MODEL" --setting "$1:$3" > "$OUT/passes_$1.log" 2>&1
     echo "$1: $(grep -c 'Recompiling function' "$OUT/passes_$1.log") recompiles," \
       "$(grep -c recompile_limit "$OUT/passes_$1.log") recompile_limit lines" | log
