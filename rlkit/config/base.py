@@ -38,12 +38,6 @@ class Section(BaseModel):
         rlkit.trainer.speed): {option: Choice} for each of FIXED_DEFAULTS. The base has none."""
         return {}
 
-    def compile_blocker(self, chosen: dict[str, Choice]) -> str | None:
-        """Why an `auto` engine.torch_compile should stay off with these options (`chosen`: what choose_auto
-        picked, or the values given), or None: the backend's own reason, e.g. hooks that make compiling cost
-        more than it saves. A torch_compile given explicitly is never overridden."""
-        return None
-
 
 def check_registered(registry_name: str, name: str) -> str:
     """A plugin's name must be registered (entry point) or a reference the registry can import later."""

@@ -21,7 +21,8 @@ class SGLangOptions(Section):
     release_memory: Annotated[
         bool,
         Field(description="Start with SGLang's memory saver, so that the weights and KV cache can be released while "
-              "training (rollout.sleep); with rollout.sleep=false the engine starts without it."),
+              "training (rollout.sleep); an engine that will not sleep (rollout.sleep false, or auto decided so "
+              "before it starts) starts without it."),
     ] = True
 
     def free_after_start(self, free_bytes: int) -> int:

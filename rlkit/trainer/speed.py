@@ -156,12 +156,8 @@ def resolve_static(cfg: Any, machine: MachineFacts, model: ModelFacts, *, critic
                   model_parameters=model.num_parameters, num_trained_models=len(trained),
                   trainable_parameters=sum(each.trainable_parameters for each in trained))
     if isinstance(engine.options, Section):
-        own = engine.options.choose_auto(facts)
-        for option, choice in own.items():
+        for option, choice in engine.options.choose_auto(facts).items():
             choices[f"engine.{engine.name}.{option}"] = choice
-        blocker = engine.options.compile_blocker(own)
-        if blocker is not None and engine.torch_compile == AUTO and choices[COMPILE].value:
-            choices[COMPILE] = Choice(False, blocker)
     return SpeedPlan(choices, tuple(pending), model, tuple(trained))
 
 

@@ -78,6 +78,8 @@
 #                                                   after a weight push, after sleep/wake, after GPU work, with and
 #                                                   without the memory saver), then py-spy's stacks of a 3-step
 #                                                   rlkit bench fsdp2 x sglang (with SGLang alone), every process.
+#                                                   The seventh session's machine stopped answering during this step
+#                                                   (nothing came back): run the two halves as separate calls.
 # 19   (none)                                   5   ZeRO-3 and torch.compile: the passes with rlkit's plain F.linear
 #                                                   (DeepSpeed's memory_efficient_linear off, since the seventh
 #                                                   session) and with DeepSpeed's wrapper, compiled and eager, beside

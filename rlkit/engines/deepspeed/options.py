@@ -12,10 +12,6 @@ from pydantic import Field, model_validator
 from rlkit.config.auto import AUTO, Choice, Facts
 from rlkit.config.base import Section
 
-# Why compiling does not pay under ZeRO-3, measured on one H200 (docs/engines.md, "torch.compile under ZeRO-3").
-ZERO3_COMPILE_REASON = ("ZeRO-3's linear layers guard on each weight's DeepSpeed id, so the decoder layers recompile "
-                        "one by one until torch's recompile limit and then run eager: slower than not compiling")
-
 # ZeRO-2 on several GPUs while its state takes at most this share of one GPU; the rest is for activations, the
 # reference and the rollout engine, whose memory comes back at every wake while the training state stays.
 ZERO2_MAX_GPU_SHARE = 0.25
@@ -69,8 +65,3 @@ class DeepSpeedOptions(Section):
         if state <= budget:
             return {"zero_stage": Choice(2, f"{facts.world_size} GPUs, {sizes}: no weight gathering")}
         return {"zero_stage": Choice(3, f"{facts.world_size} GPUs, {sizes}: ZeRO-3 partitions the weights too")}
-
-    def compile_blocker(self, chosen: dict[str, Choice]) -> str | None:
-        """ZeRO-3 for the trained model. (The reference runs ZeRO-3 on several GPUs whatever the stage: not
-        measured there yet, see docs/engines.md.)"""
-        return ZERO3_COMPILE_REASON if chosen["zero_stage"].value == 3 else None

@@ -56,11 +56,8 @@ RULES = [
     (COMPILE, [], GPU, SMOL, True, "134.5M parameters; the first steps compile"),
     (COMPILE, [], GPU, TINY, False, "0.1M parameters: too small for compiling to pay"),
     (COMPILE, ["engine.torch_compile=true"], CPU, TINY, True, "set"),
-    (COMPILE, [DEEPSPEED], GPU, SMOL, True, "134.5M parameters"),  # ZeRO-2 on one GPU compiles
-    (COMPILE, [DEEPSPEED, "engine.deepspeed.zero_stage=3"], GPU, SMOL, False,
-     "recompile one by one until torch's recompile limit"),
-    (COMPILE, [DEEPSPEED], MachineFacts(True, 2, H200, True), QWEN_7B, False, "ZeRO-3's linear layers"),  # auto: 3
-    (COMPILE, [DEEPSPEED, "engine.deepspeed.zero_stage=3", "engine.torch_compile=true"], GPU, SMOL, True, "set"),
+    # ZeRO-3 compiles too, on torch's own F.linear (rlkit.engines.deepspeed.ds_config)
+    (COMPILE, [DEEPSPEED, "engine.deepspeed.zero_stage=3"], GPU, SMOL, True, "134.5M parameters"),
     (BUDGET, [], CPU, SMOL, None, "CPU, the fixed default"),
     (BUDGET, ["engine.max_tokens_per_micro_batch=16384"], GPU, SMOL, 16384, "set"),
     (BUDGET, ["engine.max_tokens_per_micro_batch=null"], GPU, SMOL, None, "set"),
