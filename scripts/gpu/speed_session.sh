@@ -73,21 +73,22 @@
 #                                                   against step 14's fsdp2 x sglang (the issue's 1.5-2x).
 # What the sixth session left open (docs/benchmarks.md, "The sixth session"): 11, 12 (SKIP_PASSES=1: import only),
 # 13, 14, then:
-# 18   (none)                                   5   where the SGLang generate phase loses time against SGLang alone:
+# 18   (none)                                   3   where the SGLang generate phase loses time against SGLang alone:
 #                                                   scripts/gpu/sglang_generate_gap.py (raw engine vs rlkit's call,
 #                                                   after a weight push, after sleep/wake, after GPU work, with and
-#                                                   without the memory saver), then py-spy's stacks of a 3-step
-#                                                   rlkit bench fsdp2 x sglang (with SGLang alone), every process.
-#                                                   The seventh session's machine stopped answering during this step
-#                                                   (nothing came back): run the two halves as separate calls.
+#                                                   without the memory saver). The seventh session's machine stopped
+#                                                   answering while 18 ran with 21 in one call (nothing came back):
+#                                                   send them as separate calls, 18 first.
 # 19   (none)                                   5   ZeRO-3 and torch.compile: the passes with rlkit's plain F.linear
 #                                                   (DeepSpeed's memory_efficient_linear off, since the seventh
 #                                                   session) and with DeepSpeed's wrapper, compiled and eager, beside
 #                                                   FSDP2; one process each. Look for: recompiles, z3 near fsdp2.
 # The seventh session: 11, 12 (SKIP_PASSES=1), 13, 14, 18, 19, 16, 17, then:
 # 20   (none)                                   4   deepspeed x vllm, ZeRO-3 compiled, on the workload (after 17).
+# 21   (none)                                   4   py-spy's stacks of a 3-step rlkit bench fsdp2 x sglang (with
+#                                                   SGLang alone), every process (after 14; py-spy from step 11).
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-20)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-21)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -267,13 +268,6 @@ case $STEP in
   need "$MODEL/config.json"
   export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
   python3 scripts/gpu/sglang_generate_gap.py --model "$MODEL" --data "$DATA" 2>&1 | grep '^{' | log
-  # where the processes spend a bench's steps (trainer, SGLang's scheduler, SGLang alone's): py-spy's collapsed
-  # stacks, one line per stack with its process; skipped where py-spy cannot read the processes
-  SPY=/tmp/site_extra/bin/py-spy
-  [ -x $SPY ] && timeout 300 $SPY record --subprocesses --nonblocking --rate 50 --format raw \
-    --output "$OUT/sglang_bench_stacks.txt" -- python3 -m rlkit bench $WORKLOAD --steps 3 --engine fsdp2 \
-    --rollout sglang --out /tmp/speed/sglang_spy > "$OUT/sglang_spy.log" 2>&1
-  echo "py-spy: rc=$? $(wc -l < "$OUT/sglang_bench_stacks.txt" 2>/dev/null) stacks" | log
   ;;
 19)
   need "$MODEL/config.json"
@@ -300,7 +294,19 @@ case $STEP in
   bench vllm_z3_compiled $WORKLOAD --engine deepspeed --rollout vllm --no-baseline engine.deepspeed.zero_stage=3 \
     engine.torch_compile=true
   ;;
+21)
+  need $SGLANG_SITE/.installed
+  need "$MODEL/config.json"
+  export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
+  # where the processes spend a bench's steps (trainer, SGLang's scheduler, SGLang alone's): py-spy's collapsed
+  # stacks, one line per stack with its process; skipped where py-spy cannot read the processes
+  SPY=/tmp/site_extra/bin/py-spy
+  [ -x $SPY ] && timeout 300 $SPY record --subprocesses --nonblocking --rate 50 --format raw \
+    --output "$OUT/sglang_bench_stacks.txt" -- python3 -m rlkit bench $WORKLOAD --steps 3 --engine fsdp2 \
+    --rollout sglang --out /tmp/speed/sglang_spy > "$OUT/sglang_spy.log" 2>&1
+  echo "py-spy: rc=$? $(wc -l < "$OUT/sglang_bench_stacks.txt" 2>/dev/null) stacks" | log
+  ;;
 *)
-  echo "unknown step $STEP (1-20)"; exit 2
+  echo "unknown step $STEP (1-21)"; exit 2
   ;;
 esac
