@@ -64,10 +64,9 @@ class VLLMRollout:
         tokenizer: the run's tokenizer; vLLM loads the same one from its `name_or_path` folder.
         dist: this process's rank and world size; world size > 1 selects the external_launcher backend.
         dtype: weights' dtype (torch dtype or name); default bfloat16.
-        seed: base seed; the engine seed is options.seed or seed + (rank // tp) * 1000003, and generate call k
-            samples from a seed hashed from (engine seed, k) (the engine's GPU generator, or one seed per request
-            with options.request_seeds), so a resumed run that restores `state_dict()` samples what an
-            uninterrupted one would; a call with params.seed hashes that instead.
+        seed: base seed; the engine seed is options.seed or seed + (rank // tp) * 1000003, and the requests of
+            generate call k get seeds hashed from (engine seed, k), so a resumed run that restores
+            `state_dict()` samples what an uninterrupted one would; a call with params.seed hashes that instead.
         trust_remote_code: allow custom modelling code in model_path.
 
     Attributes:
@@ -148,17 +147,12 @@ class VLLMRollout:
         kwargs = vllm_args.sampling_kwargs(params, flat_logprobs=self._has_flat_logprobs)
         # params.seed already names the call; otherwise this engine's stream at this call.
         stream, call = (params.seed, 0) if params.seed is not None else (self.seed, self.num_generate_calls)
-        chosen, device_seed = vllm_args.call_sampling(kwargs, stream, call, len(requests),
-                                                      per_request=self.options.request_seeds)
-        make = self._vllm.SamplingParams
-        sampling = [make(**one) for one in chosen] if isinstance(chosen, list) else make(**chosen)
+        seeds = vllm_args.request_seeds(stream, call, len(requests), kwargs["n"])
+        sampling = [self._vllm.SamplingParams(**kwargs, seed=seed) for seed in seeds]
         self.num_generate_calls += 1
-        # Unseeded requests draw from the generator of the engine's device (the engine runs in this process):
-        # seeded for the call inside fork_rng, so the trainer's torch streams stay as they were.
+        # Per-request seeds make sampling reproducible; fork_rng keeps the trainer's torch streams intact
+        # should any vLLM code path still draw from the global generators.
         with torch.random.fork_rng(devices=self._cuda_devices()):
-            if device_seed is not None:
-                for device in self._cuda_devices():
-                    torch.cuda.default_generators[device].manual_seed(device_seed)
             outputs = self.llm.generate(requests, sampling, use_tqdm=False)
         return vllm_args.completions_from_outputs(outputs, self._decode, with_logprobs=params.logprobs)
 

@@ -2,9 +2,8 @@
 
 - `engine_kwargs`: the vllm options block (rollout.vllm) -> keyword arguments of `vllm.LLM`.
 - `engine_env`: the environment variables the engine needs, set before vLLM is imported.
-- `sampling_kwargs` / `prompt_copies`: rlkit's SamplingParams -> keyword arguments of `vllm.SamplingParams`.
-- `call_sampling`: where a generate call's samples come from: one seed for the call (the engine's GPU
-  generator, by default) or one per request (`rollout.vllm.request_seeds`).
+- `sampling_kwargs` / `prompt_copies` / `request_seeds`: rlkit's SamplingParams -> keyword arguments of
+  `vllm.SamplingParams`, one seed per request.
 - `completions_from_outputs`: vLLM's `RequestOutput`s -> `Completion`s, written against duck-typed objects
   (`.prompt_token_ids`, `.outputs[i].{index, token_ids, logprobs, finish_reason}`).
 
@@ -145,38 +144,17 @@ def prompt_copies(params: SamplingParams) -> int:
     return params.n if params.temperature == 0 else 1
 
 
-def call_seed(engine_seed: int, call_index: int) -> int:
-    """The seed of generate call `call_index`: 56 bits hashed from (engine_seed, call_index), so distinct calls
-    and engines draw far apart and a resumed run (same call index) draws the same."""
-    digest = hashlib.blake2b(f"{engine_seed}:{call_index}".encode(), digest_size=7).digest()
-    return int.from_bytes(digest, "big")
-
-
 def request_seeds(engine_seed: int, call_index: int, num_requests: int, samples_per_request: int) -> list[int]:
-    """One sampling seed per request of generate call `call_index` (rollout.vllm.request_seeds).
+    """One sampling seed per request of generate call `call_index`.
 
-    vLLM seeds sample s of a request with seed + s, so requests are spaced `samples_per_request` apart from the
-    call's seed.
+    vLLM seeds sample s of a request with seed + s, so requests are spaced `samples_per_request` apart from a
+    56-bit start hashed from (engine_seed, call_index): distinct calls and engines draw from far-apart seeds,
+    and a resumed run (same call index) draws the same ones. Explicit seeds also keep vLLM from drawing
+    request seeds from the process's global numpy generator, which the trainer owns.
     """
-    start = call_seed(engine_seed, call_index)
+    digest = hashlib.blake2b(f"{engine_seed}:{call_index}".encode(), digest_size=7).digest()
+    start = int.from_bytes(digest, "big")
     return [start + index * samples_per_request for index in range(num_requests)]
-
-
-def call_sampling(
-    kwargs: dict[str, Any], engine_seed: int, call_index: int, num_requests: int, *, per_request: bool
-) -> tuple[dict[str, Any] | list[dict[str, Any]], int | None]:
-    """Where generate call `call_index` draws its samples from: (the `vllm.SamplingParams` keyword arguments, one
-    dict for every request or a list of one per request; the seed for the engine's GPU generator, or None).
-
-    Per request (rollout.vllm.request_seeds): each request carries its own seed, and vLLM 0.26's sampler draws
-    each seeded request's noise with a kernel of its own at every decoding step. Otherwise no request has a
-    seed: vLLM draws the whole batch's noise from the engine device's generator in one kernel, and the caller
-    seeds that generator for the call.
-    """
-    if per_request:
-        seeds = request_seeds(engine_seed, call_index, num_requests, kwargs["n"])
-        return [{**kwargs, "seed": seed} for seed in seeds], None
-    return kwargs, call_seed(engine_seed, call_index)
 
 
 def completions_from_outputs(

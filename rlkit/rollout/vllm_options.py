@@ -27,13 +27,6 @@ class VLLMOptions(Section):
               "sleeps."),
     ] = 1
     seed: Annotated[int | None, Field(description="vLLM sampling seed; default: trainer.seed + rank.")] = None
-    request_seeds: Annotated[
-        bool,
-        Field(description="Give every request its own seed, so that a sample does not depend on which requests "
-              "vLLM batches with it. vLLM 0.26 then draws the sampling noise one request at a time at every "
-              "decoding step, which slows small models. false: each generate call seeds the engine's GPU "
-              "generator once; the same call on the same prompts (a resumed run) still samples the same."),
-    ] = False
 
     @property
     def keeps_memory(self) -> bool:

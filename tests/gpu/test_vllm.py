@@ -160,18 +160,8 @@ def test_ignore_eos_exact_lengths_and_greedy_copies(engines, tiny):
     assert all(len(c.logprobs) == 20 and max(c.logprobs) <= 0.0 for c in completions)
 
 
-@pytest.mark.parametrize("request_seeds", [False, True], ids=["call_seed", "request_seeds"])
-def test_sampling_is_reproducible_per_call_and_leaves_the_trainers_rng_alone(engines, tiny, request_seeds):
+def test_sampling_is_reproducible_per_call_and_leaves_the_trainers_rng_alone(engines, tiny):
     rollout = engines(1)
-    default_options = rollout.options
-    rollout.options = default_options.model_copy(update={"request_seeds": request_seeds})
-    try:
-        _check_reproducible_sampling(rollout, tiny)
-    finally:
-        rollout.options = default_options
-
-
-def _check_reproducible_sampling(rollout, tiny):
     prompts = _prompts(tiny["ids"], seed=6)
     params = SamplingParams(n=3, temperature=1.0, max_new_tokens=12, ignore_eos=True)
     state = rollout.state_dict()

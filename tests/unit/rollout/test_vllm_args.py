@@ -23,7 +23,6 @@ from rlkit.rollout.vllm_args import (
     engine_env,
     engine_kwargs,
     prompt_copies,
-    call_sampling,
     request_seeds,
     sampling_kwargs,
     vllm_dtype,
@@ -153,22 +152,6 @@ def test_request_seeds_leave_room_for_every_sample_and_replay():
     assert request_seeds(1, 1, 3, 4)[0] != seeds[0]  # the next call
     assert request_seeds(1 + RANK_SEED_STRIDE, 0, 3, 4)[0] != seeds[0]  # another data-parallel engine
     assert request_seeds(1, 0, 0, 4) == []
-
-
-def test_a_call_seeds_the_engine_generator_unless_each_request_carries_a_seed():
-    kwargs = {"n": 4, "temperature": 1.0}
-    # by default no request carries a seed (vLLM then draws the batch's noise in one kernel): the call's seed
-    # goes to the engine device's generator, and a resumed run (same call index) gets the same one
-    shared, device_seed = call_sampling(kwargs, engine_seed=1, call_index=0, num_requests=3, per_request=False)
-    assert shared == kwargs and "seed" not in shared
-    assert device_seed == call_sampling(kwargs, 1, 0, 3, per_request=False)[1]
-    assert device_seed != call_sampling(kwargs, 1, 1, 3, per_request=False)[1]  # the next call
-    assert device_seed != call_sampling(kwargs, 1 + RANK_SEED_STRIDE, 0, 3, per_request=False)[1]
-    # rollout.vllm.request_seeds: one seed per request, the call's seed first, nothing for the generator
-    each, no_seed = call_sampling(kwargs, engine_seed=1, call_index=0, num_requests=3, per_request=True)
-    assert no_seed is None
-    assert [one["seed"] for one in each] == request_seeds(1, 0, 3, 4)
-    assert each[0]["seed"] == device_seed and all(one["n"] == 4 for one in each)
 
 
 # -- output conversion -------------------------------------------------------------------------
