@@ -14,6 +14,11 @@ Two kernels compute the same thing:
 - elsewhere (CPU, fp32, a torch without varlen_attn), `scaled_dot_product_attention` once per sequence: exact
   and slow, so that everything runs and is tested on CPU.
 
+Under torch.compile (engine.torch_compile) the flash kernel is traced into each decoder layer's graph (it is a
+custom op; the longest length becomes a dynamic int), so a layer compiles to one graph. Only the per-sequence
+fallback, which reads the boundaries on the host, stays outside. How to call this torch's kernel is worked out
+once, before any tracing (`flash_kernel`).
+
 The model's causal-mask builder returns no mask for an implementation it has no mask function for, which
 is what a packed forward needs (the forward passes attention_mask=None too). Read in transformers 5.17 and
 5.23, which agree on all of it: AttentionInterface.register, set_attn_implementation taking a registered
@@ -22,8 +27,8 @@ name, that early return of the mask builders, and Qwen2/Llama passing their forw
 
 from __future__ import annotations
 
-import functools
 import inspect
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -41,6 +46,7 @@ def use_varlen_attention(hf_model: nn.Module) -> None:
 
     AttentionInterface.register(ATTENTION_NAME, varlen_attention_forward)
     hf_model.set_attn_implementation(ATTENTION_NAME)
+    flash_kernel()  # resolved here, outside torch.compile's tracing
     # set_attn_implementation only warns for a model whose attention does not go through AttentionInterface;
     # such a model would attend across the packed sequences
     if hf_model.config._attn_implementation != ATTENTION_NAME:
@@ -92,9 +98,6 @@ def varlen_attention_forward(
     return output_NHD.unsqueeze(0), None
 
 
-# Outside torch.compile (engine.torch_compile): the per-sequence loop reads the boundaries on the host, and
-# each new max_length would be another specialisation; the attention is one kernel anyway.
-@torch.compiler.disable
 def varlen_causal_attention(
     query_NHD: Tensor, key_NHD: Tensor, value_NHD: Tensor, cu_seq_lens: Tensor, max_length: int,
     *, scale: float | None = None,
@@ -113,7 +116,7 @@ def flash_supports(query_NHD: Tensor) -> bool:
         query_NHD.is_cuda
         and query_NHD.dtype in (torch.float16, torch.bfloat16)
         and head_dim % 8 == 0 and head_dim <= 256
-        and _torch_varlen_attn() is not None
+        and flash_kernel() is not None
     )
 
 
@@ -122,21 +125,22 @@ def flash_varlen(
     *, scale: float | None = None,
 ) -> Tensor:
     """`torch.nn.attention.varlen.varlen_attn`, causal, across the torch releases that have it."""
-    varlen_attn = _torch_varlen_attn()
-    causal, takes_gqa = _varlen_attn_options()
+    kernel = flash_kernel()
     num_groups = query_NHD.shape[1] // key_NHD.shape[1]
-    options = dict(causal)
-    if num_groups > 1 and takes_gqa:
+    options = dict(kernel.causal)
+    if num_groups > 1 and kernel.takes_gqa:
         options["enable_gqa"] = True
     elif num_groups > 1:  # a release without enable_gqa wants one key/value head per query head
         key_NHD, value_NHD = (x.repeat_interleave(num_groups, dim=1) for x in (key_NHD, value_NHD))
     cu_seq_lens = cu_seq_lens.to(torch.int32)
-    return varlen_attn(
+    return kernel.function(
         query_NHD.contiguous(), key_NHD.contiguous(), value_NHD.contiguous(),
         cu_seq_lens, cu_seq_lens, max_length, max_length, scale=scale, **options,
     )
 
 
+# Outside torch.compile (engine.torch_compile): the loop reads the boundaries on the host.
+@torch.compiler.disable
 def per_sequence_sdpa(
     query_NHD: Tensor, key_NHD: Tensor, value_NHD: Tensor, cu_seq_lens: Tensor, *, scale: float | None = None
 ) -> Tensor:
@@ -156,22 +160,38 @@ def per_sequence_sdpa(
 
 def flash_varlen_available() -> bool:
     """Whether this torch has PyTorch's flash varlen kernel (torch >= 2.10; it runs on CUDA in bf16/fp16)."""
-    return _torch_varlen_attn() is not None
+    return flash_kernel() is not None
 
 
-@functools.cache
+@dataclass(frozen=True)
+class FlashKernel:
+    """torch's varlen_attn and how this release asks for causality (torch 2.10: is_causal; 2.11 on:
+    window_size=(-1, 0)) and whether it takes enable_gqa."""
+
+    function: Callable
+    causal: dict
+    takes_gqa: bool
+
+
+_resolved: dict[str, FlashKernel | None] = {}  # a plain dict: torch.compile reads it without tracing a cache
+
+
+def flash_kernel() -> FlashKernel | None:
+    """This torch's flash varlen kernel, or None (torch < 2.10); worked out on the first call."""
+    if "kernel" not in _resolved:
+        function = _torch_varlen_attn()
+        if function is None:
+            _resolved["kernel"] = None
+        else:
+            parameters = inspect.signature(function).parameters
+            causal = {"window_size": (-1, 0)} if "window_size" in parameters else {"is_causal": True}
+            _resolved["kernel"] = FlashKernel(function, causal, "enable_gqa" in parameters)
+    return _resolved["kernel"]
+
+
 def _torch_varlen_attn() -> Callable | None:
     try:
         from torch.nn.attention.varlen import varlen_attn
     except ImportError:  # torch < 2.10
         return None
     return varlen_attn
-
-
-@functools.cache
-def _varlen_attn_options() -> tuple[dict, bool]:
-    """How this torch's varlen_attn asks for causality (torch 2.10: is_causal; 2.11 on: window_size=(-1, 0)),
-    and whether it takes enable_gqa."""
-    parameters = inspect.signature(_torch_varlen_attn()).parameters
-    causal = {"window_size": (-1, 0)} if "window_size" in parameters else {"is_causal": True}
-    return causal, "enable_gqa" in parameters

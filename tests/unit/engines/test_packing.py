@@ -90,14 +90,13 @@ def test_fallback_is_dense_attention_under_a_block_diagonal_mask():
 
 @pytest.fixture
 def fake_varlen_attn(monkeypatch):
-    """Install a stand-in for torch's varlen_attn (`install(fake)`); the signature cache is cleared around it."""
+    """Install a stand-in for torch's varlen_attn (`install(fake)`), read afresh for its signature."""
 
     def install(fake):
         monkeypatch.setattr(varlen_attention, "_torch_varlen_attn", lambda: fake)
-        varlen_attention._varlen_attn_options.cache_clear()
+        monkeypatch.setattr(varlen_attention, "_resolved", {})
 
-    yield install
-    varlen_attention._varlen_attn_options.cache_clear()
+    return install
 
 
 def test_flash_varlen_on_torch_2_10_signature(fake_varlen_attn):
@@ -150,6 +149,57 @@ def test_the_attention_function_refuses_what_it_would_leave_out(extra):
     as_transformers = [x.transpose(0, 1).unsqueeze(0) for x in random_qkv()]
     with pytest.raises(ConfigError, match=f"uses {next(iter(extra))}"):
         varlen_attention.varlen_attention_forward(None, *as_transformers, None, cu_seq_lens_q=CU_SEQ_LENS, **extra)
+
+
+@torch.library.custom_op("rlkit_tests::varlen_attn_stand_in", mutates_args=())
+def varlen_attn_stand_in(query: torch.Tensor, key: torch.Tensor, value: torch.Tensor, cu_seq_q: torch.Tensor,
+                         max_q: int, scale: float | None) -> torch.Tensor:
+    """An operator as torch's flash varlen kernel is one (torch_attn::_varlen_attn), computed on CPU."""
+    return per_sequence_sdpa(query, key, value, cu_seq_q, scale=scale)
+
+
+@varlen_attn_stand_in.register_fake
+def _(query, key, value, cu_seq_q, max_q, scale):
+    return torch.empty_like(query)
+
+
+def test_compiled_decoder_layers_trace_the_flash_kernel_without_a_graph_break(tiny_model_dir, fake_varlen_attn,
+                                                                             monkeypatch):
+    """engine.torch_compile with packing: each decoder layer is one graph with the kernel in it (a graph break
+    around the attention cost FSDP2's compiled update on one H200 about twice its GPU time in host work), and a
+    new longest length compiles once more as a dynamic int, not once per length."""
+    from torch._dynamo.utils import counters
+    from transformers import AutoModelForCausalLM
+
+    from rlkit.engines.building import compile_decoder_layers
+
+    def varlen_attn(query, key, value, cu_seq_q, cu_seq_k, max_q, max_k, *, scale=None, window_size=(-1, -1),
+                    enable_gqa=False):
+        assert window_size == (-1, 0) and enable_gqa
+        return varlen_attn_stand_in(query, key, value, cu_seq_q, max_q, scale)
+
+    fake_varlen_attn(varlen_attn)
+    monkeypatch.setattr(varlen_attention, "flash_supports", lambda query: True)  # the CUDA path, on CPU
+    eager = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    compiled = AutoModelForCausalLM.from_pretrained(tiny_model_dir).eval()
+    for model in (eager, compiled):
+        use_varlen_attention(model)
+    torch._dynamo.reset()
+    counters.clear()
+    compile_decoder_layers(compiled)
+    generator = torch.Generator().manual_seed(0)
+    graphs = []
+    with torch.no_grad():
+        for lengths in ([3, 5, 1, 6], [7, 2], [4, 4, 9], [5, 8, 2, 2, 3]):
+            cu_seq_lens = torch.tensor([0, *torch.tensor(lengths).cumsum(0).tolist()], dtype=torch.int32)
+            inputs = {"input_ids": torch.randint(0, 100, (1, sum(lengths)), generator=generator),
+                      "position_ids": torch.cat([torch.arange(n) for n in lengths])[None],
+                      **varlen_attention.varlen_kwargs(cu_seq_lens, max(lengths))}
+            torch.testing.assert_close(compiled(**inputs).logits, eager(**inputs).logits, rtol=1e-4, atol=1e-4)
+            graphs.append(counters["stats"]["unique_graphs"])
+    assert dict(counters["graph_break"]) == {}
+    assert graphs[1] == graphs[2] == graphs[3]  # the second lengths compiled dynamic graphs; no more after them
+    torch._dynamo.reset()
 
 
 def test_flash_needs_cuda_and_half_precision():
