@@ -9,7 +9,9 @@ parent writes the spec (the prompts of every step, the engine and sampling argum
 times each step's generate call and writes medians over the steps after the warm-up.
 
 vLLM alone runs whatever the pairings' rollout engines (the issue's targets compare every step with it);
-SGLang alone runs when a pairing rolls out with SGLang.
+SGLang alone runs when a pairing rolls out with SGLang. Each runs twice, before the pairings (without log-probs
+only) and after them (every variant): a GPU machine's speed can drift by a quarter within minutes, so a step is
+compared with the mean of the two, and the report shows both.
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class BaselineResult:
     tokens_per_s: float | None = None
     num_steps: int = 0
     rollout: str = "vllm"  # the engine that ran alone
+    before: bool = False  # run before the pairings (the variant without log-probs only), else after them
 
 
 def modules(rollouts: tuple[str, ...]) -> list[Any]:
@@ -93,9 +96,12 @@ def sampling(cfg: RunConfig) -> Any:
 
 
 def run_child(module: str, rollout: str, variants: tuple[tuple[str, bool], ...], spec: dict[str, Any],
-              out: Path) -> list[BaselineResult]:
+              out: Path, *, before: bool = False) -> list[BaselineResult]:
     """Write the spec, run `python -m MODULE SPEC RESULT`, read its results (a failed child fails every variant,
-    with the last line of its log)."""
+    with the last line of its log). before: the run ahead of the pairings, of the variant without log-probs
+    only, its row named so."""
+    if before:
+        variants = tuple((f"{name}, before the pairings", logprobs) for name, logprobs in variants if not logprobs)
     out.mkdir(parents=True, exist_ok=True)
     stem = module.rsplit(".", 1)[-1]
     spec_path, result_path, log_path = out / "spec.json", out / "result.json", out / f"{stem}.log"
@@ -107,8 +113,9 @@ def run_child(module: str, rollout: str, variants: tuple[tuple[str, bool], ...],
     if returncode != 0 or not result_path.is_file():
         lines = [line.strip() for line in log_path.read_text(errors="replace").splitlines() if line.strip()]
         reason = f"exit code {returncode}: {lines[-1][:300] if lines else 'no output'} (log: {log_path})"
-        return [BaselineResult(name, logprobs, "failed", reason, rollout=rollout) for name, logprobs in variants]
-    return [BaselineResult(**entry, rollout=rollout) for entry in json.loads(result_path.read_text())]
+        return [BaselineResult(name, logprobs, "failed", reason, rollout=rollout, before=before)
+                for name, logprobs in variants]
+    return [BaselineResult(**entry, rollout=rollout, before=before) for entry in json.loads(result_path.read_text())]
 
 
 # -- the child's side -------------------------------------------------------------------------------------

@@ -65,7 +65,8 @@ def to_json(result: BenchResult) -> dict[str, Any]:
         ],
         **{f"{rollout}_alone": [
             {"name": b.name, "logprobs": b.logprobs, "status": b.status, "reason": b.reason,
-             "generate_s": b.generate_s, "tokens_per_s": b.tokens_per_s, "num_steps": b.num_steps}
+             "generate_s": b.generate_s, "tokens_per_s": b.tokens_per_s, "num_steps": b.num_steps,
+             "before_the_pairings": b.before}
             for b in result.baselines if b.rollout == rollout
         ] for rollout in ALONE_ROLLOUTS},
     }
@@ -119,9 +120,22 @@ def print_table(result: BenchResult, console=None) -> None:
     for p in result.pairings:
         if p.settings:
             console.print(f"{p.name} ran with {settings_text(p.settings)}", highlight=False, markup=False)
+    for rollout in ALONE_ROLLOUTS:
+        if (line := drift_text(result, rollout)) is not None:
+            console.print(line, highlight=False, markup=False)
     for item in [*result.pairings, *result.baselines]:
         if item.reason:
             console.print(f"{item.status} {item.name}: {item.reason}", highlight=False, markup=False)
+
+
+def drift_text(result: BenchResult, rollout: str) -> str | None:
+    """How far `rollout` alone moved between its runs before and after the pairings, or None."""
+    drift = result.alone_drift(rollout)
+    if drift is None:
+        return None
+    before, after = drift
+    return (f"{rollout} alone took {before:.3g} s a step before the pairings and {after:.3g} s after "
+            f"({100 * (after - before) / before:+.0f}%); the ratios use their mean, {(before + after) / 2:.3g} s")
 
 
 def settings_text(settings: dict[str, dict[str, Any]]) -> str:

@@ -168,14 +168,22 @@ class BenchResult:
     baselines: list[BaselineResult] = field(default_factory=list)
 
     def alone_seconds(self, rollout: str = "vllm") -> float | None:
-        """Median seconds `rollout` alone took to generate a step's prompts without log-probs; None if not run."""
-        return next((b.generate_s for b in self.baselines
-                     if b.rollout == rollout and b.status == "ok" and not b.logprobs), None)
+        """Seconds `rollout` alone took to generate a step's prompts without log-probs: the mean of its medians
+        before and after the pairings (whichever ran); None if it did not run."""
+        seconds = [b.generate_s for b in self.baselines if b.rollout == rollout and b.status == "ok" and not b.logprobs]
+        return statistics.fmean(seconds) if seconds else None
+
+    def alone_drift(self, rollout: str = "vllm") -> tuple[float, float] | None:
+        """(seconds before the pairings, seconds after) of `rollout` alone without log-probs, when both ran."""
+        runs = {b.before: b.generate_s for b in self.baselines
+                if b.rollout == rollout and b.status == "ok" and not b.logprobs}
+        return (runs[True], runs[False]) if len(runs) == 2 else None
 
 
 # -- the bench ----------------------------------------------------------------------------------------
 def run_bench(request: BenchRequest) -> BenchResult:
-    """Skip what cannot run here, validate every config, run the pairings one after another, then vLLM alone."""
+    """Skip what cannot run here, validate every config, run vLLM alone (and SGLang alone), the pairings one
+    after another, then the engines alone again."""
     machine = probe_machine()
     data_file = request.workload.data_file
     if data_file is not None and not data_file.is_file():
@@ -209,22 +217,29 @@ def run_bench(request: BenchRequest) -> BenchResult:
         write_prompts(_tokenizer(first), request.workload, prompts_path)
     num_params = _num_params(first)
 
+    # each engine alone before the pairings and after them: the ratios use the mean of the two (a machine's
+    # speed drifts); with the settings of a pairing of that engine when there is one, else rlkit's defaults
+    alone_configs = {module: next((cfg for cfg in configs.values() if cfg.rollout.name == module.ROLLOUT), first)
+                     for module in modules if module.skip_reason(machine.cuda) is None}
+    baselines: list[BaselineResult] = []
+    for module, cfg in alone_configs.items():
+        log.info("bench: %s alone before the pairings, %d steps (%d warm-up)", module.ROLLOUT,
+                 request.workload.total_steps, request.workload.warmup)
+        baselines += module.run_baseline(cfg, request.workload, request.out / f"{module.ROLLOUT}_alone_before",
+                                         before=True)
     for key, cfg in configs.items():
         log.info("bench: %s x %s %s, %d steps (%d warm-up)", *key, request.workload.total_steps,
                  request.workload.warmup)
         results[key] = run_pairing(cfg, request, machine, num_params, key[2])
         log.info("bench: %s x %s %s %s", *key, results[key].status)
-    baselines: list[BaselineResult] = []
     for module in modules:
-        reason = module.skip_reason(machine.cuda)
-        if reason is not None:
-            baselines += alone.skipped(module.ROLLOUT, module.VARIANTS, reason)
+        if module not in alone_configs:
+            baselines += alone.skipped(module.ROLLOUT, module.VARIANTS, module.skip_reason(machine.cuda))
             continue
-        # the settings of a pairing of that engine when there is one (its memory share, say), else rlkit's defaults
-        cfg = next((cfg for cfg in configs.values() if cfg.rollout.name == module.ROLLOUT), first)
         log.info("bench: %s alone, %d steps (%d warm-up)", module.ROLLOUT, request.workload.total_steps,
                  request.workload.warmup)
-        baselines += module.run_baseline(cfg, request.workload, request.out / f"{module.ROLLOUT}_alone")
+        baselines += module.run_baseline(alone_configs[module], request.workload,
+                                         request.out / f"{module.ROLLOUT}_alone")
     return BenchResult(request, machine, str(model_path), num_params, [results[pairing] for pairing in pairings],
                        baselines)
 

@@ -54,9 +54,10 @@ def baseline_spec(cfg: RunConfig, workload: Workload) -> dict[str, Any]:
             "steps": step_prompts(cfg, workload), "warmup": workload.warmup}
 
 
-def run_baseline(cfg: RunConfig, workload: Workload, out: Path) -> list[BaselineResult]:
-    """Both variants, from a child process (a failed child fails both, with its log)."""
-    return run_child(__name__, ROLLOUT, VARIANTS, baseline_spec(cfg, workload), out)
+def run_baseline(cfg: RunConfig, workload: Workload, out: Path, *, before: bool = False) -> list[BaselineResult]:
+    """Both variants, from a child process (a failed child fails both, with its log); before the pairings, the
+    variant without log-probs only."""
+    return run_child(__name__, ROLLOUT, VARIANTS, baseline_spec(cfg, workload), out, before=before)
 
 
 # -- the child's side -------------------------------------------------------------------------------------

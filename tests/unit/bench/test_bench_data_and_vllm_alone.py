@@ -163,6 +163,47 @@ def test_vllm_alone_generates_each_steps_prompts_as_the_trainer_takes_them(tmp_p
     assert "detokenize" not in sampling and "flat_logprobs" not in calls[-1]["sampling"]  # vLLM's own defaults
 
 
+def test_vllm_alone_before_the_pairings_runs_the_variant_without_log_probs(tmp_path, monkeypatch, gsm8k_parquet):
+    record = stand_in(tmp_path, monkeypatch, "vllm", FAKE_VLLM)
+    _, cfg = alone_config(tmp_path, gsm8k_parquet, "vllm", "rollout.vllm.gpu_memory_utilization=0.3")
+    results = run_baseline(cfg, alone_workload(gsm8k_parquet), tmp_path / "vllm_alone_before", before=True)
+    assert [(r.name, r.logprobs, r.status, r.before) for r in results] == [
+        ("vllm alone, before the pairings", False, "ok", True)]
+    _, *calls = [json.loads(line) for line in record.read_text().splitlines()]
+    assert [call["sampling"]["logprobs"] for call in calls] == [None] * 3
+
+
+def test_the_engines_run_alone_before_and_after_the_pairings(tmp_path, monkeypatch):
+    """A machine's speed drifts (a quarter within minutes on one H200): vLLM alone runs on both sides of the
+    pairings, with the settings of the run."""
+    events = []
+
+    class FakeAlone:
+        ROLLOUT, VARIANTS = "vllm", vllm_alone.VARIANTS
+
+        @staticmethod
+        def skip_reason(cuda):
+            return None
+
+        @staticmethod
+        def run_baseline(cfg, workload, out, *, before=False):
+            events.append(("alone", before, out.name))
+            return [BaselineResult("vllm alone", False, "ok", generate_s=2.0 if before else 3.0, before=before)]
+
+    def fake_pairing(cfg, request, machine, num_params, placement):
+        events.append(("pairing", cfg.engine.name, cfg.rollout.name))
+        return PairingResult(cfg.engine.name, cfg.rollout.name, "ok", phases={"generate": 2.0}, step_s=5.0)
+
+    monkeypatch.setattr(runner, "probe_machine", lambda: CPU)
+    monkeypatch.setattr(alone, "modules", lambda rollouts: [FakeAlone])
+    monkeypatch.setattr(runner, "run_pairing", fake_pairing)
+    request = BenchRequest(("fsdp2",), ("hf",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path, shape="tiny")
+    result = runner.run_bench(request)
+    assert events == [("alone", True, "vllm_alone_before"), ("pairing", "fsdp2", "hf"),
+                      ("alone", False, "vllm_alone")]
+    assert result.alone_seconds("vllm") == 2.5 and result.alone_drift("vllm") == (2.0, 3.0)
+
+
 def test_vllm_alone_reports_a_failed_child_with_its_log(tmp_path, monkeypatch, gsm8k_parquet):
     fake = tmp_path / "fake_site" / "vllm"
     fake.mkdir(parents=True)
@@ -286,6 +327,30 @@ def test_the_table_shows_each_step_as_a_multiple_of_vllm_alone(tmp_path):
     assert report["pairings"][0]["generate_over_vllm_alone"] == 1.25
     assert report["pairings"][0]["generate_over_rollout_alone"] == 1.25
     assert [b["generate_s"] for b in report["vllm_alone"]] == [2.0, 4.0] and report["sglang_alone"] == []
+    assert "before the pairings" not in text  # only the run after the pairings: no drift to report
+
+
+def test_steps_are_compared_with_the_mean_of_vllm_alone_before_and_after_the_pairings(tmp_path):
+    from rich.console import Console
+
+    from rlkit.bench.report import print_table, to_json
+
+    request = BenchRequest(("fsdp2",), ("vllm",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path, shape="tiny")
+    ran = PairingResult("fsdp2", "vllm", "ok", phases={"generate": 2.5, "update": 2.0}, step_s=5.0)
+    baselines = [BaselineResult("vllm alone, before the pairings", False, "ok", generate_s=1.5, tokens_per_s=120.0,
+                                num_steps=1, before=True),
+                 BaselineResult("vllm alone", False, "ok", generate_s=2.5, tokens_per_s=100.0, num_steps=1),
+                 BaselineResult("vllm alone, logprobs=0", True, "ok", generate_s=4.0, tokens_per_s=50.0, num_steps=1)]
+    result = BenchResult(request, CPU, None, 1, [ran], baselines)
+    console = Console(record=True, width=220)
+    print_table(result, console)
+    text = console.export_text()
+    row = next(line for line in text.splitlines() if "fsdp2 x vllm" in line)
+    assert "2.50x" in row and "1.25x" in row  # 5.0 and 2.5 over the mean of 1.5 and 2.5
+    assert "vllm alone took 1.5 s a step before the pairings and 2.5 s after (+67%)" in text
+    report = to_json(result)
+    assert report["pairings"][0]["step_over_vllm_alone"] == 2.5
+    assert [b["before_the_pairings"] for b in report["vllm_alone"]] == [True, False, False]
 
 
 def test_an_sglang_pairing_is_also_shown_against_sglang_alone(tmp_path):
