@@ -22,7 +22,8 @@ section (`rlkit config docs`: shared ones such as `torch_compile`, the engine's 
 and writes to OUT/passes.json: median seconds of the log-prob pass and of the update (forward, backward and
 optimizer step) over --repeats runs after one warm-up, training tokens/s, MFU (6 x parameters x tokens per
 update second, against --peak-tflops) and peak memory. `--profile NAME` also writes the torch profiler's
-table of the top CUDA kernels of one update of that setting, and the share of wall time the GPU was busy.
+table of one update of that setting (the top CUDA kernels, then operations and ranges by host time) and the share of
+wall time the GPU was busy.
 """
 
 from __future__ import annotations
@@ -224,12 +225,14 @@ def profile(fn, path: Path, device: str) -> float | None:
     wall = time.perf_counter() - start
     sort_by = "self_cuda_time_total" if device != "cpu" else "self_cpu_time_total"
     table = prof.key_averages().table(sort_by=sort_by, row_limit=40, max_name_column_width=80)
+    # where the host's time goes (FSDP's hooks, compiled regions, the optimizer show up as ranges)
+    host_table = prof.key_averages().table(sort_by="cpu_time_total", row_limit=50, max_name_column_width=80)
     busy = None
     if device != "cpu":
         kernel_us = sum(event.self_device_time_total for event in prof.key_averages()
                         if event.device_type == torch.autograd.DeviceType.CUDA)
         busy = kernel_us / 1e6 / wall
-    path.write_text(f"wall {wall:.3f} s, GPU busy {busy}\n{table}\n")
+    path.write_text(f"wall {wall:.3f} s, GPU busy {busy}\n{table}\n\nby host time:\n{host_table}\n")
     return busy
 
 

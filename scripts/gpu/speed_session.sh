@@ -87,8 +87,30 @@
 # 20   (none)                                   4   deepspeed x vllm, ZeRO-3 compiled, on the workload (after 17).
 # 21   (none)                                   4   py-spy's stacks of a 3-step rlkit bench fsdp2 x sglang (with
 #                                                   SGLang alone), every process (after 14; py-spy from step 11).
+# The eighth session: 11, 12 (SKIP_PASSES=1), 16, then:
+# 22   .gpu/vllm_p1                             5   installs vLLM; scripts/gpu/vllm_seed_cost.py: per-request seeds
+#                                                   against one seed per call, and vLLM alone, in one engine; the
+#                                                   call-seeded replay with a warm and a cold prefix cache. Ran at
+#                                                   commit a6f4c7d; the option and the script were reverted after
+#                                                   it (per-request seeds cost nothing; the call seed did not
+#                                                   replay): check that commit out to rerun it.
+# 23   (none)                                   5   rlkit bench fsdp2 x vllm on the workload with defaults (and vLLM
+#                                                   alone), then the torch profiler's kernel table of FSDP2's
+#                                                   compiled, packed update at the workload's size.
+# 24   (none)                                   3   where FSDP2's update spends its host time (step 23 found the GPU
+#                                                   busy 27% of it): the profiler's tables by kernel and by host
+#                                                   time, and the update without resharding after forward, in one
+#                                                   micro-batch, and eager (after 12; no vLLM needed).
+# 25   (none)                                   3   step 24 again after the flash kernel went into the compiled
+#                                                   layers (no graph break around the attention), with dynamo's
+#                                                   graph-break and recompile counts.
+# 26   (none)                                   5   the traced attention against the graph break it replaced, on one
+#                                                   machine, in the order traced, broken, broken, traced (each a
+#                                                   process of its own; the second of two processes ran faster in
+#                                                   the eighth session), then the workload's bench with vLLM alone
+#                                                   before and after. Needs 12 (and 16 + 22's install for the bench).
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-21)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-26)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -306,7 +328,62 @@ case $STEP in
     --rollout sglang --out /tmp/speed/sglang_spy > "$OUT/sglang_spy.log" 2>&1
   echo "py-spy: rc=$? $(wc -l < "$OUT/sglang_bench_stacks.txt" 2>/dev/null) stacks" | log
   ;;
+22)
+  bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  python3 scripts/gpu/vllm_seed_cost.py --model "$MODEL" --data "$DATA" 2>&1 | grep '^{' | log
+  ;;
+23)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  bench vllm_defaults $WORKLOAD --engine fsdp2 --rollout vllm
+  PACKED=pack_sequences=true,micro_batch_size=128,torch_compile=true
+  $PASSES --ragged --repeats 3 --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_profile \
+    --setting "fsdp2_compiled:$PACKED" --profile fsdp2_compiled 2>&1 | grep '^{' | log
+  cp /tmp/speed/passes_profile/profile_fsdp2_compiled.txt "$OUT/" 2>/dev/null
+  ;;
+24)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  PACKED=pack_sequences=true,micro_batch_size=128,torch_compile=true
+  $PASSES --ragged --repeats 3 --engine fsdp2 --model "$MODEL" --out /tmp/speed/passes_host \
+    --setting "fsdp2_compiled:$PACKED" --setting "no_reshard:$PACKED,fsdp2.reshard_after_forward=false" \
+    --setting "one_micro_batch:pack_sequences=true,micro_batch_size=256,torch_compile=true" \
+    --setting "eager:pack_sequences=true,micro_batch_size=128" --profile fsdp2_compiled 2>&1 | grep '^{' | log
+  cp /tmp/speed/passes_host/profile_fsdp2_compiled.txt "$OUT/" 2>/dev/null
+  ;;
+25)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  PACKED=pack_sequences=true,torch_compile=true
+  TORCH_LOGS=graph_breaks,recompiles $PASSES --ragged --repeats 3 --engine fsdp2 --model "$MODEL" \
+    --out /tmp/speed/passes_traced --setting "fsdp2_compiled:$PACKED,micro_batch_size=128" \
+    --setting "one_micro_batch:$PACKED,micro_batch_size=256" --profile fsdp2_compiled > "$OUT/step25_raw.log" 2>&1
+  echo "graph breaks: $(grep -c 'Graph break' "$OUT/step25_raw.log"), recompiles: $(grep -c 'Recompiling' \
+    "$OUT/step25_raw.log")" | log
+  grep '^{' "$OUT/step25_raw.log" | log
+  cp /tmp/speed/passes_traced/profile_fsdp2_compiled.txt "$OUT/" 2>/dev/null
+  ;;
+26)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  ATTENTION=rlkit/engines/varlen_attention.py
+  cp $ATTENTION /tmp/speed/attention_traced.py
+  sed 's/^def varlen_causal_attention(/@torch.compiler.disable\ndef varlen_causal_attention(/' $ATTENTION \
+    > /tmp/speed/attention_broken.py
+  for code in traced broken broken traced; do
+    cp /tmp/speed/attention_$code.py $ATTENTION
+    TORCH_LOGS=graph_breaks,recompiles $PASSES --ragged --repeats 5 --engine fsdp2 --model "$MODEL" \
+      --out /tmp/speed/ab_$code --setting "$code:pack_sequences=true,torch_compile=true,micro_batch_size=128" \
+      > "$OUT/ab_$code.log" 2>&1
+    echo "$code: $(grep -c 'Graph break' "$OUT/ab_$code.log") graph breaks" | log
+    grep '^{' "$OUT/ab_$code.log" | log
+  done
+  cp /tmp/speed/attention_traced.py $ATTENTION
+  [ -f /tmp/site_vllm/.installed ] && bench ab_bench $WORKLOAD --engine fsdp2 --rollout vllm
+  ;;
 *)
-  echo "unknown step $STEP (1-21)"; exit 2
+  echo "unknown step $STEP (1-26)"; exit 2
   ;;
 esac
