@@ -131,7 +131,8 @@ def test_an_option_written_flat_names_the_plugin_block_it_belongs_to(chunked, co
 
 
 def test_bench_skips_a_plugin_that_needs_a_gpu_on_a_cpu_machine(chunked, code_plugins):
-    from rlkit.bench.runner import Machine, skip_reason
+    from rlkit.bench.machine import Machine
+    from rlkit.bench.runner import skip_reason
 
     cpu = Machine(None, 0, "cpu", 2)
     assert skip_reason("fsdp2", "described", cpu) == "rollout engine described needs a CUDA GPU"

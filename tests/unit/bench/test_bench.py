@@ -8,7 +8,8 @@ import torch
 from click.testing import CliRunner
 
 from rlkit.bench import runner
-from rlkit.bench.runner import Machine, skip_reason, summarize
+from rlkit.bench.machine import Machine
+from rlkit.bench.runner import skip_reason, summarize
 from rlkit.bench.shapes import SHAPES, Shape, count_parameters
 from rlkit.bench.workload import Workload, bench_tokenizer, build_random_model, write_prompts
 from rlkit.errors import ConfigError

@@ -11,7 +11,8 @@ from click.testing import CliRunner
 
 from rlkit.bench import alone, runner, sglang_alone, vllm_alone
 from rlkit.bench.alone import BaselineResult, summarize
-from rlkit.bench.runner import BenchRequest, BenchResult, Machine, PairingResult, pairing_config
+from rlkit.bench.machine import Machine
+from rlkit.bench.runner import BenchRequest, BenchResult, PairingResult, pairing_config
 from rlkit.bench.vllm_alone import run_baseline
 from rlkit.bench.workload import Workload
 from rlkit.data.gsm8k import convert_gsm8k
@@ -305,24 +306,29 @@ def test_sglang_alone_sends_each_steps_prompts_as_rlkits_rollout_does(tmp_path, 
     assert sampling["stop_token_ids"], "EOS ends a response, as in rlkit's rollout"
 
 
-def test_the_table_shows_each_step_as_a_multiple_of_vllm_alone(tmp_path):
+def fsdp2_vllm_report(tmp_path, baselines: list[BaselineResult]) -> tuple[str, dict]:
+    """The terminal table and bench.json of one fsdp2 x vllm pairing (generate 2.5 s, step 5.0 s) beside
+    `baselines`."""
     from rich.console import Console
 
     from rlkit.bench.report import print_table, to_json
 
     request = BenchRequest(("fsdp2",), ("vllm",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path, shape="tiny")
     ran = PairingResult("fsdp2", "vllm", "ok", phases={"generate": 2.5, "update": 2.0}, step_s=5.0)
-    baselines = [BaselineResult("vllm alone", False, "ok", generate_s=2.0, tokens_per_s=100.0, num_steps=1),
-                 BaselineResult("vllm alone, logprobs=0", True, "ok", generate_s=4.0, tokens_per_s=50.0, num_steps=1)]
     result = BenchResult(request, CPU, None, 1, [ran], baselines)
     console = Console(record=True, width=220)
     print_table(result, console)
-    text = console.export_text()
+    return console.export_text(), to_json(result)
+
+
+def test_the_table_shows_each_step_as_a_multiple_of_vllm_alone(tmp_path):
+    baselines = [BaselineResult("vllm alone", False, "ok", generate_s=2.0, tokens_per_s=100.0, num_steps=1),
+                 BaselineResult("vllm alone, logprobs=0", True, "ok", generate_s=4.0, tokens_per_s=50.0, num_steps=1)]
+    text, report = fsdp2_vllm_report(tmp_path, baselines)
     row = next(line for line in text.splitlines() if "fsdp2 x vllm" in line)
     assert "step / vLLM" in text and "2.50x" in row and "1.25x" in row  # 5.0 / 2.0 and 2.5 / 2.0
     assert "2.00x" in next(line for line in text.splitlines() if "logprobs=0" in line)  # 4.0 / 2.0
     assert "own alone" not in text  # only vLLM ran alone: its columns say it all
-    report = to_json(result)
     assert report["pairings"][0]["step_over_vllm_alone"] == 2.5
     assert report["pairings"][0]["generate_over_vllm_alone"] == 1.25
     assert report["pairings"][0]["generate_over_rollout_alone"] == 1.25
@@ -331,24 +337,14 @@ def test_the_table_shows_each_step_as_a_multiple_of_vllm_alone(tmp_path):
 
 
 def test_steps_are_compared_with_the_mean_of_vllm_alone_before_and_after_the_pairings(tmp_path):
-    from rich.console import Console
-
-    from rlkit.bench.report import print_table, to_json
-
-    request = BenchRequest(("fsdp2",), ("vllm",), Workload(4, 2, 8, 8, steps=1, warmup=0), out=tmp_path, shape="tiny")
-    ran = PairingResult("fsdp2", "vllm", "ok", phases={"generate": 2.5, "update": 2.0}, step_s=5.0)
     baselines = [BaselineResult("vllm alone, before the pairings", False, "ok", generate_s=1.5, tokens_per_s=120.0,
                                 num_steps=1, before=True),
                  BaselineResult("vllm alone", False, "ok", generate_s=2.5, tokens_per_s=100.0, num_steps=1),
                  BaselineResult("vllm alone, logprobs=0", True, "ok", generate_s=4.0, tokens_per_s=50.0, num_steps=1)]
-    result = BenchResult(request, CPU, None, 1, [ran], baselines)
-    console = Console(record=True, width=220)
-    print_table(result, console)
-    text = console.export_text()
+    text, report = fsdp2_vllm_report(tmp_path, baselines)
     row = next(line for line in text.splitlines() if "fsdp2 x vllm" in line)
     assert "2.50x" in row and "1.25x" in row  # 5.0 and 2.5 over the mean of 1.5 and 2.5
     assert "vllm alone took 1.5 s a step before the pairings and 2.5 s after (+67%)" in text
-    report = to_json(result)
     assert report["pairings"][0]["step_over_vllm_alone"] == 2.5
     assert [b["before_the_pairings"] for b in report["vllm_alone"]] == [True, False, False]
 
