@@ -93,7 +93,8 @@
 #                                                   call-seeded replay with a warm and a cold prefix cache. Ran at
 #                                                   commit a6f4c7d; the option and the script were reverted after
 #                                                   it (per-request seeds cost nothing; the call seed did not
-#                                                   replay): check that commit out to rerun it.
+#                                                   replay): check that commit out to rerun it. Elsewhere 22
+#                                                   only installs vLLM (for 26's bench).
 # 23   (none)                                   5   rlkit bench fsdp2 x vllm on the workload with defaults (and vLLM
 #                                                   alone), then the torch profiler's kernel table of FSDP2's
 #                                                   compiled, packed update at the workload's size.
@@ -332,7 +333,8 @@ case $STEP in
   bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
   need /tmp/site_vllm/.installed
   need "$MODEL/config.json"
-  python3 scripts/gpu/vllm_seed_cost.py --model "$MODEL" --data "$DATA" 2>&1 | grep '^{' | log
+  [ ! -f scripts/gpu/vllm_seed_cost.py ] || \
+    python3 scripts/gpu/vllm_seed_cost.py --model "$MODEL" --data "$DATA" 2>&1 | grep '^{' | log
   ;;
 23)
   need /tmp/site_vllm/.installed
