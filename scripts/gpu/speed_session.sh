@@ -110,8 +110,20 @@
 #                                                   process of its own; the second of two processes ran faster in
 #                                                   the eighth session), then the workload's bench with vLLM alone
 #                                                   before and after. Needs 12 (and 16 + 22's install for the bench).
+#                                                   NO_BENCH=1: the A/B only.
+# The ninth session: 11, 12 (SKIP_PASSES=1), 16, 22, then:
+# 27   (none)                                   6   the workload's bench with defaults (vLLM alone before and after;
+#                                                   bench.json's phases now carry time/gc, the collector's seconds),
+#                                                   then the same pairing with one micro-batch for the whole step
+#                                                   (a budget above the step's tokens; no baseline). Look for: the
+#                                                   step and update of one micro-batch against two, its peak GB
+#                                                   (what a compiled token costs beside the awake engine).
+# 28   (none)                                   5   py-spy's stacks of a 4-step bench of the pairing (no baseline),
+#                                                   every process, for where the trainer's generate phase spends
+#                                                   the time that vLLM alone does not; then tests/gpu/
+#                                                   test_packing_gpu.py (its compiled test has not run yet).
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-26)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-28)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -138,6 +150,7 @@ bench() {  # bench NAME ARGS...: rlkit bench into /tmp/speed/NAME, table and jso
   cp "/tmp/speed/$name/bench.json" "$OUT/$name.json" 2>/dev/null
   for run in "/tmp/speed/$name"/runs/*; do
     { grep "speed: " "$run/bench.log"; tail -n 30 "$run/bench.log"; } > "$OUT/${name}_$(basename "$run").txt"
+    cp "$run/metrics.jsonl" "$OUT/${name}_$(basename "$run")_metrics.jsonl" 2>/dev/null
   done
 }
 recipe() {  # recipe NAME ARGS...: configs/grpo_gsm8k.yaml as shipped, on $MODEL and the GSM8K file, 6 steps
@@ -383,9 +396,26 @@ case $STEP in
     grep '^{' "$OUT/ab_$code.log" | log
   done
   cp /tmp/speed/attention_traced.py $ATTENTION
-  [ -f /tmp/site_vllm/.installed ] && bench ab_bench $WORKLOAD --engine fsdp2 --rollout vllm
+  [ -n "${NO_BENCH:-}" ] || [ ! -f /tmp/site_vllm/.installed ] || bench ab_bench $WORKLOAD --engine fsdp2 --rollout vllm
+  ;;
+27)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  bench defaults $WORKLOAD --engine fsdp2 --rollout vllm
+  bench one_micro_batch $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline engine.max_tokens_per_micro_batch=262144
+  ;;
+28)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  SPY=/tmp/site_extra/bin/py-spy
+  [ -x $SPY ] && timeout 300 $SPY record --subprocesses --nonblocking --rate 50 --format raw \
+    --output "$OUT/vllm_bench_stacks.txt" -- python3 -m rlkit bench $WORKLOAD --steps 4 --engine fsdp2 \
+    --rollout vllm --no-baseline --out /tmp/speed/vllm_spy > "$OUT/vllm_spy.log" 2>&1
+  echo "py-spy: rc=$? $(wc -l < "$OUT/vllm_bench_stacks.txt" 2>/dev/null) stacks" | log
+  cp /tmp/speed/vllm_spy/runs/*/metrics.jsonl "$OUT/vllm_spy_metrics.jsonl" 2>/dev/null
+  timeout 240 python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15 | log
   ;;
 *)
-  echo "unknown step $STEP (1-26)"; exit 2
+  echo "unknown step $STEP (1-28)"; exit 2
   ;;
 esac
