@@ -3,8 +3,9 @@
 `rlkit bench` measures whole GRPO steps; this script isolates the training side, so that engine switches
 (micro-batch size, activation checkpointing, log-prob chunking, padding removal, ...) can be compared on
 one model in one process, each in a few seconds. The batch is synthetic: `--seqs` sequences of
-`--prompt-len` + `--response-len` random tokens (no padding unless `--ragged`), GRPO's PPO-clip loss with a
-KL term, random advantages.
+`--prompt-len` + `--response-len` random tokens (no padding unless `--ragged`; `--group N`: every N consecutive
+sequences share a prompt, as a GRPO group's samples do, for `share_prompts`), GRPO's PPO-clip loss with a KL
+term, random advantages.
 
     python benchmarks/engine_passes.py --shape 1.5b --seqs 256 --prompt-len 128 --response-len 256 \
         --setting base: --setting mb32:micro_batch_size=32 \
@@ -90,6 +91,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--prompt-len", type=int, default=128)
     parser.add_argument("--response-len", type=int, default=256)
     parser.add_argument("--ragged", action="store_true", help="responses of random lengths 1..response-len")
+    parser.add_argument("--group", type=int, default=1, help="consecutive sequences that share a prompt")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--peak-tflops", type=float, default=989.0, help="dense bf16 peak (H100/H200 SXM: 989)")
     parser.add_argument("--setting", action="append", type=parse_setting, required=True)
@@ -115,6 +117,7 @@ def synthetic_batch(args: argparse.Namespace, *, vocab_size: int) -> Batch:
     generator = torch.Generator().manual_seed(0)
     B, P, T = args.seqs, args.prompt_len, args.response_len
     input_ids = torch.randint(0, vocab_size, (B, P + T), generator=generator)
+    input_ids[:, :P] = input_ids[torch.arange(B) // args.group * args.group, :P]  # each group on its first prompt
     lengths = torch.randint(1, T + 1, (B,), generator=generator) if args.ragged else torch.full((B,), T)
     response_mask = (torch.arange(T)[None, :] < lengths[:, None]).float()
     attention_mask = torch.cat([torch.ones(B, P, dtype=torch.long), response_mask.long()], dim=1)

@@ -23,7 +23,7 @@ class EngineConfig(BackendSection):
     section_key: ClassVar[str] = "engine"
     FIXED_DEFAULTS: ClassVar[dict[str, Any]] = {
         "gradient_checkpointing": False, "torch_compile": False, "pack_sequences": False,
-        "max_tokens_per_micro_batch": None,
+        "max_tokens_per_micro_batch": None, "share_prompts": False,
     }
 
     name: Annotated[
@@ -68,6 +68,13 @@ class EngineConfig(BackendSection):
               "rounding. Replaces remove_padding. 'auto': on where the flash kernel runs (CUDA, bf16/fp16, "
               "torch >= 2.10) and the model's attention can take it, unless remove_padding is on; off on CPU."),
     ] = AUTO
+    share_prompts: Annotated[
+        AutoSwitch,
+        Field(description="With pack_sequences: the rows of a micro-batch that share a prompt (a group's samples) "
+              "keep it once in the packed row, and each response attends to that one copy, so the model runs "
+              "each prompt once instead of once per sample. Same numbers up to float rounding. 'auto': on "
+              "wherever packing is; true needs pack_sequences."),
+    ] = AUTO
     max_tokens_per_micro_batch: Annotated[
         AutoTokens,
         Field(description="Form micro-batches by a token budget instead of a count of sequences: rows x padded "
@@ -86,6 +93,9 @@ class EngineConfig(BackendSection):
                 "engine.pack_sequences and engine.remove_padding are both true: packing already removes all "
                 "padding; set engine.remove_padding=false"
             )
+        if self.share_prompts is True and self.pack_sequences is False:
+            raise ValueError("engine.share_prompts=true needs engine.pack_sequences (true or auto): prompts are "
+                             "shared within a packed row")
         return self
 
 

@@ -44,15 +44,18 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class MicroBatching:
     """An engine's micro-batch options (EngineConfig.remove_padding, .max_tokens_per_micro_batch,
-    .pack_sequences)."""
+    .pack_sequences, .share_prompts). The budget counts every row's prompt, shared or not: a micro-batch of
+    shared prompts holds fewer tokens than it counts."""
 
     remove_padding: bool = False
     max_tokens: int | None = None
     pack_sequences: bool = False
+    share_prompts: bool = False
 
     @staticmethod
     def of(config: EngineConfig) -> MicroBatching:
-        return MicroBatching(config.remove_padding, config.max_tokens_per_micro_batch, config.pack_sequences)
+        return MicroBatching(config.remove_padding, config.max_tokens_per_micro_batch, config.pack_sequences,
+                             config.share_prompts is True and config.pack_sequences is True)
 
 
 # -- widths ---------------------------------------------------------------------------------------------

@@ -44,7 +44,7 @@ def model_inputs(
     """The scorer's inputs on `device`, and what maps its per-token outputs back to (B, T): (B, L) inputs,
     trimmed to (B, P' + T') with `remove_padding`, or one packed (1, N) row with `pack_sequences`."""
     if batching.pack_sequences:
-        packed = pack(micro)
+        packed = pack(micro, share_prompts=batching.share_prompts)
         return packed.scorer_inputs(device), packed.to_batch
     if batching.remove_padding:
         inputs, response_width = trim(micro)

@@ -10,7 +10,8 @@ of the state before token t is emitted.
 A packed forward (engine.pack_sequences, rlkit.engines.packing) runs the model on one (1, N) row of several
 sequences with no attention mask, their boundaries in `cu_seq_lens`, and names the M positions to score in
 `score_positions`; each scored token is the one at the next position. Outputs are then (1, M), as if the
-packed row were a batch of one sequence with M response tokens.
+packed row were a batch of one sequence with M response tokens. With shared prompts the keys of each sequence
+(`key_seq_lens`, `key_index`) go to the attention too, and `score_labels` names the scored tokens.
 
 Each scorer is a small nn.Module holding the Hugging Face (or peft) model as `self.model`, so an engine can
 make it the FSDP root and call it; calling submodules of a sharded root directly would skip the root's
@@ -42,16 +43,24 @@ def at_scoring_positions(outputs_BL: Tensor, response_width: int, score_position
     return outputs_BL[:, score_positions]
 
 
-def scored_tokens(input_ids: Tensor, response_width: int, score_positions: Tensor | None) -> Tensor:
-    """The tokens those positions score: the response (B, T); packed, the token after each position (1, M)."""
+def scored_tokens(input_ids: Tensor, response_width: int, score_positions: Tensor | None,
+                  score_labels: Tensor | None = None) -> Tensor:
+    """The tokens those positions score: the response (B, T); packed, the token after each position (1, M),
+    or `score_labels` where the packing names them (shared prompts)."""
+    if score_labels is not None:
+        return score_labels
     if score_positions is None:
         return input_ids[:, input_ids.shape[1] - response_width :]
     return input_ids[:, score_positions + 1]
 
 
-def packing_kwargs(cu_seq_lens: Tensor | None, max_length: int) -> dict:
+def packing_kwargs(cu_seq_lens: Tensor | None, max_length: int, key_seq_lens: Tensor | None = None,
+                   max_key_length: int | None = None, key_index: Tensor | None = None) -> dict:
     """The model kwargs of a packed forward (none for a padded one)."""
-    return {} if cu_seq_lens is None else varlen_kwargs(cu_seq_lens, max_length)
+    if cu_seq_lens is None:
+        return {}
+    return varlen_kwargs(cu_seq_lens, max_length, key_seq_lens=key_seq_lens, max_key_length=max_key_length,
+                         key_index=key_index)
 
 
 def strip_wrapper_prefix(name: str) -> str:
@@ -83,19 +92,20 @@ class PolicyScorer(nn.Module):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor, response_width: int = 0,
         with_entropy: bool = False, cu_seq_lens: Tensor | None = None, max_length: int = 0,
-        score_positions: Tensor | None = None, entropy_grad: bool = True,
+        score_positions: Tensor | None = None, entropy_grad: bool = True, key_seq_lens: Tensor | None = None,
+        max_key_length: int | None = None, key_index: Tensor | None = None, score_labels: Tensor | None = None,
     ) -> tuple[Tensor, Tensor | None]:
         """(B, L) inputs -> (logprobs (B, T), entropy (B, T) or None), fp32; packed: (1, N) -> (1, M).
         `entropy_grad=False`: the entropy is detached (a metric only), which spares its backward."""
         hf_model = hf_model_of(self.model)
         hidden_BLH = hf_model.get_decoder()(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-            **packing_kwargs(cu_seq_lens, max_length),
+            **packing_kwargs(cu_seq_lens, max_length, key_seq_lens, max_key_length, key_index),
         ).last_hidden_state
         logprobs_BT, entropy_BT = logprobs_from_hidden(
             at_scoring_positions(hidden_BLH, response_width, score_positions),
             hf_model.get_output_embeddings(),
-            scored_tokens(input_ids, response_width, score_positions),
+            scored_tokens(input_ids, response_width, score_positions, score_labels),
             chunk_size=self.chunk_size,
             temperature=self.temperature,
             with_entropy=with_entropy,
@@ -116,11 +126,14 @@ class ValueScorer(nn.Module):
     def forward(
         self, input_ids: Tensor, attention_mask: Tensor | None, position_ids: Tensor, response_width: int = 0,
         cu_seq_lens: Tensor | None = None, max_length: int = 0, score_positions: Tensor | None = None,
+        key_seq_lens: Tensor | None = None, max_key_length: int | None = None, key_index: Tensor | None = None,
+        score_labels: Tensor | None = None,
     ) -> Tensor:
-        """(B, L) inputs -> values (B, T), fp32; packed: (1, N) -> (1, M)."""
+        """(B, L) inputs -> values (B, T), fp32; packed: (1, N) -> (1, M). A value reads no label: score_labels
+        is taken and left alone."""
         values_BL1 = self.model(
             input_ids=input_ids, attention_mask=attention_mask, position_ids=position_ids, use_cache=False,
-            **packing_kwargs(cu_seq_lens, max_length),
+            **packing_kwargs(cu_seq_lens, max_length, key_seq_lens, max_key_length, key_index),
         ).logits
         values_BT1 = at_scoring_positions(values_BL1, response_width, score_positions)
         # a copy, not a view: FSDP hooks the root's outputs for backward

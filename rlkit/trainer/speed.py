@@ -30,33 +30,38 @@ from rlkit.config.engines import EngineConfig
 from rlkit.distributed import DistInfo
 from rlkit.engines.building import compute_dtype
 from rlkit.engines.memory import ModelFacts
-from rlkit.engines.varlen_attention import flash_varlen_available
+from rlkit.engines.varlen_attention import flash_aligns_keys_at_end, flash_varlen_available
+from rlkit.errors import ConfigError
 
 log = logging.getLogger(__name__)
 CPU = "CPU, the fixed default"
 MIN_COMPILE_PARAMETERS = 50_000_000  # below this, kernel launches dominate and compiling does not pay
-PACKING, COMPILE = "engine.pack_sequences", "engine.torch_compile"
+PACKING, SHARING, COMPILE = "engine.pack_sequences", "engine.share_prompts", "engine.torch_compile"
 BUDGET, CHECKPOINTING = "engine.max_tokens_per_micro_batch", "engine.gradient_checkpointing"
 ROLLOUT_LOGPROBS, FROM_UPDATE = "rollout.return_logprobs", "algorithm.old_logprobs_from_update"
 ROLLOUT_SLEEP = "rollout.sleep"
-HEADER_ORDER = (PACKING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_SLEEP, ROLLOUT_LOGPROBS, FROM_UPDATE)
+HEADER_ORDER = (PACKING, SHARING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_SLEEP, ROLLOUT_LOGPROBS, FROM_UPDATE)
 
 
 @dataclass(frozen=True)
 class MachineFacts:
     """Where the run trains. gpu_total_bytes: one GPU's memory (0 on CPU); flash_varlen: torch has the kernel
-    packed sequences run on."""
+    packed sequences run on; flash_keys_at_end: that kernel, run here, serves shared prompts (checked on the GPU
+    at the start, rlkit.engines.varlen_attention.flash_aligns_keys_at_end)."""
 
     on_cuda: bool
     world_size: int = 1
     gpu_total_bytes: int = 0
     flash_varlen: bool = False
+    flash_keys_at_end: bool = True
 
     @staticmethod
     def here(dist: DistInfo) -> MachineFacts:
         on_cuda = dist.device.startswith("cuda")
         total = torch.cuda.get_device_properties(dist.device).total_memory if on_cuda else 0
-        return MachineFacts(on_cuda, dist.world_size, total, flash_varlen_available())
+        flash = flash_varlen_available()
+        keys_at_end = not (on_cuda and flash) or flash_aligns_keys_at_end(dist.device)
+        return MachineFacts(on_cuda, dist.world_size, total, flash, keys_at_end)
 
 
 @dataclass(frozen=True)
@@ -133,7 +138,9 @@ def resolve_static(cfg: Any, machine: MachineFacts, model: ModelFacts, *, critic
     """The plan before any engine is built. `cfg` is a RunConfig, or an SFTConfig (no rollout, no old log-probs);
     `critic` is the critic's model when the run trains one."""
     engine = cfg.engine
-    choices = {PACKING: choose_packing(engine, machine, model), COMPILE: choose_compile(engine, machine, model)}
+    packing = choose_packing(engine, machine, model)
+    choices = {PACKING: packing, SHARING: choose_prompt_sharing(engine, packing, machine),
+               COMPILE: choose_compile(engine, machine, model)}
     pending = []
     for key in (BUDGET, CHECKPOINTING):
         value = getattr(engine, key.removeprefix("engine."))
@@ -175,6 +182,24 @@ def choose_packing(engine: EngineConfig, machine: MachineFacts, model: ModelFact
     if model.packing_blocker is not None:
         return Choice(False, f"the model cannot be packed: {model.packing_blocker}")
     return Choice(True, "CUDA, bf16, flash varlen kernel: no padding is computed")
+
+
+def choose_prompt_sharing(engine: EngineConfig, packing: Choice, machine: MachineFacts) -> Choice:
+    if engine.share_prompts is True and not packing.value:
+        raise ConfigError(f"engine.share_prompts=true needs packing, which is off here ({packing.reason or 'set'}); "
+                          "set engine.share_prompts to auto or false")
+    misaligned = machine.on_cuda and machine.flash_varlen and not machine.flash_keys_at_end
+    kernel = (f"torch {torch.__version__}'s flash varlen kernel does not let a query sequence shorter than its keys "
+              "see them all (checked at the start)")
+    if engine.share_prompts is True and packing.value and misaligned:
+        raise ConfigError(f"engine.share_prompts=true: {kernel}; set engine.share_prompts to auto or false")
+    if engine.share_prompts != AUTO:
+        return Choice.given(engine.share_prompts)
+    if not packing.value:
+        return Choice(False, "engine.pack_sequences is off: prompts are shared within a packed row")
+    if misaligned:
+        return Choice(False, kernel)
+    return Choice(True, "packed: a prompt runs once for the samples of it in a micro-batch")
 
 
 def choose_compile(engine: EngineConfig, machine: MachineFacts, model: ModelFacts) -> Choice:

@@ -122,8 +122,17 @@
 #                                                   every process, for where the trainer's generate phase spends
 #                                                   the time that vLLM alone does not; then tests/gpu/
 #                                                   test_packing_gpu.py (its compiled test has not run yet).
+# The tenth session: 11, 12 (SKIP_PASSES=1), 16, 22, then:
+# 29   (none)                                   8   engine.share_prompts (each prompt once for its group's samples):
+#                                                   tests/gpu/test_packing_gpu.py (its shared-prompt tests), the
+#                                                   passes on $MODEL with groups of 8 samples a prompt, whole rows
+#                                                   against shared prompts in the order whole, shared, shared,
+#                                                   whole, then the workload's bench with defaults (auto shares)
+#                                                   and again with engine.share_prompts=false (no baseline).
+#                                                   Look for: the update and log-prob pass shared against whole;
+#                                                   step / vLLM alone against 1.3x; the same loss curve.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-28)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-29)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -415,7 +424,21 @@ case $STEP in
   cp /tmp/speed/vllm_spy/runs/*/metrics.jsonl "$OUT/vllm_spy_metrics.jsonl" 2>/dev/null
   timeout 240 python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -15 | log
   ;;
+29)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  timeout 150 python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu -q -p no:cacheprovider -k "shared or longer_keys" 2>&1 \
+    | tail -5 | log
+  PACKED=pack_sequences=true,torch_compile=true,micro_batch_size=128
+  for sharing in false true true false; do
+    $PASSES --ragged --group 8 --engine fsdp2 --model "$MODEL" --out /tmp/speed/shared_$sharing \
+      --setting "shared_$sharing:$PACKED,share_prompts=$sharing" 2>&1 | grep '^{' | log
+  done
+  [ -f /tmp/site_vllm/.installed ] || exit 0
+  bench shared $WORKLOAD --engine fsdp2 --rollout vllm
+  bench whole $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline engine.share_prompts=false
+  ;;
 *)
-  echo "unknown step $STEP (1-28)"; exit 2
+  echo "unknown step $STEP (1-29)"; exit 2
   ;;
 esac

@@ -155,7 +155,7 @@ def test_fsdp2_bf16_step_packed_matches_padded(tmp_path, kernel_calls):
 def test_fsdp2_compiled_packed_step_traces_the_kernel_and_matches_eager(tmp_path):
     """engine.torch_compile with packing: the flash kernel runs inside each compiled decoder layer (no graph
     break), and a step gives what the eager packed step gives (log-probs, loss, grad norm) up to bf16 rounding.
-    Written in the eighth session of issue 17 (2026-12-03), not yet run on a GPU."""
+    Passed on an H200 on 2026-12-03."""
     from torch._dynamo.utils import counters
 
     from rlkit.engines.fsdp2 import FSDP2Engine
@@ -186,4 +186,60 @@ def test_fsdp2_compiled_packed_step_traces_the_kernel_and_matches_eager(tmp_path
     assert (compiled["logprobs"][mask] - eager["logprobs"][mask]).abs().max() < 0.05
     assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-2, abs=1e-3)
     assert compiled["grad_norm"] == pytest.approx(eager["grad_norm"], rel=5e-2)
+    torch._dynamo.reset()
+
+
+def test_the_flash_kernel_aligns_longer_keys_at_the_end():
+    """What engine.share_prompts' auto checks at the start of a run (rlkit.trainer.speed.MachineFacts.here)."""
+    varlen_attention._resolved.pop("keys_at_end", None)
+    assert varlen_attention.flash_aligns_keys_at_end("cuda:0")
+
+
+def grouped_batch() -> Batch:
+    """uneven_batch with rows 0-2, 3-4 and 6-7 on their first row's prompt (a GRPO group's samples)."""
+    batch = uneven_batch()
+    for group in ([0, 1, 2], [3, 4], [6, 7]):
+        for row in group[1:]:
+            for key in ("input_ids", "attention_mask"):
+                batch[key][row, :PROMPT_WIDTH] = batch[key][group[0], :PROMPT_WIDTH]
+    batch["position_ids"] = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
+    return batch
+
+
+@pytest.mark.parametrize("compiled", [False, True])
+def test_fsdp2_shared_prompts_step_matches_whole_rows(tmp_path, kernel_calls, compiled):
+    """engine.share_prompts: the flash kernel with key sequences longer than their queries (a response after
+    its shared prompt) gives the step that packing every row whole gives, eager and compiled (no graph break)."""
+    from torch._dynamo.utils import counters
+
+    from rlkit.engines.fsdp2 import FSDP2Engine
+    from rlkit.engines.fsdp2.options import FSDP2Options
+
+    random_qwen2(head_dim=64).save_pretrained(tmp_path / "model")
+    batch = grouped_batch()
+    num_tokens = batch["response_mask"].sum().item()
+
+    def loss_fn(output: ModelOutput, micro: Batch):
+        loss = (-micro["advantages"] * output.logprobs * micro["response_mask"]).sum() / num_tokens
+        return loss, {"loss": loss.item()}
+
+    measured = {}
+    torch._dynamo.reset()
+    counters.clear()
+    for shared in (False, True):
+        spec = EngineSpec(role="actor", model_path=str(tmp_path / "model"), optim=OptimConfig(lr=1e-5),
+                          total_optimizer_steps=1)
+        config = EngineConfig(pack_sequences=True, share_prompts=shared, torch_compile=compiled,
+                              max_tokens_per_micro_batch=256)
+        engine = FSDP2Engine(config, FSDP2Options(), spec, DistInfo(device="cuda:0"))
+        output = engine.compute_logprobs(batch, micro_batch_size=4)
+        metrics = engine.forward_backward(batch, loss_fn, micro_batch_size=4)
+        measured[shared] = {"logprobs": output.logprobs, **metrics, **engine.optimizer_step()}
+    assert kernel_calls["fallback"] == 0 and (compiled or kernel_calls["flash"] > 0)
+    assert dict(counters["graph_break"]) == {}
+    mask = batch["response_mask"].bool()
+    whole, shared = measured[False], measured[True]
+    assert (shared["logprobs"][mask] - whole["logprobs"][mask]).abs().max() < 0.05
+    assert shared["loss"] == pytest.approx(whole["loss"], rel=1e-2, abs=1e-3)
+    assert shared["grad_norm"] == pytest.approx(whole["grad_norm"], rel=5e-2)
     torch._dynamo.reset()

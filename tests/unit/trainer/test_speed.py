@@ -17,6 +17,7 @@ from rlkit.trainer.speed import (
     PACKING,
     ROLLOUT_LOGPROBS,
     ROLLOUT_SLEEP,
+    SHARING,
     MachineFacts,
     SpeedPlan,
     parse_header_line,
@@ -52,6 +53,11 @@ RULES = [
     (PACKING, [], GPU, ModelFacts(**{**SMOL.__dict__, "packing_blocker": "it uses sliding-window attention"}),
      False, "the model cannot be packed: it uses sliding-window attention"),
     (PACKING, ["engine.pack_sequences=false"], GPU, SMOL, False, "set"),
+    (SHARING, [], CPU, SMOL, False, "engine.pack_sequences is off"),
+    (SHARING, [], GPU, SMOL, True, "a prompt runs once for the samples of it"),
+    (SHARING, ["engine.precision=fp32"], GPU, SMOL, False, "engine.pack_sequences is off"),
+    (SHARING, ["engine.share_prompts=false"], GPU, SMOL, False, "set"),
+    (SHARING, ["engine.share_prompts=true", "engine.pack_sequences=true"], CPU, SMOL, True, "set"),
     (COMPILE, [], CPU, SMOL, False, "CPU, the fixed default"),
     (COMPILE, [], GPU, SMOL, True, "134.5M parameters; the first steps compile"),
     (COMPILE, [], GPU, TINY, False, "0.1M parameters: too small for compiling to pay"),
@@ -116,7 +122,7 @@ def test_on_cpu_every_auto_is_the_fixed_default():
     # Exactly the values before `auto` existed, so CPU runs and the test suite run what they ran.
     cpu = plan(DEEPSPEED, machine=CPU, model=TINY)
     assert {key: choice.value for key, choice in cpu.choices.items()} == {
-        PACKING: False, COMPILE: False, BUDGET: None, CHECKPOINTING: False, ROLLOUT_LOGPROBS: True,
+        PACKING: False, SHARING: False, COMPILE: False, BUDGET: None, CHECKPOINTING: False, ROLLOUT_LOGPROBS: True,
         ROLLOUT_SLEEP: True, FROM_UPDATE: False, "engine.deepspeed.zero_stage": 3}
     assert cpu.pending == ()
 
@@ -127,7 +133,7 @@ def test_on_a_gpu_the_budget_and_checkpointing_wait_for_the_memory():
     # Until then the engines are built with the fixed defaults; the other options already resolved.
     section = gpu.engine_section(build_config(RunConfig, None, []).engine)
     assert (section.max_tokens_per_micro_batch, section.gradient_checkpointing) == (None, False)
-    assert (section.pack_sequences, section.torch_compile) == (True, True)
+    assert (section.pack_sequences, section.share_prompts, section.torch_compile) == (True, True, True)
 
 
 def test_the_config_keeps_auto_and_engines_get_resolved_copies():
@@ -344,14 +350,14 @@ def test_sglang_leaves_its_share_of_the_free_memory():
 def test_header_lines_in_order_and_read_back():
     lines = budget(12 * GiB, DEEPSPEED, "rollout.return_logprobs=true").header_lines()
     assert [line.split("=")[0] for line in lines] == [
-        f"speed: {key}" for key in (PACKING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_SLEEP, ROLLOUT_LOGPROBS,
-                                    FROM_UPDATE, "engine.deepspeed.zero_stage")]
-    assert lines[2].startswith("speed: engine.max_tokens_per_micro_batch=6144 (auto: 12.0 GiB free")
-    assert lines[4] == "speed: rollout.sleep=true (set)"
-    lines = lines[:4] + lines[5:]
-    assert lines[4] == "speed: rollout.return_logprobs=true (set)"
-    logged = f"INFO rlkit.trainer.speed: {lines[2]}"
+        f"speed: {key}" for key in (PACKING, SHARING, COMPILE, BUDGET, CHECKPOINTING, ROLLOUT_SLEEP,
+                                    ROLLOUT_LOGPROBS, FROM_UPDATE, "engine.deepspeed.zero_stage")]
+    assert lines[3].startswith("speed: engine.max_tokens_per_micro_batch=6144 (auto: 12.0 GiB free")
+    assert lines[5] == "speed: rollout.sleep=true (set)"
+    lines = lines[:5] + lines[6:]
+    assert lines[5] == "speed: rollout.return_logprobs=true (set)"
+    logged = f"INFO rlkit.trainer.speed: {lines[3]}"
     assert parse_header_line(logged) == (BUDGET, {"value": 6144, "source": "auto",
-                                                  "reason": lines[2].split("(auto: ", 1)[1][:-1]})
-    assert parse_header_line(lines[4]) == (ROLLOUT_LOGPROBS, {"value": True, "source": "set", "reason": None})
+                                                  "reason": lines[3].split("(auto: ", 1)[1][:-1]})
+    assert parse_header_line(lines[5]) == (ROLLOUT_LOGPROBS, {"value": True, "source": "set", "reason": None})
     assert parse_header_line("step 1 | reward 0.5") is None

@@ -77,6 +77,22 @@ def make_uneven_batch(vocab_size: int, seed: int = 0) -> Batch:
     })
 
 
+PROMPT_GROUPS = [[0, 1, 2], [3, 4], [5], [6, 7]]  # rows that share their first row's prompt in the grouped batch
+
+
+def make_grouped_batch(vocab_size: int, seed: int = 0) -> Batch:
+    """make_uneven_batch with the rows of each of PROMPT_GROUPS on their first row's prompt (a GRPO group's
+    samples): prompts of 6, 2, 4 and 1 tokens, responses as before."""
+    batch = make_uneven_batch(vocab_size, seed)
+    P = PROMPT_WIDTH
+    for group in PROMPT_GROUPS:
+        for row in group[1:]:
+            for key in ("input_ids", "attention_mask"):
+                batch[key][row, :P] = batch[key][group[0], :P]
+    batch["position_ids"] = (batch["attention_mask"].cumsum(1) - 1).clamp(min=0)
+    return batch
+
+
 def local_budget_runs(batch: Batch, switches: dict) -> int:
     """How many micro-batches this batch needs under the budget of `switches` on its own (before ranks agree)."""
     prompt, response = (e.tolist() for e in sequence_extents(batch["attention_mask"], batch["response_mask"]))
@@ -124,11 +140,14 @@ def measure(actor, critic, batch: Batch, dist: DistInfo, switches: dict = SWITCH
     }
 
 
-def measure_world1(engine: str, model_dir: str, lora: LoraConfig | None = None, **switches) -> dict:
-    """`measure` of a fresh actor and critic at world size 1, with the batch's response mask."""
+def measure_world1(engine: str, model_dir: str, lora: LoraConfig | None = None, grouped: bool = False,
+                   **switches) -> dict:
+    """`measure` of a fresh actor and critic at world size 1, with the batch's response mask; on the grouped
+    batch with `grouped`."""
     from transformers import AutoConfig
 
-    batch = make_uneven_batch(AutoConfig.from_pretrained(model_dir).vocab_size)
+    make = make_grouped_batch if grouped else make_uneven_batch
+    batch = make(AutoConfig.from_pretrained(model_dir).vocab_size)
     actor, critic = (build(engine, model_dir, role, lora=lora, **switches) for role in ("actor", "critic"))
     measured = measure(actor, critic, batch, DistInfo(), switches)
     return {**measured, "response_mask": batch["response_mask"]}
