@@ -195,6 +195,8 @@ def choose_prompt_sharing(engine: EngineConfig, packing: Choice, machine: Machin
         raise ConfigError(f"engine.share_prompts=true: {kernel}; set engine.share_prompts to auto or false")
     if engine.share_prompts != AUTO:
         return Choice.given(engine.share_prompts)
+    if not machine.on_cuda:
+        return Choice(False, CPU)
     if not packing.value:
         return Choice(False, "engine.pack_sequences is off: prompts are shared within a packed row")
     if misaligned:

@@ -16,7 +16,7 @@ from rlkit.trainer.rl import RLTrainer
 from rlkit.trainer.sft import SFTTrainer
 from rlkit.trainer.speed import parse_header_line
 
-SPEED_KEYS = {"engine.pack_sequences", "engine.torch_compile", "engine.max_tokens_per_micro_batch",
+SPEED_KEYS = {"engine.pack_sequences", "engine.share_prompts", "engine.torch_compile", "engine.max_tokens_per_micro_batch",
               "engine.gradient_checkpointing", "rollout.sleep", "rollout.return_logprobs",
               "algorithm.old_logprobs_from_update"}
 # What only the clock and the allocator decide.
@@ -79,7 +79,7 @@ def test_config_show_prints_auto(engine):
     result = CliRunner().invoke(cli, ["config", "show", "--engine", engine])
     assert result.exit_code == 0, result.output
     shown = result.output
-    for option in ("gradient_checkpointing", "torch_compile", "pack_sequences", "max_tokens_per_micro_batch",
-                   "return_logprobs", "old_logprobs_from_update"):
+    for option in ("gradient_checkpointing", "torch_compile", "pack_sequences", "share_prompts",
+                   "max_tokens_per_micro_batch", "return_logprobs", "old_logprobs_from_update"):
         assert f"{option}: auto" in shown, option
     assert ("zero_stage: auto" in shown) == (engine == "deepspeed")

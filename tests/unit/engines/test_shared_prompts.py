@@ -150,7 +150,8 @@ def test_auto_shares_wherever_packing_is_on_and_the_kernel_serves_it():
     gpu = MachineFacts(on_cuda=True, flash_varlen=True, flash_keys_at_end=True)
     misaligned = MachineFacts(on_cuda=True, flash_varlen=True, flash_keys_at_end=False)
     assert choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), gpu).value is True
-    assert choose_prompt_sharing(EngineConfig(), Choice(False, "CPU"), gpu).value is False
+    assert choose_prompt_sharing(EngineConfig(), Choice(False, "fp32 compute"), gpu).value is False
+    assert choose_prompt_sharing(EngineConfig(), Choice(True, "set"), MachineFacts(on_cuda=False)).value is False
     assert choose_prompt_sharing(EngineConfig(share_prompts=False), Choice(True, "CUDA"), gpu).value is False
     off = choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), misaligned)
     assert off.value is False and "does not let a query sequence shorter than its keys" in off.reason
