@@ -152,17 +152,14 @@ def test_fsdp2_bf16_step_packed_matches_padded(tmp_path, kernel_calls):
     assert packed["grad_norm"] == pytest.approx(padded["grad_norm"], rel=5e-2)
 
 
-def test_fsdp2_compiled_packed_step_traces_the_kernel_and_matches_eager(tmp_path):
-    """engine.torch_compile with packing: the flash kernel runs inside each compiled decoder layer (no graph
-    break), and a step gives what the eager packed step gives (log-probs, loss, grad norm) up to bf16 rounding.
-    Passed on an H200 on 2026-12-03."""
+def fsdp2_packed_steps(model_dir, batch: Batch, configs: dict) -> dict:
+    """One bf16 FSDP2 step of a packed engine per EngineConfig of `configs` ({name: config}), with dynamo's
+    counters from zero: log-probs, loss and grad norm by name."""
     from torch._dynamo.utils import counters
 
     from rlkit.engines.fsdp2 import FSDP2Engine
     from rlkit.engines.fsdp2.options import FSDP2Options
 
-    random_qwen2(head_dim=64).save_pretrained(tmp_path / "model")
-    batch = uneven_batch()
     num_tokens = batch["response_mask"].sum().item()
 
     def loss_fn(output: ModelOutput, micro: Batch):
@@ -172,20 +169,35 @@ def test_fsdp2_compiled_packed_step_traces_the_kernel_and_matches_eager(tmp_path
     measured = {}
     torch._dynamo.reset()
     counters.clear()
-    for compiled in (False, True):
-        spec = EngineSpec(role="actor", model_path=str(tmp_path / "model"), optim=OptimConfig(lr=1e-5),
-                          total_optimizer_steps=1)
-        engine = FSDP2Engine(EngineConfig(pack_sequences=True, torch_compile=compiled, max_tokens_per_micro_batch=256),
-                             FSDP2Options(), spec, DistInfo(device="cuda:0"))
+    for name, config in configs.items():
+        spec = EngineSpec(role="actor", model_path=str(model_dir), optim=OptimConfig(lr=1e-5), total_optimizer_steps=1)
+        engine = FSDP2Engine(config, FSDP2Options(), spec, DistInfo(device="cuda:0"))
         output = engine.compute_logprobs(batch, micro_batch_size=4)
         metrics = engine.forward_backward(batch, loss_fn, micro_batch_size=4)
-        measured[compiled] = {"logprobs": output.logprobs, **metrics, **engine.optimizer_step()}
+        measured[name] = {"logprobs": output.logprobs, **metrics, **engine.optimizer_step()}
+    return measured
+
+
+def assert_same_step(measured: dict, reference: dict, mask: torch.Tensor) -> None:
+    """Within bf16 rounding: log-probs at the response tokens, loss and grad norm."""
+    assert (measured["logprobs"][mask] - reference["logprobs"][mask]).abs().max() < 0.05
+    assert measured["loss"] == pytest.approx(reference["loss"], rel=1e-2, abs=1e-3)
+    assert measured["grad_norm"] == pytest.approx(reference["grad_norm"], rel=5e-2)
+
+
+def test_fsdp2_compiled_packed_step_traces_the_kernel_and_matches_eager(tmp_path):
+    """engine.torch_compile with packing: the flash kernel runs inside each compiled decoder layer (no graph
+    break), and a step gives what the eager packed step gives (log-probs, loss, grad norm) up to bf16 rounding.
+    Passed on an H200 on 2026-12-03."""
+    from torch._dynamo.utils import counters
+
+    random_qwen2(head_dim=64).save_pretrained(tmp_path / "model")
+    batch = uneven_batch()
+    measured = fsdp2_packed_steps(tmp_path / "model", batch, {
+        compiled: EngineConfig(pack_sequences=True, torch_compile=compiled, max_tokens_per_micro_batch=256)
+        for compiled in (False, True)})
     assert dict(counters["graph_break"]) == {}
-    mask = batch["response_mask"].bool()
-    eager, compiled = measured[False], measured[True]
-    assert (compiled["logprobs"][mask] - eager["logprobs"][mask]).abs().max() < 0.05
-    assert compiled["loss"] == pytest.approx(eager["loss"], rel=1e-2, abs=1e-3)
-    assert compiled["grad_norm"] == pytest.approx(eager["grad_norm"], rel=5e-2)
+    assert_same_step(measured[True], measured[False], batch["response_mask"].bool())
     torch._dynamo.reset()
 
 
@@ -212,34 +224,13 @@ def test_fsdp2_shared_prompts_step_matches_whole_rows(tmp_path, kernel_calls, co
     its shared prompt) gives the step that packing every row whole gives, eager and compiled (no graph break)."""
     from torch._dynamo.utils import counters
 
-    from rlkit.engines.fsdp2 import FSDP2Engine
-    from rlkit.engines.fsdp2.options import FSDP2Options
-
     random_qwen2(head_dim=64).save_pretrained(tmp_path / "model")
     batch = grouped_batch()
-    num_tokens = batch["response_mask"].sum().item()
-
-    def loss_fn(output: ModelOutput, micro: Batch):
-        loss = (-micro["advantages"] * output.logprobs * micro["response_mask"]).sum() / num_tokens
-        return loss, {"loss": loss.item()}
-
-    measured = {}
-    torch._dynamo.reset()
-    counters.clear()
-    for shared in (False, True):
-        spec = EngineSpec(role="actor", model_path=str(tmp_path / "model"), optim=OptimConfig(lr=1e-5),
-                          total_optimizer_steps=1)
-        config = EngineConfig(pack_sequences=True, share_prompts=shared, torch_compile=compiled,
-                              max_tokens_per_micro_batch=256)
-        engine = FSDP2Engine(config, FSDP2Options(), spec, DistInfo(device="cuda:0"))
-        output = engine.compute_logprobs(batch, micro_batch_size=4)
-        metrics = engine.forward_backward(batch, loss_fn, micro_batch_size=4)
-        measured[shared] = {"logprobs": output.logprobs, **metrics, **engine.optimizer_step()}
+    measured = fsdp2_packed_steps(tmp_path / "model", batch, {
+        shared: EngineConfig(pack_sequences=True, share_prompts=shared, torch_compile=compiled,
+                             max_tokens_per_micro_batch=256)
+        for shared in (False, True)})
     assert kernel_calls["fallback"] == 0 and (compiled or kernel_calls["flash"] > 0)
     assert dict(counters["graph_break"]) == {}
-    mask = batch["response_mask"].bool()
-    whole, shared = measured[False], measured[True]
-    assert (shared["logprobs"][mask] - whole["logprobs"][mask]).abs().max() < 0.05
-    assert shared["loss"] == pytest.approx(whole["loss"], rel=1e-2, abs=1e-3)
-    assert shared["grad_norm"] == pytest.approx(whole["grad_norm"], rel=5e-2)
+    assert_same_step(measured[True], measured[False], batch["response_mask"].bool())
     torch._dynamo.reset()
