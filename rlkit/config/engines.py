@@ -72,8 +72,9 @@ class EngineConfig(BackendSection):
         AutoSwitch,
         Field(description="With pack_sequences: the rows of a micro-batch that share a prompt (a group's samples) "
               "keep it once in the packed row, and each response attends to that one copy, so the model runs "
-              "each prompt once instead of once per sample. Same numbers up to float rounding. 'auto': on "
-              "wherever packing is; true needs pack_sequences."),
+              "each prompt once instead of once per sample. Same numbers up to float rounding. 'auto': on a GPU, "
+              "on wherever packing is (once the flash kernel passed a check at the start); off on CPU. true "
+              "needs pack_sequences."),
     ] = AUTO
     max_tokens_per_micro_batch: Annotated[
         AutoTokens,
