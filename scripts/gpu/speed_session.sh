@@ -131,8 +131,13 @@
 #                                                   and again with engine.share_prompts=false (no baseline).
 #                                                   Look for: the update and log-prob pass shared against whole;
 #                                                   step / vLLM alone against 1.3x; the same loss curve.
+#                                                   Without vLLM installed it stops before the bench; BENCH_ONLY=1
+#                                                   runs the bench alone (after 16 and 22).
+# 30   (none)                                   8   the workload's bench with engine.share_prompts false, true, true,
+#                                                   false (no baseline), each its own process: step 29's two benches
+#                                                   ran in one order only. Look for: update and ref lp by sharing.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-29)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-30)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -427,10 +432,10 @@ case $STEP in
 29)
   export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
   need "$MODEL/config.json"
-  timeout 150 python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu -q -p no:cacheprovider -k "shared or longer_keys" 2>&1 \
-    | tail -5 | log
+  [ -n "${BENCH_ONLY:-}" ] || timeout 150 python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu -q -p no:cacheprovider \
+    -k "shared or longer_keys" 2>&1 | tail -5 | log
   PACKED=pack_sequences=true,torch_compile=true,micro_batch_size=128
-  for sharing in false true true false; do
+  [ -n "${BENCH_ONLY:-}" ] || for sharing in false true true false; do
     $PASSES --ragged --group 8 --engine fsdp2 --model "$MODEL" --out /tmp/speed/shared_$sharing \
       --setting "shared_$sharing:$PACKED,share_prompts=$sharing" 2>&1 | grep '^{' | log
   done
@@ -438,7 +443,19 @@ case $STEP in
   bench shared $WORKLOAD --engine fsdp2 --rollout vllm
   bench whole $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline engine.share_prompts=false
   ;;
+30)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  run=0
+  for sharing in false true true false; do
+    run=$((run + 1))
+    echo "+ rlkit bench (run $run) engine.share_prompts=$sharing" | log
+    python3 -m rlkit bench $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline engine.share_prompts=$sharing \
+      --out /tmp/speed/ab$run 2>&1 | grep "fsdp2 x vllm  *│\|ran with" | log
+    cp /tmp/speed/ab$run/runs/*/metrics.jsonl "$OUT/ab${run}_metrics.jsonl" 2>/dev/null
+  done
+  ;;
 *)
-  echo "unknown step $STEP (1-29)"; exit 2
+  echo "unknown step $STEP (1-30)"; exit 2
   ;;
 esac

@@ -143,18 +143,17 @@ def test_sharing_without_packing_is_refused():
     assert not MicroBatching.of(EngineConfig(share_prompts=True, pack_sequences="auto")).share_prompts  # unresolved
 
 
-def test_auto_shares_wherever_packing_is_on_and_the_kernel_serves_it():
+def test_auto_leaves_prompts_whole_and_true_needs_packing_and_a_kernel_that_serves_it():
     from rlkit.config.auto import Choice
     from rlkit.trainer.speed import MachineFacts, choose_prompt_sharing
 
     gpu = MachineFacts(on_cuda=True, flash_varlen=True, flash_keys_at_end=True)
     misaligned = MachineFacts(on_cuda=True, flash_varlen=True, flash_keys_at_end=False)
-    assert choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), gpu).value is True
+    assert choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), gpu).value is False
+    assert choose_prompt_sharing(EngineConfig(share_prompts=True), Choice(True, "CUDA"), gpu).value is True
     assert choose_prompt_sharing(EngineConfig(), Choice(False, "fp32 compute"), gpu).value is False
     assert choose_prompt_sharing(EngineConfig(), Choice(True, "set"), MachineFacts(on_cuda=False)).value is False
     assert choose_prompt_sharing(EngineConfig(share_prompts=False), Choice(True, "CUDA"), gpu).value is False
-    off = choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), misaligned)
-    assert off.value is False and "does not let a query sequence shorter than its keys" in off.reason
     with pytest.raises(ConfigError, match="engine.share_prompts=true needs packing"):
         choose_prompt_sharing(EngineConfig(share_prompts=True), Choice(False, "fp32 compute"), gpu)
     with pytest.raises(ConfigError, match="checked at the start"):

@@ -55,7 +55,7 @@ RULES = [
     (PACKING, ["engine.pack_sequences=false"], GPU, SMOL, False, "set"),
     (SHARING, [], CPU, SMOL, False, "CPU, the fixed default"),
     (SHARING, ["engine.pack_sequences=true"], CPU, SMOL, False, "CPU, the fixed default"),
-    (SHARING, [], GPU, SMOL, True, "a prompt runs once for the samples of it"),
+    (SHARING, [], GPU, SMOL, False, "measured no faster than whole rows"),
     (SHARING, ["engine.precision=fp32"], GPU, SMOL, False, "engine.pack_sequences is off"),
     (SHARING, ["engine.share_prompts=false"], GPU, SMOL, False, "set"),
     (SHARING, ["engine.share_prompts=true", "engine.pack_sequences=true"], CPU, SMOL, True, "set"),
@@ -134,7 +134,7 @@ def test_on_a_gpu_the_budget_and_checkpointing_wait_for_the_memory():
     # Until then the engines are built with the fixed defaults; the other options already resolved.
     section = gpu.engine_section(build_config(RunConfig, None, []).engine)
     assert (section.max_tokens_per_micro_batch, section.gradient_checkpointing) == (None, False)
-    assert (section.pack_sequences, section.share_prompts, section.torch_compile) == (True, True, True)
+    assert (section.pack_sequences, section.share_prompts, section.torch_compile) == (True, False, True)
 
 
 def test_the_config_keeps_auto_and_engines_get_resolved_copies():
