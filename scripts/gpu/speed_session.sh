@@ -136,8 +136,22 @@
 # 30   (none)                                   8   the workload's bench with engine.share_prompts false, true, true,
 #                                                   false (no baseline), each its own process: step 29's two benches
 #                                                   ran in one order only. Look for: update and ref lp by sharing.
+# The eleventh session: 11, then (not run yet; the tenth session's device time ran out before 31):
+# 31   .gpu/dsw                                 2   scripts/gpu/host_overhead.py --update: the host's seconds for a
+#                                                   call of torch's varlen_attn against the aten flash kernel it
+#                                                   wraps (the profiler put 8.9 ms a call on it, itself inflating
+#                                                   host times), and FSDP2's eager packed update with a unit per
+#                                                   decoder layer against the whole model as one unit (random
+#                                                   weights of SmolLM2's shape). Look for: enqueue seconds against
+#                                                   the call's own; one unit faster on one GPU (then an option).
+# 32   (none)                                   6   after 12, 13, 14: the SGLang pairing's bench (no baseline; 14 has
+#                                                   SGLang alone) with the trainer's OpenMP threads passive
+#                                                   (OMP_WAIT_POLICY=PASSIVE), with inductor's compile workers in
+#                                                   process (TORCHINDUCTOR_COMPILE_THREADS=1), and with both: the
+#                                                   suspects for what the trainer's process adds to SGLang's
+#                                                   generate phase. Look for: generate against step 14's.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-30)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-32)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -455,7 +469,24 @@ case $STEP in
     cp /tmp/speed/ab$run/runs/*/metrics.jsonl "$OUT/ab${run}_metrics.jsonl" 2>/dev/null
   done
   ;;
+31)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  timeout 300 python3 scripts/gpu/host_overhead.py --update 2>&1 | grep '^{' | log
+  ;;
+32)
+  need $SGLANG_SITE/.installed
+  need "$MODEL/config.json"
+  export PYTHONPATH="$SGLANG_SITE:$PWD:/tmp/site_extra:/tmp/site_ds" TOKENIZERS_PARALLELISM=false
+  run=0
+  for variant in OMP_WAIT_POLICY=PASSIVE TORCHINDUCTOR_COMPILE_THREADS=1 \
+                 "OMP_WAIT_POLICY=PASSIVE TORCHINDUCTOR_COMPILE_THREADS=1"; do
+    run=$((run + 1))
+    echo "+ $variant rlkit bench fsdp2 x sglang (no baseline)" | log
+    env $variant python3 -m rlkit bench $WORKLOAD --engine fsdp2 --rollout sglang --no-baseline \
+      --out /tmp/speed/sglang_env$run 2>&1 | grep "fsdp2 x sglang  *│" | log
+  done
+  ;;
 *)
-  echo "unknown step $STEP (1-30)"; exit 2
+  echo "unknown step $STEP (1-32)"; exit 2
   ;;
 esac
