@@ -7,10 +7,12 @@ Every loss has one signature, registered by name in ``POLICY_LOSSES``::
     fn(old_logprob, logprob, advantages, response_mask, *, clip_ratio_low, clip_ratio_high, clip_ratio_c,
        loss_agg_mode, num_tokens=None, num_seqs=None, norm_length=None) -> (loss, metrics)
 
-``metrics`` always holds the floats ``pg_clipfrac``, ``ppo_kl`` and ``pg_clipfrac_lower`` (local
-masked means, for logging). A loss whose paper fixes the aggregation declares it as
-``default_loss_agg_mode`` (GSPO's seq-mean-token-mean, CISPO's token-mean); PPO declares none, so the
-estimator's applies. :func:`loss_agg_mode_for` says which mode a run uses. See docs/algorithms.md.
+``metrics`` always holds ``pg_clipfrac``, ``ppo_kl`` and ``pg_clipfrac_lower`` (local masked means, for
+logging), each a float or a detached 0-dim tensor: the built-in losses keep them on the device, so no
+micro-batch waits for the GPU to read them (the engine sums them and reads them once, rlkit.engines.passes).
+A loss whose paper fixes the aggregation declares it as ``default_loss_agg_mode`` (GSPO's
+seq-mean-token-mean, CISPO's token-mean); PPO declares none, so the estimator's applies.
+:func:`loss_agg_mode_for` says which mode a run uses. See docs/algorithms.md.
 """
 
 from __future__ import annotations
@@ -67,7 +69,7 @@ def ppo_loss(
     num_tokens: float | None = None,
     num_seqs: float | None = None,
     norm_length: int | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
     """PPO clipped surrogate (Schulman et al. 2017) with dual clip (Ye et al. 2020). All tensors (B, T).
 
     ratio = exp(logprob - old_logprob); per token
@@ -89,9 +91,9 @@ def ppo_loss(
         loss_mat, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length
     )
     metrics = {
-        "pg_clipfrac": masked_mean((clipped > unclipped).float(), response_mask).item(),
-        "ppo_kl": masked_mean(-log_ratio, response_mask).item(),
-        "pg_clipfrac_lower": masked_mean(((clip_loss > dual_bound) & negative).float(), response_mask).item(),
+        "pg_clipfrac": masked_mean((clipped > unclipped).float(), response_mask).detach(),
+        "ppo_kl": masked_mean(-log_ratio, response_mask).detach(),
+        "pg_clipfrac_lower": masked_mean(((clip_loss > dual_bound) & negative).float(), response_mask).detach(),
     }
     return loss, metrics
 
@@ -113,7 +115,7 @@ def gspo_loss(
     num_tokens: float | None = None,
     num_seqs: float | None = None,
     norm_length: int | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
     """GSPO-token (Zheng et al. 2025): one length-normalised importance ratio per sequence. All tensors (B, T).
 
     s_i = exp(mean over the valid tokens of (logprob - old_logprob)), the geometric mean of the token ratios;
@@ -135,8 +137,8 @@ def gspo_loss(
         loss_mat, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length
     )
     metrics = {
-        "pg_clipfrac": masked_mean((clipped > unclipped).float(), response_mask).item(),
-        "ppo_kl": masked_mean(-log_ratio, response_mask).item(),
+        "pg_clipfrac": masked_mean((clipped > unclipped).float(), response_mask).detach(),
+        "ppo_kl": masked_mean(-log_ratio, response_mask).detach(),
         "pg_clipfrac_lower": 0.0,  # no dual clip
     }
     return loss, metrics
@@ -156,7 +158,7 @@ def cispo_loss(
     num_tokens: float | None = None,
     num_seqs: float | None = None,
     norm_length: int | None = None,
-) -> tuple[torch.Tensor, dict[str, float]]:
+) -> tuple[torch.Tensor, dict[str, torch.Tensor | float]]:
     """CISPO (MiniMax-M1, 2025): clip the importance weight, not the update. All tensors (B, T).
 
     loss = -sg(clip(ratio, 1 - low, 1 + high)) * A * logprob, so every token keeps a gradient (PPO zeroes
@@ -172,8 +174,8 @@ def cispo_loss(
         loss_mat, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length
     )
     metrics = {
-        "pg_clipfrac": masked_mean((weight != ratio).float(), response_mask).item(),
-        "ppo_kl": masked_mean(-log_ratio, response_mask).item(),
+        "pg_clipfrac": masked_mean((weight != ratio).float(), response_mask).detach(),
+        "ppo_kl": masked_mean(-log_ratio, response_mask).detach(),
         "pg_clipfrac_lower": 0.0,  # no dual clip
     }
     return loss, metrics

@@ -21,7 +21,7 @@ def value_loss(
     num_tokens: float | None = None,
     num_seqs: float | None = None,
     norm_length: int | None = None,
-) -> tuple[torch.Tensor, float]:
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Clipped value loss: 0.5 * agg(max((v - R)^2, (clip(v, V_old - eps, V_old + eps) - R)^2)).
 
     Taking the max means a prediction may move further than eps from the rollout-time value only
@@ -36,7 +36,8 @@ def value_loss(
         loss_agg_mode, num_tokens, num_seqs, norm_length: see ``agg_loss``.
 
     Returns:
-        loss (0-dim tensor), clipfrac: the fraction of valid tokens where the clipped term is the larger.
+        loss (0-dim tensor), clipfrac (detached 0-dim tensor): the fraction of valid tokens where the clipped
+        term is the larger.
     """
     vpreds_clipped = torch.clamp(vpreds, values - cliprange_value, values + cliprange_value)
     unclipped = (vpreds - returns) ** 2
@@ -45,5 +46,5 @@ def value_loss(
     loss = 0.5 * agg_loss(
         loss_mat, response_mask, loss_agg_mode, num_tokens=num_tokens, num_seqs=num_seqs, norm_length=norm_length
     )
-    clipfrac = masked_mean((clipped > unclipped).float(), response_mask).item()
+    clipfrac = masked_mean((clipped > unclipped).float(), response_mask).detach()
     return loss, clipfrac

@@ -30,8 +30,9 @@ class ModelOutput(NamedTuple):
 
 # loss_fn(output, micro_batch) -> (loss, metrics). The loss is the micro-batch's share of the *global*
 # mini-batch loss (normalised by global token or sequence counts), so shares add up over micro-batches and
-# ranks; engines sum gradients accordingly.
-LossFn = Callable[[ModelOutput, Batch], tuple[Tensor, dict[str, float]]]
+# ranks; engines sum gradients accordingly. A metric is a float or a detached 0-dim tensor; engines sum them
+# over micro-batches and return floats, reading the tensors once (a read per micro-batch would stall the GPU).
+LossFn = Callable[[ModelOutput, Batch], tuple[Tensor, dict[str, Tensor | float]]]
 
 
 @dataclass(frozen=True)

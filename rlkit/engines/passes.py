@@ -84,8 +84,11 @@ def logprobs_of(
     for rows in runs:
         micro = batch.select(rows)
         logprobs_BT, entropy_BT = score(module, micro, device, with_entropy=with_entropy, batching=batching)
-        logprobs.append(logprobs_BT.cpu())
-        entropies.append(entropy_BT.cpu() if with_entropy else None)
+        logprobs.append(logprobs_BT)
+        entropies.append(entropy_BT)
+    # to CPU after the last micro-batch is queued: a copy per micro-batch would wait for the GPU each time
+    logprobs = [piece.cpu() for piece in logprobs]
+    entropies = [piece.cpu() for piece in entropies] if with_entropy else entropies
     return ModelOutput(
         logprobs=in_batch_order(logprobs, runs), entropy=in_batch_order(entropies, runs) if with_entropy else None
     )
@@ -97,8 +100,8 @@ def values_of(
 ) -> Tensor:
     """Values of the whole batch, fp32 (B, T) on CPU."""
     runs = plan(batch, micro_batch_size, batching)
-    pieces = [values(module, batch.select(rows), device, batching=batching).cpu() for rows in runs]
-    return in_batch_order(pieces, runs)
+    pieces = [values(module, batch.select(rows), device, batching=batching) for rows in runs]
+    return in_batch_order([piece.cpu() for piece in pieces], runs)  # to CPU once all are queued
 
 
 def accumulate_gradients(
@@ -116,19 +119,32 @@ def accumulate_gradients(
     """Forward and `backward(loss)` per micro-batch (outputs stay on the device, with grad); returns the
     loss function's metrics summed over micro-batches. The loss function sees each micro-batch whole (B, T),
     trimmed, packed or not: it returns a share of the global loss, so the grouping does not change the sum.
-    `entropy_grad=False` hands it a detached entropy (TrainEngine.forward_backward)."""
-    metrics: dict[str, float] = {}
+    `entropy_grad=False` hands it a detached entropy (TrainEngine.forward_backward).
+
+    Nothing in the loop reads the GPU: the model's inputs are cut from the micro-batch's CPU rows, and tensor
+    metrics are summed where they are and read once at the end, so the host queues micro-batch after
+    micro-batch while the GPU runs."""
+    metrics: dict[str, Tensor | float] = {}
     for rows in plan(batch, micro_batch_size, batching):
-        micro = batch.select(rows).to(device)
+        rows_on_cpu = batch.select(rows)
+        micro = rows_on_cpu.to(device)
         if critic:
-            output = ModelOutput(values=values(module, micro, device, batching=batching))
+            output = ModelOutput(values=values(module, rows_on_cpu, device, batching=batching))
         else:
             logprobs_BT, entropy_BT = score(
-                module, micro, device, with_entropy=True, batching=batching, entropy_grad=entropy_grad
+                module, rows_on_cpu, device, with_entropy=True, batching=batching, entropy_grad=entropy_grad
             )
             output = ModelOutput(logprobs=logprobs_BT, entropy=entropy_BT)
         loss, micro_metrics = loss_fn(output, micro)
         backward(loss)
         for key, value in micro_metrics.items():
-            metrics[key] = metrics.get(key, 0.0) + float(value)
-    return metrics
+            value = value.detach().to(device) if isinstance(value, Tensor) else value
+            metrics[key] = metrics.get(key, 0.0) + value
+    return read_metrics(metrics)
+
+
+def read_metrics(metrics: dict[str, Tensor | float]) -> dict[str, float]:
+    """{key: float}, the tensors among `metrics` read in one transfer."""
+    keys = [key for key, value in metrics.items() if isinstance(value, Tensor)]
+    read = dict(zip(keys, torch.stack([metrics[key].float().reshape(()) for key in keys]).tolist())) if keys else {}
+    return {key: read[key] if key in read else float(value) for key, value in metrics.items()}

@@ -33,8 +33,8 @@ class GlobalCounts:
         return float(mask.sum()), float((mask.sum(dim=1) > 0).sum())
 
 
-def _token_share(mask: Tensor, counts: GlobalCounts) -> float:
-    return float(mask.sum()) / max(counts.num_tokens, 1.0)
+def _token_share(mask: Tensor, counts: GlobalCounts) -> Tensor:
+    return mask.sum() / max(counts.num_tokens, 1.0)
 
 
 def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts: GlobalCounts) -> LossFn:
@@ -44,7 +44,7 @@ def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts:
     policy_fn = POLICY_LOSSES.get(cfg.policy_loss)
     agg = dict(num_tokens=counts.num_tokens, num_seqs=counts.num_seqs, norm_length=norm_length)
 
-    def loss_fn(output: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    def loss_fn(output: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, Tensor | float]]:
         mask = batch["response_mask"]
         advantages = batch["advantages"]
         old_logprobs = _old_logprobs(cfg, output, batch)
@@ -60,20 +60,21 @@ def actor_loss_fn(cfg: AlgorithmConfig, agg_mode: str, norm_length: int, counts:
         )
         share = _token_share(mask, counts)
         loss = pg_loss
-        metrics = {"pg_loss": float(pg_loss.detach())}
-        metrics.update({key: float(value) * share for key, value in pg_metrics.items()})
+        # detached tensors: the engine reads them once a mini-batch, not the GPU once a micro-batch
+        metrics = {"pg_loss": pg_loss.detach()}
+        metrics.update({key: value * share for key, value in pg_metrics.items()})
         if cfg.old_logprobs_from_update:
             metrics.update(_old_logprob_metrics(old_logprobs, batch, agg))
         if output.entropy is not None:
             # Reported per token whatever the loss mode, so runs with different modes compare.
-            metrics["entropy"] = float(agg_loss(output.entropy.detach(), mask, "token-mean", **agg))
+            metrics["entropy"] = agg_loss(output.entropy.detach(), mask, "token-mean", **agg)
             if cfg.entropy_coeff:
                 loss = loss - cfg.entropy_coeff * agg_loss(output.entropy, mask, agg_mode, **agg)
         if cfg.use_kl_loss:
             kl = agg_loss(kl_penalty(output.logprobs, batch["ref_logprobs"], cfg.kl_loss_type), mask, agg_mode, **agg)
             loss = loss + cfg.kl_loss_coef * kl
-            metrics["kl_loss"] = float(kl.detach())
-        metrics["actor_loss"] = float(loss.detach())
+            metrics["kl_loss"] = kl.detach()
+        metrics["actor_loss"] = loss.detach()
         return loss, metrics
 
     return loss_fn
@@ -89,27 +90,27 @@ def _old_logprobs(cfg: AlgorithmConfig, output: ModelOutput, batch: Batch) -> Te
     return batch["old_logprobs"]
 
 
-def _old_logprob_metrics(old_logprobs: Tensor, batch: Batch, agg: dict) -> dict[str, float]:
+def _old_logprob_metrics(old_logprobs: Tensor, batch: Batch, agg: dict) -> dict[str, Tensor]:
     """What the trainer logs from the old-logprob pass, here from the update's forward instead: `kl`
     (old - ref, k1) and `rollout/logprob_abs_diff`, as this micro-batch's share of the global token mean."""
     mask = batch["response_mask"]
     metrics = {}
     if "ref_logprobs" in batch:
-        metrics["kl"] = float(agg_loss(old_logprobs - batch["ref_logprobs"], mask, "token-mean", **agg))
+        metrics["kl"] = agg_loss(old_logprobs - batch["ref_logprobs"], mask, "token-mean", **agg)
     if "rollout_logprobs" in batch:
         diff = (old_logprobs - batch["rollout_logprobs"]).abs()
-        metrics["rollout/logprob_abs_diff"] = float(agg_loss(diff, mask, "token-mean", **agg))
+        metrics["rollout/logprob_abs_diff"] = agg_loss(diff, mask, "token-mean", **agg)
     return metrics
 
 
 def critic_loss_fn(cfg: CriticConfig, agg_mode: str, norm_length: int, counts: GlobalCounts) -> LossFn:
-    def loss_fn(output: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, float]]:
+    def loss_fn(output: ModelOutput, batch: Batch) -> tuple[Tensor, dict[str, Tensor]]:
         mask = batch["response_mask"]
         loss, clipfrac = value_loss(
             output.values, batch["returns"], batch["values"], mask, cliprange_value=cfg.cliprange_value,
             loss_agg_mode=agg_mode, num_tokens=counts.num_tokens, num_seqs=counts.num_seqs, norm_length=norm_length,
         )
         share = _token_share(mask, counts)
-        return loss, {"vf_loss": float(loss.detach()), "vf_clipfrac": float(clipfrac) * share}
+        return loss, {"vf_loss": loss.detach(), "vf_clipfrac": clipfrac * share}
 
     return loss_fn

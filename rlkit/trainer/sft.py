@@ -54,12 +54,12 @@ def sft_loss_fn(num_tokens: float) -> LossFn:
     Metrics: `loss` (the share; shares add up to the global loss) and `entropy` (weighted the same way).
     """
 
-    def loss_fn(output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss_fn(output: ModelOutput, batch: Batch) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         mask = batch["response_mask"]
         loss = agg_loss(-output.logprobs, mask, "token-mean", num_tokens=num_tokens)
-        metrics = {"loss": float(loss.detach())}
+        metrics = {"loss": loss.detach()}
         if output.entropy is not None:
-            metrics["entropy"] = float(agg_loss(output.entropy.detach(), mask, "token-mean", num_tokens=num_tokens))
+            metrics["entropy"] = agg_loss(output.entropy.detach(), mask, "token-mean", num_tokens=num_tokens)
         return loss, metrics
 
     return loss_fn

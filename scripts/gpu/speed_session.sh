@@ -150,8 +150,17 @@
 #                                                   process (TORCHINDUCTOR_COMPILE_THREADS=1), and with both: the
 #                                                   suspects for what the trainer's process adds to SGLang's
 #                                                   generate phase. Look for: generate against step 14's.
+# 33   .gpu/ab_before                           6   after 11, 12 (and 16, 22 for the bench): the update and log-prob
+#                                                   pass with nothing read from the GPU inside the micro-batch loop
+#                                                   (the tenth session's change) against the code before it, in the
+#                                                   order after, before, before, after (each a process), then the
+#                                                   workload's bench with vLLM alone. Prepare the folder here first:
+#                                                   mkdir -p .gpu/ab_before && for f in rlkit/engines/passes.py
+#                                                   rlkit/trainer/losses.py rlkit/algorithms/policy_losses.py; do
+#                                                   git show fd761ef:$f > .gpu/ab_before/$(basename $f); done
+#                                                   Look for: the update of "after" below "before" on both ends.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-32)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-33)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -486,7 +495,22 @@ case $STEP in
       --out /tmp/speed/sglang_env$run 2>&1 | grep "fsdp2 x sglang  *│" | log
   done
   ;;
+33)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  need .gpu/ab_before/passes.py
+  CHANGED="rlkit/engines/passes.py rlkit/trainer/losses.py rlkit/algorithms/policy_losses.py"
+  mkdir -p /tmp/speed/ab_after && for f in $CHANGED; do cp $f /tmp/speed/ab_after/; done
+  cp -r .gpu/ab_before /tmp/speed/
+  for code in after before before after; do
+    for f in $CHANGED; do cp /tmp/speed/ab_$code/$(basename $f) $f; done
+    $PASSES --ragged --repeats 5 --engine fsdp2 --model "$MODEL" --out /tmp/speed/reads_$code \
+      --setting "$code:pack_sequences=true,torch_compile=true,micro_batch_size=128" 2>&1 | grep '^{' | log
+  done
+  for f in $CHANGED; do cp /tmp/speed/ab_after/$(basename $f) $f; done
+  [ ! -f /tmp/site_vllm/.installed ] || bench reads_bench $WORKLOAD --engine fsdp2 --rollout vllm
+  ;;
 *)
-  echo "unknown step $STEP (1-32)"; exit 2
+  echo "unknown step $STEP (1-33)"; exit 2
   ;;
 esac
