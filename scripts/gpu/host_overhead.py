@@ -1,20 +1,23 @@
 """Where the compiled update's host time may go, without the profiler (whose own overhead hid it before).
 
-Run on a GPU from the repository root: `python scripts/gpu/host_overhead.py [--update]`. Prints one JSON line
-per measurement:
+Run on a GPU from the repository root: `python scripts/gpu/host_overhead.py [--update [--compile]]`. Prints one
+JSON line per measurement:
 
 - `attention`: seconds a call of torch's public `varlen_attn` (the custom op rlkit's packed attention calls)
   takes on the host, enqueue only and to completion, forward and forward + backward, against the aten flash
   kernel it wraps called directly; the packed shape of issue 17's workload on SmolLM2-135M (128 sequences of
   128 + up to 256 tokens, 9 query heads, 64 wide).
-- `update` (with --update): FSDP2's eager packed update on a randomly initialised model of SmolLM2-135M's shape,
-  every decoder layer its own FSDP unit (what rlkit does) against the whole model as one unit; the same batch.
+- `update`, `logprob` (with --update; --compile for the compiled layers, --model for real weights): FSDP2's packed
+  update and log-prob pass on a model of SmolLM2-135M's shape (random weights unless --model), every decoder
+  layer its own FSDP unit against the whole model as one unit (`engine.fsdp2.units` layers / model), the same
+  batch; both engines in one process, taking turns --repeats rounds (AB, BA, ...); medians and the median ratio.
+- `weights` (with --update): streaming the weights a sync reads (`full_weights`), copying each local tensor as one
+  rank now does against gathering each with `DTensor.full_tensor()`, taking turns the same way.
 """
 
 from __future__ import annotations
 
 import argparse
-import gc
 import json
 import statistics
 import sys
@@ -71,61 +74,103 @@ def attention(repeats: int) -> None:
         print(json.dumps(row), flush=True)
 
 
-def update(repeats: int) -> None:
+def update(rounds: int, *, compiled: bool, model_path: str | None) -> None:
     import argparse as _argparse
 
     from engine_passes import synthetic_batch
-    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers import AutoConfig, LlamaConfig, LlamaForCausalLM
 
     from rlkit.config.loading import validate
     from rlkit.config.schema import AlgorithmConfig, EngineConfig, OptimConfig
     from rlkit.distributed import DistInfo
     from rlkit.engines.base import EngineSpec
-    from rlkit.engines.fsdp2 import parallelize
+    from rlkit.engines.fsdp2 import state
     from rlkit.registry import TRAIN_ENGINES
     from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
 
-    folder = Path(tempfile.mkdtemp()) / "smollm2-shape"
-    config = LlamaConfig(hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9,
-                         num_key_value_heads=3, vocab_size=49152, max_position_embeddings=2048,
-                         tie_word_embeddings=True, rms_norm_eps=1e-5)
-    LlamaForCausalLM(config).save_pretrained(folder)
+    real_weights = model_path is not None
+    if model_path is None:
+        model_path = str(Path(tempfile.mkdtemp()) / "smollm2-shape")
+        LlamaForCausalLM(LlamaConfig(
+            hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
+            vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5,
+        )).save_pretrained(model_path)
     batch = synthetic_batch(_argparse.Namespace(seqs=256, prompt_len=128, response_len=256, ragged=True, group=1),
-                            vocab_size=config.vocab_size)
+                            vocab_size=AutoConfig.from_pretrained(model_path).vocab_size)
     counts = GlobalCounts(*GlobalCounts.of_local(batch))
     loss_fn = actor_loss_fn(AlgorithmConfig(use_kl_loss=True), "token-mean", 256, counts)
-    layers = parallelize.decoder_layers
-    for units in ("per_layer", "one_unit", "per_layer", "one_unit"):
-        parallelize.decoder_layers = layers if units == "per_layer" else (lambda scorer: [])
-        section = validate(EngineConfig, {"name": "fsdp2", "pack_sequences": True, "torch_compile": False,
-                                          "max_tokens_per_micro_batch": None}, source=units)
-        engine = TRAIN_ENGINES.get("fsdp2")(section, section.options, EngineSpec(
-            role="actor", model_path=str(folder), optim=OptimConfig(lr=1e-7)), DistInfo(device="cuda:0"))
-        print(json.dumps({"measure": "update", "units": units,
-                          "update_s": update_seconds(engine, batch, loss_fn, repeats)}), flush=True)
-        del engine
-        gc.collect()
-        torch.cuda.empty_cache()
-    parallelize.decoder_layers = layers
 
+    def build(units: str):
+        section = validate(EngineConfig, {"name": "fsdp2", "pack_sequences": True, "torch_compile": compiled,
+                                          "max_tokens_per_micro_batch": None, "fsdp2": {"units": units}},
+                           source=units)
+        return TRAIN_ENGINES.get("fsdp2")(section, section.options, EngineSpec(
+            role="actor", model_path=model_path, optim=OptimConfig(lr=1e-7)), DistInfo(device="cuda:0"))
 
-def update_seconds(engine, batch, loss_fn, repeats: int) -> float:
-    def step() -> None:
+    def step(engine) -> None:
         engine.forward_backward(batch, loss_fn, micro_batch_size=128, entropy_grad=False)
         engine.optimizer_step()
 
-    step()
-    return seconds(step, repeats, sync=True)
+    def logprob_pass(engine) -> None:
+        engine.compute_logprobs(batch, micro_batch_size=128)
+
+    # Both engines live in one process and take turns, round by round, in the order AB then BA: a machine that
+    # drifts (every earlier session's later processes ran slower) weighs on both alike.
+    engines = {"layers": build("layers"), "model": build("model")}
+    for engine in engines.values():
+        step(engine)
+        logprob_pass(engine)
+    for measure, call in (("update", step), ("logprob", logprob_pass)):
+        times = interleaved({units: (lambda engine=engine: call(engine)) for units, engine in engines.items()}, rounds)
+        print(json.dumps({"measure": measure, "compiled": compiled, "real_weights": real_weights,
+                          **summary(times, "layers", "model")}), flush=True)
+
+    gather_copy = state.materialize
+
+    def gathered(tensor):  # what every rank did before one rank copied its local tensor
+        tensor = tensor.detach()
+        return tensor.full_tensor() if hasattr(tensor, "full_tensor") else tensor
+
+    def stream(materialize):
+        def run() -> None:
+            state.materialize = materialize
+            list(engines["model"].full_weights())
+            state.materialize = gather_copy
+        return run
+
+    times = interleaved({"full_tensor": stream(gathered), "local_copy": stream(gather_copy)}, rounds)
+    print(json.dumps({"measure": "weights", **summary(times, "full_tensor", "local_copy")}), flush=True)
+
+
+def interleaved(calls: dict, rounds: int) -> dict[str, list[float]]:
+    """Seconds of each call to completion, `rounds` times, in the order of `calls`, then reversed, and so on."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    names = list(calls)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            times[name].append(seconds(calls[name], 1, sync=True))
+    return times
+
+
+def summary(times: dict[str, list[float]], before: str, after: str) -> dict:
+    """Each call's median seconds, and the median of the per-round ratios after / before."""
+    ratios = [b / a for a, b in zip(times[before], times[after])]
+    return {**{f"{name}_s": statistics.median(values) for name, values in times.items()},
+            f"{after}_over_{before}": statistics.median(ratios), "rounds": len(ratios)}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--repeats", type=int, default=20)
     parser.add_argument("--update", action="store_true")
+    parser.add_argument("--compile", action="store_true", help="the update with engine.torch_compile=true")
+    parser.add_argument("--no-attention", action="store_true")
+    parser.add_argument("--model", help="a Hugging Face folder for --update (default: random SmolLM2-135M shape)")
     args = parser.parse_args()
-    attention(args.repeats)
+    if not args.no_attention:
+        attention(args.repeats)
     if args.update:
-        update(max(3, args.repeats // 4))
+        update(args.repeats, compiled=args.compile, model_path=args.model)
 
 
 if __name__ == "__main__":

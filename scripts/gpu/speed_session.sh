@@ -136,7 +136,7 @@
 # 30   (none)                                   8   the workload's bench with engine.share_prompts false, true, true,
 #                                                   false (no baseline), each its own process: step 29's two benches
 #                                                   ran in one order only. Look for: update and ref lp by sharing.
-# The eleventh session: 11, then (not run yet; the tenth session's device time ran out before 31):
+# Planned in the tenth session (its device time ran out before 31), run in the eleventh:
 # 31   .gpu/dsw                                 2   scripts/gpu/host_overhead.py --update: the host's seconds for a
 #                                                   call of torch's varlen_attn against the aten flash kernel it
 #                                                   wraps (the profiler put 8.9 ms a call on it, itself inflating
@@ -159,8 +159,27 @@
 #                                                   rlkit/trainer/losses.py rlkit/algorithms/policy_losses.py; do
 #                                                   git show fd761ef:$f > .gpu/ab_before/$(basename $f); done
 #                                                   Look for: the update of "after" below "before" on both ends.
+# The eleventh session: 11, 12 (SKIP_PASSES=1), 16, 22, 33, 31, 13, 14, then 32 with both variables only. Next:
+# 34   (none)                                   6   after 11, 12: whether later processes run slower because of
+#                                                   inductor's on-disk cache (steps 26, 29, 30 and 33 each found the
+#                                                   first process fastest: 33's log-prob pass 0.16 s, then 0.44-0.49):
+#                                                   the compiled passes four times, each process with its own cache
+#                                                   folder, fresh, then warm (the folder the run before wrote), fresh,
+#                                                   warm; each run's line gives the host's mean clock and load. Look
+#                                                   for: fresh fast and warm slow (the cache), or each run slower
+#                                                   than the one before (the machine: the host's clock falling?).
+# 35   (none)                                   3   after 12: engine.fsdp2.units and the weight stream on $MODEL,
+#                                                   compiled: scripts/gpu/host_overhead.py --update --model, both
+#                                                   engines in one process taking turns (AB, BA, ...: the machine's
+#                                                   drift weighs on both), 20 rounds. Look for: model_over_layers of
+#                                                   the update and log-prob pass below 1 (the last call of the
+#                                                   eleventh session, random weights, separate turns: 0.36 against
+#                                                   0.38 and 0.54 s), local_copy_over_full_tensor.
+# 36   (none)                                   6   after 16, 22: the workload's bench with defaults (auto: one unit on
+#                                                   one GPU) and vLLM alone, then with engine.fsdp2.units=layers (no
+#                                                   baseline). Look for: step / vLLM alone against 1.3x.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-33)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-36)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -510,7 +529,34 @@ case $STEP in
   for f in $CHANGED; do cp /tmp/speed/ab_after/$(basename $f) $f; done
   [ ! -f /tmp/site_vllm/.installed ] || bench reads_bench $WORKLOAD --engine fsdp2 --rollout vllm
   ;;
+34)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  run=0
+  for cache in fresh warm fresh warm; do
+    run=$((run + 1))
+    folder=/tmp/speed/inductor_$run
+    [ $cache = fresh ] || folder=/tmp/speed/inductor_$((run - 1))
+    echo "+ run $run: inductor cache $cache ($folder); host MHz $(awk '/MHz/ {sum += $4; n++} END {printf "%.0f", sum / n}' \
+      /proc/cpuinfo), load $(cut -d' ' -f1 /proc/loadavg)" | log
+    TORCHINDUCTOR_CACHE_DIR=$folder $PASSES --ragged --repeats 5 --engine fsdp2 --model "$MODEL" \
+      --out /tmp/speed/cache_$run --setting "$cache:pack_sequences=true,torch_compile=true,micro_batch_size=128" \
+      2>&1 | grep '^{' | log
+  done
+  ;;
+35)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  timeout 400 python3 scripts/gpu/host_overhead.py --update --compile --no-attention --model "$MODEL" --repeats 20 \
+    2>&1 | grep '^{' | log
+  ;;
+36)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  bench units_model $WORKLOAD --engine fsdp2 --rollout vllm
+  bench units_layers $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline engine.fsdp2.units=layers
+  ;;
 *)
-  echo "unknown step $STEP (1-33)"; exit 2
+  echo "unknown step $STEP (1-36)"; exit 2
   ;;
 esac

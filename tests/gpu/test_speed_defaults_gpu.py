@@ -43,6 +43,8 @@ def test_auto_on_a_gpu(engine, tmp_path):
     assert values["rollout.sleep"] is False  # 32,768 tokens fit beside the awake HF rollout of a 0.1M model
     if engine == "deepspeed":
         assert values["engine.deepspeed.zero_stage"] == 2
+    else:
+        assert values["engine.fsdp2.units"] == "model"  # one GPU, a 0.1M model: one unit, no per-layer hooks
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert len(records) == 3 and all("time/old_logprobs" not in r and "rollout/logprob_abs_diff" not in r
                                      for r in records)

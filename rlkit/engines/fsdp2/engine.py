@@ -40,7 +40,7 @@ class FSDP2Engine:
     def __init__(self, config: EngineConfig, options: FSDP2Options, spec: EngineSpec, dist: DistInfo):
         """`config`: the options every engine shares (engine.*), as the run resolved them (rlkit.trainer.speed;
         an `auto` left in it is its fixed default); `options`: FSDP2's own (engine.fsdp2.*)."""
-        config = config.resolve_auto()
+        config, options = config.resolve_auto(), options.resolve_auto()
         if spec.role in ("actor", "critic") and spec.optim is None:
             raise ConfigError(f"the {spec.role} engine needs an optimizer config (EngineSpec.optim is None)")
         self.role = spec.role

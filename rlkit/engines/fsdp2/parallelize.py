@@ -1,7 +1,8 @@
 """Applying FSDP2 to a scorer (rlkit.engines.sequences): a short ordered list of steps, torchtitan style.
 
 `build_mesh` runs first (fully_shard needs the mesh), then `parallelize`: activation checkpointing, then
-torch.compile of the decoder layers, then `fully_shard` on every decoder layer, then on the root.
+torch.compile of the decoder layers, then `fully_shard` on every decoder layer (engine.fsdp2.units=layers), then
+on the root, which takes what no layer claimed (with units=model, the whole model as one unit).
 
 At world size 1 without torchrun there is no process group; `build_mesh` then starts a 1-rank group over
 an in-memory store (`rlkit.distributed.ensure_process_group`), so one code path (fully_shard, mixed
@@ -49,15 +50,17 @@ def parallelize(
 def apply_fully_shard(
     scorer: nn.Module, mesh: DeviceMesh, options: FSDP2Options, *, param_dtype: torch.dtype, device: str
 ) -> None:
-    """Shard every decoder layer as its own unit, then the root (embeddings, final norm, heads).
+    """Shard every decoder layer as its own unit, then the root (embeddings, final norm, heads); with
+    `options.units == "model"` only the root, the whole model as one unit.
 
     Master weights keep their dtype; with a bf16 `param_dtype` FSDP casts them when it gathers them and
     reduces gradients in fp32.
     """
     mp_policy = MixedPrecisionPolicy(param_dtype=param_dtype, reduce_dtype=torch.float32)
     offload_policy = CPUOffloadPolicy(pin_memory=device.startswith("cuda")) if options.cpu_offload else OffloadPolicy()
-    layers = decoder_layers(scorer)
-    if not layers:
+    per_layer = options.units == "layers"  # the engine resolved `auto` (rlkit.engines.fsdp2.options)
+    layers = decoder_layers(scorer) if per_layer else []
+    if per_layer and not layers:
         logger.warning("no decoder layers found (model._no_split_modules is empty): the model is one FSDP unit")
     for layer in layers:
         fully_shard(

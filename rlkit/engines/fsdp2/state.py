@@ -29,14 +29,20 @@ from rlkit.models.lora import hf_weights, is_peft_model
 
 
 def materialize(tensor: Tensor) -> Tensor:
-    """The full tensor of a (possibly sharded) parameter or buffer, on the compute device. Collective."""
-    tensor = tensor.detach()
+    """The full tensor of a (possibly sharded) parameter or buffer, on the compute device: for a DTensor a copy of
+    its own. Collective."""
     if not isinstance(tensor, DTensor):
-        return tensor
+        return tensor.detach()
     device_type = tensor.device_mesh.device_type
-    if tensor.device.type != device_type:  # cpu_offload keeps shards on CPU; the collective runs on the device
-        tensor = tensor.to(device_type)
-    return tensor.full_tensor()
+    with torch.no_grad():
+        local = tensor.to_local()
+        if tensor.device_mesh.size() == 1 and local.shape == tensor.shape:
+            # one rank holds the whole tensor: copy it, without full_tensor's all-gather machinery, which costs
+            # ~0.15 ms of host time a tensor (a weight sync of SmolLM2's 272 tensors: 40 ms of 43 on a CPU)
+            return local.to(device_type, copy=True)
+        if tensor.device.type != device_type:  # cpu_offload keeps shards on CPU; the collective runs on the device
+            tensor = tensor.to(device_type)
+        return tensor.full_tensor()
 
 
 def full_weights(scorer: nn.Module) -> Iterator[tuple[str, Tensor]]:

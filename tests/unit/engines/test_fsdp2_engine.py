@@ -49,6 +49,20 @@ def test_full_weights_are_the_hf_state_dict(tiny_model_dir, plain_model):
     assert max_difference(weights(engine), dict(plain_model.state_dict())) == 0.0
 
 
+def test_full_weights_on_one_rank_are_copies_without_a_gather(tiny_model_dir, plain_model, monkeypatch):
+    from torch.distributed.tensor import DTensor
+
+    engine = build_engine(tiny_model_dir)
+    # one rank holds every tensor whole: full_tensor's all-gather machinery (~0.15 ms of host time a tensor) is
+    # skipped; each tensor is still a copy of its own, which a consumer may keep or change
+    monkeypatch.setattr(DTensor, "full_tensor", lambda self, **kwargs: pytest.fail("full_tensor on one rank"))
+    streamed = dict(engine.full_weights())
+    assert max_difference(streamed, dict(plain_model.state_dict())) == 0.0
+    for tensor in streamed.values():
+        tensor.add_(1.0)
+    assert max_difference(weights(engine), dict(plain_model.state_dict())) == 0.0
+
+
 def test_critic_values_and_value_loss_steps(tiny_model_dir, batch):
     check_critic_values_and_value_loss_steps(build_engine(tiny_model_dir, role="critic"), batch)
 
@@ -225,3 +239,26 @@ def test_torch_compile_gives_the_same_logprobs_and_step(tiny_model_dir, batch, g
     for name, param in plain.scorer.named_parameters():
         torch.testing.assert_close(compiled_params[name].grad.full_tensor(), param.grad.full_tensor(),
                                    rtol=1e-4, atol=1e-6, msg=name)
+
+
+def test_the_whole_model_as_one_unit_gives_the_same_passes_step_and_checkpoints(tiny_model_dir, batch, tmp_path):
+    from torch.distributed.fsdp import FSDPModule
+
+    from rlkit.engines.building import decoder_layers
+
+    per_layer, whole = build_engine(tiny_model_dir, units="layers"), build_engine(tiny_model_dir, units="model")
+    assert all(isinstance(layer, FSDPModule) for layer in decoder_layers(per_layer.scorer))
+    assert not any(isinstance(layer, FSDPModule) for layer in decoder_layers(whole.scorer))
+    assert isinstance(whole.scorer, FSDPModule)
+    torch.testing.assert_close(whole.compute_logprobs(batch, micro_batch_size=MICRO_BATCH).logprobs,
+                               per_layer.compute_logprobs(batch, micro_batch_size=MICRO_BATCH).logprobs,
+                               rtol=0, atol=0)
+    dist = DistInfo()
+    assert policy_step(whole, batch, dist) == policy_step(per_layer, batch, dist)
+    assert max_difference(weights(whole), weights(per_layer)) == 0.0
+    # checkpoints carry the same DTensor state whatever the units: one written per layer resumes as one unit
+    per_layer.save(tmp_path / "checkpoint")
+    resumed = build_engine(tiny_model_dir, units="model")
+    resumed.load(tmp_path / "checkpoint")
+    assert policy_step(resumed, batch, dist) == policy_step(per_layer, batch, dist)
+    assert max_difference(weights(resumed), weights(per_layer)) == 0.0

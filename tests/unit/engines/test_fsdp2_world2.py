@@ -48,6 +48,11 @@ def test_policy_step_matches_world_1(world2, tiny_model_dir, batch):
     check_world2_policy_step(world2, build_engine(tiny_model_dir), batch, TOLERANCE)
 
 
+def test_the_whole_model_as_one_unit_at_world_2_matches_world_1(world2, tiny_model_dir, batch):
+    as_one_unit = {"policy_step": world2["model_unit_step"], "policy_weights": world2["model_unit_weights"]}
+    check_world2_policy_step(as_one_unit, build_engine(tiny_model_dir), batch, TOLERANCE)
+
+
 def test_save_load_and_export_at_world_2_are_exact(world2):
     assert world2["resume_difference"] == 0.0
     assert world2["export_difference"] == 0.0

@@ -37,6 +37,7 @@ QWEN_7B = ModelFacts(7_615_616_512, 7_615_616_512, hidden_size=3584, num_layers=
                      num_heads=28, num_kv_heads=4, head_dim=128, vocab_size=152064)
 ON_POLICY = "algorithm.mini_batch_size=16"  # = data.train_batch_size: one optimizer step per batch
 DEEPSPEED = "engine.name=deepspeed"
+UNITS = "engine.fsdp2.units"
 
 
 def plan(*overrides: str, machine: MachineFacts = GPU, model: ModelFacts = SMOL, critic=None) -> SpeedPlan:
@@ -105,6 +106,15 @@ RULES = [
     ("engine.deepspeed.zero_stage", [DEEPSPEED, "engine.deepspeed.offload_param=true"], GPU, SMOL, 3,
      "offload_param: only ZeRO-3"),
     ("engine.deepspeed.zero_stage", [DEEPSPEED, "engine.deepspeed.zero_stage=1"], GPU, SMOL, 1, "set"),
+    (UNITS, [], CPU, SMOL, "layers", "CPU, the fixed default"),
+    # one GPU, SmolLM2: 8 x 134.5M bytes = 1.0 GiB, under 5% of 140 GiB
+    (UNITS, [], GPU, SMOL, "model", "one GPU, the whole model's gathered weights and gradients 1.0 GiB, 5% of the "
+                                    "GPU is 7.0 GiB: one unit, no per-layer hooks"),
+    (UNITS, [], MachineFacts(True, 2, H200, True), SMOL, "layers", "2 GPUs: a layer's weights are gathered while"),
+    # one GPU, 7B: 8 x 7.62G bytes = 56.7 GiB, over 7 GiB
+    (UNITS, [], GPU, QWEN_7B, "layers", "gradients 56.7 GiB, 5% of the GPU is 7.0 GiB: a unit per layer holds less"),
+    (UNITS, ["engine.fsdp2.cpu_offload=true"], GPU, SMOL, "layers", "cpu_offload: the weights come from the CPU"),
+    (UNITS, ["engine.fsdp2.units=layers"], GPU, SMOL, "layers", "set"),
 ]
 
 
@@ -126,6 +136,7 @@ def test_on_cpu_every_auto_is_the_fixed_default():
         PACKING: False, SHARING: False, COMPILE: False, BUDGET: None, CHECKPOINTING: False, ROLLOUT_LOGPROBS: True,
         ROLLOUT_SLEEP: True, FROM_UPDATE: False, "engine.deepspeed.zero_stage": 3}
     assert cpu.pending == ()
+    assert plan(machine=CPU, model=TINY).choices[UNITS].value == "layers"
 
 
 def test_on_a_gpu_the_budget_and_checkpointing_wait_for_the_memory():

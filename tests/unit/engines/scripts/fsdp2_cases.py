@@ -14,7 +14,17 @@ import tempfile
 from pathlib import Path
 
 import torch
-from engine_cases import LORA, actor_results, critic_results, engine_configs, engine_spec, lora_results, make_batch
+from engine_cases import (
+    LORA,
+    actor_results,
+    critic_results,
+    engine_configs,
+    engine_spec,
+    lora_results,
+    make_batch,
+    policy_step,
+    weights,
+)
 
 from rlkit.distributed import DistInfo
 from rlkit.engines.fsdp2 import FSDP2Engine
@@ -40,6 +50,11 @@ def main(model_dir: str, out_dir: str) -> None:
     actor = build_engine(model_dir, dist=dist)
     results = actor_results(actor, lambda: build_engine(model_dir, dist=dist), batch, dist, scratch)
     del actor
+    # the whole model as one FSDP unit (engine.fsdp2.units=model): one step, against world size 1 per layer
+    whole = build_engine(model_dir, dist=dist, units="model")
+    results["model_unit_step"] = policy_step(whole, batch, dist)
+    results["model_unit_weights"] = weights(whole)
+    del whole
     # the critic: initial values and one value-loss step
     critic = build_engine(model_dir, role="critic", dist=dist)
     results.update(critic_results(critic, batch, dist))
