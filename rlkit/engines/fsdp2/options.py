@@ -11,7 +11,8 @@ from rlkit.config.base import Section
 
 # One unit for the whole model while what it holds at once beyond a unit per layer takes at most this share of the
 # GPU: the gathered compute-dtype weights (2 bytes a parameter) and, at the end of the backward, the whole model's
-# gradients in the compute dtype and in fp32 for the reduction (2 + 4), for every model that trains.
+# gradients in the compute dtype and in fp32 for the reduction (2 + 4), for every model that trains. It comes out of
+# the 10% of the GPU a run keeps back (rlkit.trainer.memory_plan), which on one GPU holds no NCCL buffers.
 WHOLE_MODEL_BYTES_PER_PARAMETER = 8
 WHOLE_MODEL_MAX_GPU_SHARE = 0.05
 
