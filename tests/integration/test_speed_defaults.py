@@ -18,7 +18,7 @@ from rlkit.trainer.speed import parse_header_line
 
 SPEED_KEYS = {"engine.pack_sequences", "engine.share_prompts", "engine.torch_compile",
               "engine.max_tokens_per_micro_batch", "engine.gradient_checkpointing", "rollout.sleep",
-              "rollout.return_logprobs", "algorithm.old_logprobs_from_update"}
+              "rollout.return_logprobs", "algorithm.old_logprobs_from_update", "engine.fsdp2.units"}
 # What only the clock and the allocator decide.
 UNTIMED = ("time/", "throughput/", "memory/")
 
