@@ -118,6 +118,9 @@ class FSDP2Engine:
             yield
 
     # -- optimizer ---------------------------------------------------------------------------------
+    # no_grad: outside it each of the 2 x 272 `to_local` calls on SmolLM2's gradients is an autograd function call
+    # (30 us on a 2-core CPU: the step took 41 ms with it, 33 without)
+    @torch.no_grad()
     def optimizer_step(self) -> dict[str, float]:
         assert self.optimizer is not None, "the reference model has no optimizer"
         grads = [param.grad for group in self.optimizer.param_groups for param in group["params"]
