@@ -38,7 +38,7 @@ def materialize(tensor: Tensor) -> Tensor:
         local = tensor.to_local()
         if tensor.device_mesh.size() == 1 and local.shape == tensor.shape:
             # one rank holds the whole tensor: copy it, without full_tensor's all-gather machinery, which costs
-            # ~0.15 ms of host time a tensor (streaming SmolLM2-shaped weights on an H200: 29-47 ms with it, 8-11 ms
+            # ~0.1 ms of host time a tensor (streaming SmolLM2-shaped weights on an H200: 29-47 ms with it, 8-11 ms
             # without; docs/benchmarks.md, eleventh session)
             return local.to(device_type, copy=True)
         if tensor.device.type != device_type:  # cpu_offload keeps shards on CPU; the collective runs on the device
