@@ -135,6 +135,9 @@ class TrainerShell(abc.ABC):
                 if trainer.val_before_train and self.step == 0 and self.has_validation():
                     self.first_validation = self.validate()
                     self.logger.log(0, self.first_validation)
+                # the first step's line counts its own phases and collections, not those of setup (model loads,
+                # the rollout engine's start-up) or of the validation before training
+                self.timer.reset()
                 while self.step < self.total_steps:
                     self.step += 1
                     last = self._run_step()

@@ -12,6 +12,7 @@ from sft_runs import LORA, checkpoint_weights, compared, read_metrics, run, run_
 from rlkit.cli.generate import generate_command
 from rlkit.distributed import DistInfo
 from rlkit.errors import ConfigError
+from rlkit.trainer.sft import SFTTrainer
 
 DIST = DistInfo()
 
@@ -112,8 +113,6 @@ def test_micro_batch_size_does_not_change_the_update(tiny_model_dir, tmp_path):
 
 
 def test_global_batch_must_split_over_the_ranks(tiny_model_dir, tmp_path):
-    from rlkit.trainer.sft import SFTTrainer
-
     cfg = sft_config(tiny_model_dir, tmp_path, "data.train_batch_size=6")
     with pytest.raises(ConfigError, match="data.train_batch_size=6 does not split over 4 ranks"):
         SFTTrainer(cfg, DistInfo(world_size=4))
@@ -170,3 +169,12 @@ def test_packed_sequences_give_the_same_update(tiny_model_dir, tmp_path, monkeyp
         assert padded["grad_norm"] == pytest.approx(packed["grad_norm"], rel=1e-4)
     for name, weight in runs["padded"][1].items():
         torch.testing.assert_close(weight, runs["packed"][1][name], rtol=0, atol=2e-4)  # Adam: see above
+
+
+def test_the_first_step_reports_only_its_own_collector_time(tiny_model_dir, tmp_path):
+    """`time/gc` of a step is the collector's seconds within that step; setup's collections (model loading, an
+    in-process rollout engine's start-up) happen before it and are not the first step's."""
+    trainer = SFTTrainer(sft_config(tiny_model_dir, tmp_path, "trainer.total_steps=1"), DIST)
+    trainer.timer.gc_seconds = 1000.0  # as if setup had spent that long collecting
+    last = trainer.fit()
+    assert 0 <= last["time/gc"] < last["time/step"] < 1000
