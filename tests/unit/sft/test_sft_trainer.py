@@ -1,6 +1,8 @@
 """SFT runs on the tiny model at world size 1, in the pytest process (FSDP2 starts a 1-rank group itself)."""
 
+import gc
 import json
+import weakref
 
 import pytest
 import torch
@@ -178,3 +180,28 @@ def test_the_first_step_reports_only_its_own_collector_time(tiny_model_dir, tmp_
     trainer.timer.gc_seconds = 1000.0  # as if setup had spent that long collecting
     last = trainer.fit()
     assert 0 <= last["time/gc"] < last["time/step"] < 1000
+
+
+class _Cycle:
+    """An object in a reference cycle: only the cyclic collector frees it."""
+
+    def __init__(self):
+        self.me = self
+
+
+def test_the_steps_run_with_setup_s_objects_frozen_and_its_garbage_collected(tiny_model_dir, tmp_path):
+    trainer = SFTTrainer(sft_config(tiny_model_dir, tmp_path, "trainer.total_steps=2", "trainer.test_freq=0"), DIST)
+    garbage = weakref.ref(_Cycle())  # unreachable at once, still alive until a collection
+    frozen_before = gc.get_freeze_count()
+    seen = []
+    step = trainer.train_step
+
+    def recording_step(indices):
+        seen.append((gc.get_freeze_count(), garbage() is None))
+        return step(indices)
+
+    trainer.train_step = recording_step
+    trainer.fit()
+    assert len(seen) == 2
+    assert all(frozen > frozen_before + 1000 and collected for frozen, collected in seen), seen  # models, engines
+    assert gc.get_freeze_count() == frozen_before  # given back to the collector once the steps end
