@@ -31,6 +31,7 @@ from rlkit.errors import RlkitError
 from rlkit.experience.generation import Generation, PromptItem
 from rlkit.experience.shards import ShardSeeds, StepBuilder, prompt_item, validation_shard
 from rlkit.experience.split import CONTROL, ROLLOUT_PHASES, TO_TRAINER
+from rlkit.heap import frozen_heap
 from rlkit.placement import Placement
 from rlkit.placement.layout import shard_positions
 from rlkit.rewards.base import RewardManager
@@ -89,7 +90,8 @@ class RolloutWorker:
         signals the ranks left once the trainers have exited)."""
         _ignore_signals(self.cfg.trainer.preempt_signals)
         try:
-            self._serve()
+            with frozen_heap():  # what setup built, out of the collector's way while serving
+                self._serve()
         except BaseException as error:
             self._report(error)
             raise

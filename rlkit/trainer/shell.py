@@ -17,7 +17,7 @@
   (trainer.preempt_signals); if so the step is saved (unless it just was) and the run raises RunStopped (exit
   75). Ctrl-C stops at once with RunStopped (exit 130). Both say where the run stopped and how to resume
   (rlkit.trainer.preemption).
-* **The heap.** What setup built is collected once and frozen for the steps (`frozen_heap`): the collections
+* **The heap.** What setup built is collected once and frozen for the steps (rlkit.heap): the collections
   during the steps, counted in each step's `time/gc`, walk only what the steps create.
 * **Checkpoints** hold the engines (the subclass's), `trainer_state.json` (kind, step, world size and the
   subclass's state), every rank's torch RNG state, the config and the tokenizer. A resume restores them all,
@@ -29,19 +29,19 @@
 from __future__ import annotations
 
 import abc
-import gc
 import json
 import logging
 import resource
 import time
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from pathlib import Path
-from typing import Any, ClassVar, Iterator
+from typing import Any, ClassVar
 
 import torch
 import yaml
 
 from rlkit.distributed import DistInfo, all_reduce_sum
+from rlkit.heap import frozen_heap
 from rlkit.timing import PhaseTimer
 from rlkit.trainer.checkpoint import TRAINER_STATE, CheckpointManager, resume_point
 from rlkit.trainer.metrics import MetricsLogger, build_logger
@@ -221,22 +221,6 @@ class TrainerShell(abc.ABC):
                         "start afresh", directory, self.dist.world_size, state.get("world_size", "an older rlkit"))
         if self.dist.is_main:
             log.info("resumed from %s at step %d", directory, self.step)
-
-
-@contextmanager
-def frozen_heap() -> Iterator[None]:
-    """Python's collector leaves alone what setup built, for as long as the steps run.
-
-    The models, engines, data and imported libraries live for the whole run, yet each full collection during the
-    steps would walk them all again (in the step's time/gc). Collected once (so no garbage is kept) and frozen
-    (`gc.freeze`, as vLLM and SGLang do after their start-up), they drop out of every later collection; unfrozen
-    when the steps end, so that a closed run's objects can be collected again."""
-    gc.collect()
-    gc.freeze()
-    try:
-        yield
-    finally:
-        gc.unfreeze()
 
 
 def rng_state() -> dict[str, torch.Tensor]:

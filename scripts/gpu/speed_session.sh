@@ -181,8 +181,8 @@
 # The twelfth session ran 11, 12 (SKIP_PASSES=1), 16, 22, 36, 13, 14, 35, then 36's and 14's default benches once
 # more (docs/benchmarks.md, twelfth session); 34 did not fit. Next: the same order (34 last). In each bench's
 # *_metrics.jsonl look at time/gc: the first step's now counts from the step's start, and the trainer freezes
-# setup's heap before the steps (rlkit.trainer.shell frozen_heap); before, the SGLang pairing's second step
-# carried a 0.52-0.69 s collection.
+# setup's heap before the steps (rlkit/heap.py); before, the SGLang pairing's second step carried a 0.52-0.69 s
+# collection.
 set -uo pipefail
 STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-36)}
 source scripts/gpu/common.sh
