@@ -1,7 +1,7 @@
 """Where the compiled update's host time may go, without the profiler (whose own overhead hid it before).
 
-Run on a GPU from the repository root: `python scripts/gpu/host_overhead.py [--update [--compile]]`. Prints one
-JSON line per measurement:
+Run on a GPU from the repository root: `python scripts/gpu/host_overhead.py [--update] [--optimizer] [--compile]`.
+Prints one JSON line per measurement:
 
 - `attention`: seconds a call of torch's public `varlen_attn` (the custom op rlkit's packed attention calls)
   takes on the host, enqueue only and to completion, forward and forward + backward, against the aten flash
@@ -11,6 +11,8 @@ JSON line per measurement:
   update and log-prob pass on a model of SmolLM2-135M's shape (random weights unless --model), every decoder
   layer its own FSDP unit against the whole model as one unit (`engine.fsdp2.units` layers / model), the same
   batch; both engines in one process, taking turns --repeats rounds (AB, BA, ...); medians and the median ratio.
+- `optimizer_step`, `update_by_optimizer` (with --optimizer): the engine's optimizer step alone, and the whole
+  update, with AdamW fused (as rlkit builds it) against foreach, on one engine (one unit), taking turns.
 - `weights` (with --update): streaming the weights a sync reads (`full_weights`), copying each local tensor as one
   rank now does against gathering each with `DTensor.full_tensor()`, taking turns the same way.
 """
@@ -74,7 +76,9 @@ def attention(repeats: int) -> None:
         print(json.dumps(row), flush=True)
 
 
-def update(rounds: int, *, compiled: bool, model_path: str | None) -> None:
+def fsdp2_setup(*, compiled: bool, model_path: str | None):
+    """(build(units), gradients(engine), step(engine), logprob_pass(engine), real_weights): FSDP2 engines and the
+    calls timed on them, on the workload's batch."""
     import argparse as _argparse
 
     from engine_passes import synthetic_batch
@@ -84,7 +88,6 @@ def update(rounds: int, *, compiled: bool, model_path: str | None) -> None:
     from rlkit.config.schema import AlgorithmConfig, EngineConfig, OptimConfig
     from rlkit.distributed import DistInfo
     from rlkit.engines.base import EngineSpec
-    from rlkit.engines.fsdp2 import state
     from rlkit.registry import TRAIN_ENGINES
     from rlkit.trainer.losses import GlobalCounts, actor_loss_fn
 
@@ -107,13 +110,23 @@ def update(rounds: int, *, compiled: bool, model_path: str | None) -> None:
         return TRAIN_ENGINES.get("fsdp2")(section, section.options, EngineSpec(
             role="actor", model_path=model_path, optim=OptimConfig(lr=1e-7)), DistInfo(device="cuda:0"))
 
-    def step(engine) -> None:
+    def gradients(engine) -> None:
         engine.forward_backward(batch, loss_fn, micro_batch_size=128, entropy_grad=False)
+
+    def step(engine) -> None:
+        gradients(engine)
         engine.optimizer_step()
 
     def logprob_pass(engine) -> None:
         engine.compute_logprobs(batch, micro_batch_size=128)
 
+    return build, gradients, step, logprob_pass, real_weights
+
+
+def update(rounds: int, *, compiled: bool, model_path: str | None) -> None:
+    from rlkit.engines.fsdp2 import state
+
+    build, _, step, logprob_pass, real_weights = fsdp2_setup(compiled=compiled, model_path=model_path)
     # Both engines live in one process and take turns, round by round, in the order AB then BA: a machine that
     # drifts (every earlier session's later processes ran slower) weighs on both alike.
     engines = {"layers": build("layers"), "model": build("model")}
@@ -142,6 +155,39 @@ def update(rounds: int, *, compiled: bool, model_path: str | None) -> None:
     print(json.dumps({"measure": "weights", **summary(times, "full_tensor", "local_copy")}), flush=True)
 
 
+def optimizer(rounds: int, *, compiled: bool, model_path: str | None) -> None:
+    """`optimizer_step` alone (gradients made outside the clock, then the norm, AdamW and zeroing to completion),
+    with AdamW fused as rlkit builds it against foreach over the same parameters, then the whole update with each;
+    one engine (one unit), the two optimizers taking turns."""
+    build, gradients, step, _, real_weights = fsdp2_setup(compiled=compiled, model_path=model_path)
+    engine = build("model")
+    fused = engine.optimizer
+    params = [param for group in fused.param_groups for param in group["params"]]
+    settings = {key: fused.defaults[key] for key in ("lr", "betas", "eps", "weight_decay")}
+    optimizers = {"foreach": torch.optim.AdamW(params, **settings, foreach=True), "fused": fused}
+
+    def use(name: str) -> None:
+        engine.optimizer = engine.scheduler.optimizer = optimizers[name]
+
+    def update_with(name: str):
+        return lambda: (use(name), step(engine))
+
+    for name in optimizers:  # the first steps compile and create each optimizer's state
+        update_with(name)()
+    alone: dict[str, list[float]] = {name: [] for name in optimizers}
+    names = list(optimizers)
+    for index in range(rounds):
+        for name in names if index % 2 == 0 else names[::-1]:
+            use(name)
+            gradients(engine)
+            alone[name].append(seconds(engine.optimizer_step, 1, sync=True))
+    print(json.dumps({"measure": "optimizer_step", "compiled": compiled, "real_weights": real_weights,
+                      **summary(alone, "foreach", "fused")}), flush=True)
+    times = interleaved({name: update_with(name) for name in optimizers}, rounds)
+    print(json.dumps({"measure": "update_by_optimizer", "compiled": compiled, "real_weights": real_weights,
+                      **summary(times, "foreach", "fused")}), flush=True)
+
+
 def interleaved(calls: dict, rounds: int) -> dict[str, list[float]]:
     """Seconds of each call to completion, `rounds` times, in the order of `calls`, then reversed, and so on."""
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -165,12 +211,15 @@ def main() -> None:
     parser.add_argument("--update", action="store_true")
     parser.add_argument("--compile", action="store_true", help="the update with engine.torch_compile=true")
     parser.add_argument("--no-attention", action="store_true")
+    parser.add_argument("--optimizer", action="store_true", help="AdamW fused against foreach (one unit)")
     parser.add_argument("--model", help="a Hugging Face folder for --update (default: random SmolLM2-135M shape)")
     args = parser.parse_args()
     if not args.no_attention:
         attention(args.repeats)
     if args.update:
         update(args.repeats, compiled=args.compile, model_path=args.model)
+    if args.optimizer:
+        optimizer(args.repeats, compiled=args.compile, model_path=args.model)
 
 
 if __name__ == "__main__":

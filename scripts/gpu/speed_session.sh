@@ -183,8 +183,14 @@
 # *_metrics.jsonl look at time/gc: the first step's now counts from the step's start, and the trainer freezes
 # setup's heap before the steps (rlkit/heap.py); before, the SGLang pairing's second step carried a 0.52-0.69 s
 # collection.
+# 37   (none)                                   6   after 12 (and 16, 22 for the bench): AdamW fused (what rlkit builds
+#                                                   since the thirteenth session) against foreach, on $MODEL,
+#                                                   compiled, one unit, 20 turns (scripts/gpu/host_overhead.py
+#                                                   --optimizer): the optimizer step alone and the whole update;
+#                                                   then the workload's bench with defaults and vLLM alone. Look
+#                                                   for: fused_over_foreach below 1; time/gc of steps 1-2.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-36)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-37)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -561,7 +567,15 @@ case $STEP in
   bench units_model $WORKLOAD --engine fsdp2 --rollout vllm
   bench units_layers $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline engine.fsdp2.units=layers
   ;;
+37)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  timeout 300 python3 scripts/gpu/host_overhead.py --optimizer --compile --no-attention --model "$MODEL" \
+    --repeats 20 2>&1 | grep '^{' | log
+  [ -f /tmp/site_vllm/.installed ] || exit 0
+  bench fused $WORKLOAD --engine fsdp2 --rollout vllm
+  ;;
 *)
-  echo "unknown step $STEP (1-36)"; exit 2
+  echo "unknown step $STEP (1-37)"; exit 2
   ;;
 esac

@@ -91,11 +91,19 @@ def init_optimizer_state(optimizer: torch.optim.Optimizer, zero_optimizer: objec
         state = optimizer.state[flat]
         if state:
             continue
-        # torch's AdamW counts steps in a CPU float tensor, DeepSpeed's Adams in an int
-        state["step"] = torch.tensor(0.0, dtype=torch.float32) if isinstance(optimizer, torch.optim.AdamW) else 0
+        state["step"] = _initial_step(optimizer, flat)
         for key in _MOMENTS:
             state[key] = torch.zeros_like(flat, memory_format=torch.preserve_format)
     link_optimizer_state(zero_optimizer)
+
+
+def _initial_step(optimizer: torch.optim.Optimizer, flat: Tensor) -> Tensor | int:
+    """Step 0 as the optimizer keeps it: DeepSpeed's Adams count in an int, torch's AdamW in a float32 tensor, on
+    the CPU unless fused or capturable (then on the parameter's device, which the fused kernel requires)."""
+    if not isinstance(optimizer, torch.optim.AdamW):
+        return 0
+    on_device = optimizer.defaults.get("fused") or optimizer.defaults.get("capturable")
+    return torch.tensor(0.0, dtype=torch.float32, device=flat.device if on_device else "cpu")
 
 
 def link_optimizer_state(zero_optimizer: object) -> None:

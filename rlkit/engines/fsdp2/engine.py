@@ -189,7 +189,7 @@ class FSDP2Engine:
         if self.optimizer is not None:
             for param_state in self.optimizer.state.values():
                 for key, value in param_state.items():
-                    if isinstance(value, Tensor) and key != "step":  # AdamW's step count lives on CPU
+                    if isinstance(value, Tensor):  # fused AdamW keeps even its step count beside the parameter
                         param_state[key] = value.to(device)
 
     @contextmanager

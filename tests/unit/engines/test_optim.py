@@ -42,3 +42,17 @@ def test_scheduler_drives_the_optimizer_lr():
         optimizer.step()
         scheduler.step()
     assert lrs == pytest.approx([0.05, 0.1, 0.1])
+
+
+def test_one_step_is_adamw_by_hand():
+    # first step, m = (1-b1) g, v = (1-b2) g^2, bias-corrected: m_hat = g, v_hat = g^2, so the step is
+    # p <- p (1 - lr wd) - lr g / (|g| + eps)
+    config = OptimConfig(lr=0.1, weight_decay=0.5, eps=1e-8)
+    param = torch.nn.Parameter(torch.tensor([1.0, -2.0, 3.0]))
+    param.grad = torch.tensor([0.5, -4.0, 0.0])
+    optimizer = build_optimizer([param], config)
+    optimizer.step()
+    decayed = torch.tensor([1.0, -2.0, 3.0]) * (1 - 0.1 * 0.5)
+    expected = decayed - 0.1 * torch.tensor([0.5, -4.0, 0.0]) / (torch.tensor([0.5, 4.0, 0.0]) + 1e-8)
+    torch.testing.assert_close(param.detach(), expected)
+    assert optimizer.defaults["fused"] is True
