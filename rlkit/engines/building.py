@@ -70,15 +70,10 @@ def decoder_layers(module: nn.Module) -> list[nn.Module]:
 
 def compile_decoder_layers(module: nn.Module) -> None:
     """torch.compile the forward of every decoder layer (engine.torch_compile). The layers share one code
-    object and, with their parameters as graph inputs, one compiled graph. Module hooks (FSDP, DeepSpeed,
-    checkpointing) stay outside.
-
-    dynamic=True: the token count, the number of packed sequences and the longest length (an int) are symbolic
-    from the first compile. Left to torch's automatic dynamic shapes, each compiled static first and again the
-    first time it changed, and a size that happened to match across the first step's micro-batches changed in a
-    later step, which then paid a recompile. The model's own sizes stay fixed (the weights pin them)."""
+    object and, with their parameters as graph inputs, one compiled graph; a new sequence length compiles
+    once more, as a dynamic shape. Module hooks (FSDP, DeepSpeed, checkpointing) stay outside."""
     for layer in decoder_layers(module):
-        layer.forward = torch.compile(layer.forward, dynamic=True)
+        layer.forward = torch.compile(layer.forward)
 
 
 def apply_activation_checkpointing(hf_model: nn.Module) -> None:

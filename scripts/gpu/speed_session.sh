@@ -191,9 +191,8 @@
 #                                                   for: fused_over_foreach below 1; time/gc of steps 1-2.
 # The thirteenth session ran 11, 12 (SKIP_PASSES=1), 16, 22, 37, 13, 14, then the default benches of vLLM and SGLang
 # again, 13's test after its DeepSpeed fix, an exact-resume check, deepspeed x vllm and the vLLM bench a third time
-# (docs/benchmarks.md, thirteenth session). Next: the same set-up (11, 12, 16, 22), then 37's bench for target 2
-# (with TORCH_LOGS=recompiles: the layers now compile with dynamic=True), 13 and 14 for SGLang's target 3, then
-# `python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu` (compiled packed steps against eager), 34 if time is left.
+# (docs/benchmarks.md, thirteenth session). Next: the same set-up (11, 12, 16, 22), then 37's bench for target 2,
+# 13 and 14 for SGLang's target 3, and 34 if time is left.
 set -uo pipefail
 STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-37)}
 source scripts/gpu/common.sh
