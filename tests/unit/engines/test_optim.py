@@ -1,4 +1,4 @@
-"""The learning-rate schedule, with the multipliers worked out by hand."""
+"""AdamW as the engines build it and its learning-rate schedule, worked out by hand."""
 
 import math
 
@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from rlkit.config.schema import OptimConfig
+from rlkit.engines.deepspeed import state as deepspeed_state
 from rlkit.engines.optim import build_optimizer, build_scheduler, lr_multiplier, num_warmup_steps
 
 
@@ -56,3 +57,14 @@ def test_one_step_is_adamw_by_hand():
     expected = decayed - 0.1 * torch.tensor([0.5, -4.0, 0.0]) / (torch.tensor([0.5, 4.0, 0.0]) + 1e-8)
     torch.testing.assert_close(param.detach(), expected)
     assert optimizer.defaults["fused"] is True
+
+
+@pytest.mark.parametrize("implementation", ["fused", "foreach"])
+def test_adamw_state_created_before_the_first_step_sits_where_torch_puts_it(implementation):
+    # The DeepSpeed engine creates AdamW's state ahead of the first step. Fused AdamW's kernel wants the step
+    # count on the parameter's device (a CUDA run failed on a CPU one); the other implementations count on the
+    # CPU. A meta tensor stands in for a flat partition on the GPU.
+    optimizer = torch.optim.AdamW([torch.nn.Parameter(torch.zeros(2))], **{implementation: True})
+    step = deepspeed_state._initial_step(optimizer, torch.empty(4, device="meta"))
+    assert step.device.type == ("meta" if implementation == "fused" else "cpu")
+    assert step.dtype == torch.float32 and step.shape == ()
