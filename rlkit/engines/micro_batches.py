@@ -17,7 +17,9 @@ Sequence packing (`pack_sequences`) is rlkit.engines.packing: here it only chang
 Token budget (`max_tokens`). A micro-batch's size is rows x padded width (P' + T' with padding removal,
 L without), the tensor the model runs on: the budget bounds activation memory, not real tokens. Packed, it is
 the number of tokens the packed row holds, the sum over its rows of max(1, prompt extent) + response extent
-(packing.pack's rule). Sequences
+(packing.pack's rule). With shared prompts (`share_prompts`) a prompt counts once in each micro-batch that holds
+rows of it, as packing keeps it once: the rows are ordered by prompt group (the groups, and the rows within a group,
+longest first) so that a group's rows fall in one micro-batch where the budget allows. Otherwise sequences
 are sorted longest first so that neighbours have similar widths. Each rank counts the fewest contiguous runs
 of that order within the budget; forward passes of sharded models are collectives, so all ranks take the
 largest count and cut their order into that many runs, with the smallest largest size (a search over the cap).
@@ -44,8 +46,8 @@ log = logging.getLogger(__name__)
 @dataclass(frozen=True)
 class MicroBatching:
     """An engine's micro-batch options (EngineConfig.remove_padding, .max_tokens_per_micro_batch,
-    .pack_sequences, .share_prompts). The budget counts every row's prompt, shared or not: a micro-batch of
-    shared prompts holds fewer tokens than it counts."""
+    .pack_sequences, .share_prompts). With shared prompts the budget counts each prompt once a micro-batch, as
+    the packed row holds it."""
 
     remove_padding: bool = False
     max_tokens: int | None = None
@@ -84,14 +86,32 @@ def padded_size(prompt_extent: list[int], response_extent: list[int], rows: list
     return len(rows) * (kept_prompt + kept_response)
 
 
-def packed_size(prompt_extent: list[int], response_extent: list[int], rows: list[int]) -> int:
-    """The tokens of `rows` packed into one row: each row's prompt extent (at least 1) plus its response extent."""
-    return sum(max(1, prompt_extent[i]) + response_extent[i] for i in rows)
+def packed_size(prompt_extent: list[int], response_extent: list[int], rows: list[int],
+                groups: list[int] | None = None) -> int:
+    """The tokens of `rows` packed into one row: each row's prompt extent (at least 1) plus its response extent;
+    with `groups` (a prompt group per row, shared prompts) each group's prompt once."""
+    if groups is None:
+        return sum(max(1, prompt_extent[i]) + response_extent[i] for i in rows)
+    first_rows = {groups[i]: i for i in reversed(rows)}.values()
+    return sum(response_extent[i] for i in rows) + sum(max(1, prompt_extent[i]) for i in first_rows)
 
 
-def run_size(prompt_extent: list[int], response_extent: list[int], rows: list[int], packed: bool) -> int:
-    """A micro-batch's size under the token budget: packed_size when packing, else padded_size."""
-    return (packed_size if packed else padded_size)(prompt_extent, response_extent, rows)
+def run_size(prompt_extent: list[int], response_extent: list[int], rows: list[int], packed: bool,
+             groups: list[int] | None = None) -> int:
+    """A micro-batch's size under the token budget: packed_size when packing (`groups` with shared prompts),
+    else padded_size."""
+    if packed:
+        return packed_size(prompt_extent, response_extent, rows, groups)
+    return padded_size(prompt_extent, response_extent, rows)
+
+
+def prompt_groups(input_ids: Tensor, prompt_width: int, kept_prompt: list[int]) -> list[int]:
+    """A group number per row: rows whose kept prompt tokens (the last kept_prompt[i] of the prompt block) are the
+    same share one, numbered in order of first appearance. What packing with shared prompts keeps once."""
+    prompt_ids = input_ids[:, :prompt_width].cpu()
+    numbers: dict[tuple[int, ...], int] = {}
+    return [numbers.setdefault(tuple(prompt_ids[row, prompt_width - extent :].tolist()), len(numbers))
+            for row, extent in enumerate(kept_prompt)]
 
 
 def trim(micro: Batch) -> tuple[dict[str, Tensor], int]:
@@ -122,8 +142,19 @@ def longest_first(prompt_extent: list[int], response_extent: list[int]) -> list[
     return sorted(range(len(prompt_extent)), key=lambda i: -(prompt_extent[i] + response_extent[i]))
 
 
+def groups_longest_first(prompt_extent: list[int], response_extent: list[int], groups: list[int]) -> list[int]:
+    """Row indices group by group (shared prompts): the groups by their packed size, the rows of a group by their
+    response extent, longest first; ties keep the batch's order."""
+    members: dict[int, list[int]] = {}
+    for row, group in enumerate(groups):
+        members.setdefault(group, []).append(row)
+    ordered = sorted(members.values(), key=lambda rows: -packed_size(prompt_extent, response_extent, rows, groups))
+    return [row for rows in ordered for row in sorted(rows, key=lambda i: -response_extent[i])]
+
+
 def greedy_runs(
-    order: list[int], prompt_extent: list[int], response_extent: list[int], cap: int, *, packed: bool = False
+    order: list[int], prompt_extent: list[int], response_extent: list[int], cap: int, *, packed: bool = False,
+    groups: list[int] | None = None,
 ) -> list[list[int]]:
     """The fewest contiguous runs of `order` whose size (run_size) stays within `cap`; a row over it runs alone.
     Greedy is optimal here: a run's size only grows as rows join it."""
@@ -131,16 +162,21 @@ def greedy_runs(
     run: list[int] = []
     kept_prompt = kept_response = 1
     tokens = 0
+    seen: set[int] = set()  # the prompt groups in the run (shared prompts)
     for i in order:
         grown_prompt, grown_response = max(kept_prompt, prompt_extent[i]), max(kept_response, response_extent[i])
-        grown_tokens = tokens + max(1, prompt_extent[i]) + response_extent[i]
+        prompt_tokens = 0 if groups is not None and groups[i] in seen else max(1, prompt_extent[i])
+        grown_tokens = tokens + prompt_tokens + response_extent[i]
         size = grown_tokens if packed else (len(run) + 1) * (grown_prompt + grown_response)
         if run and size > cap:
             runs.append(run)
             run = []
+            seen.clear()
             grown_prompt, grown_response = max(1, prompt_extent[i]), max(1, response_extent[i])
             grown_tokens = max(1, prompt_extent[i]) + response_extent[i]
         run.append(i)
+        if groups is not None:
+            seen.add(groups[i])
         kept_prompt, kept_response, tokens = grown_prompt, grown_response, grown_tokens
     if run:
         runs.append(run)
@@ -148,23 +184,24 @@ def greedy_runs(
 
 
 def balanced_runs(
-    order: list[int], prompt_extent: list[int], response_extent: list[int], num_runs: int, *, packed: bool = False
+    order: list[int], prompt_extent: list[int], response_extent: list[int], num_runs: int, *, packed: bool = False,
+    groups: list[int] | None = None,
 ) -> list[list[int]]:
     """Exactly `num_runs` contiguous runs of `order` (1 <= num_runs <= len(order)) under the smallest cap that
     greedy_runs can meet with at most `num_runs` runs (single rows over the cap run alone, as in greedy_runs):
     the largest run of 2+ rows is as small as such a cut allows, and within any budget that needs no more runs."""
     assert 1 <= num_runs <= len(order), f"{num_runs} micro-batches of {len(order)} sequences"
-    low, high = 1, run_size(prompt_extent, response_extent, order, packed)
+    low, high = 1, run_size(prompt_extent, response_extent, order, packed, groups)
     while low < high:  # the run count only falls as the cap grows
         cap = (low + high) // 2
-        if len(greedy_runs(order, prompt_extent, response_extent, cap, packed=packed)) <= num_runs:
+        if len(greedy_runs(order, prompt_extent, response_extent, cap, packed=packed, groups=groups)) <= num_runs:
             high = cap
         else:
             low = cap + 1
-    runs = greedy_runs(order, prompt_extent, response_extent, low, packed=packed)
+    runs = greedy_runs(order, prompt_extent, response_extent, low, packed=packed, groups=groups)
     while len(runs) < num_runs:  # halve the largest run of 2+ rows: no run grows
         splittable = [k for k, run in enumerate(runs) if len(run) > 1]
-        k = max(splittable, key=lambda k: run_size(prompt_extent, response_extent, runs[k], packed))
+        k = max(splittable, key=lambda k: run_size(prompt_extent, response_extent, runs[k], packed, groups))
         half = len(runs[k]) // 2
         runs[k : k + 1] = [runs[k][:half], runs[k][half:]]
     return runs
@@ -181,9 +218,14 @@ def plan(batch: Batch, micro_batch_size: int, batching: MicroBatching) -> list[l
                             sequence_extents(batch["attention_mask"], batch["response_mask"]))
     else:
         prompt, response = [batch.prompt_width] * len(batch), [batch.response_width] * len(batch)
-    order = longest_first(prompt, response)
-    local = greedy_runs(order, prompt, response, batching.max_tokens, packed=packed)
-    if any(run_size(prompt, response, run, packed) > batching.max_tokens for run in local):
+    groups = None
+    if packed and batching.share_prompts:
+        groups = prompt_groups(batch["input_ids"], batch.prompt_width, [max(1, extent) for extent in prompt])
+        order = groups_longest_first(prompt, response, groups)
+    else:
+        order = longest_first(prompt, response)
+    local = greedy_runs(order, prompt, response, batching.max_tokens, packed=packed, groups=groups)
+    if any(run_size(prompt, response, run, packed, groups) > batching.max_tokens for run in local):
         _warn_over_budget(batching.max_tokens)
     num_runs = int(all_reduce_max(len(local)))
     if num_runs > len(batch):
@@ -191,7 +233,7 @@ def plan(batch: Batch, micro_batch_size: int, batching: MicroBatching) -> list[l
             f"engine.max_tokens_per_micro_batch={batching.max_tokens}: another rank needs {num_runs} micro-batches "
             f"but this rank holds {len(batch)} sequences; give every rank the same number of sequences"
         )
-    return balanced_runs(order, prompt, response, num_runs, packed=packed)
+    return balanced_runs(order, prompt, response, num_runs, packed=packed, groups=groups)
 
 
 @functools.cache

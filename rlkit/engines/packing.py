@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from rlkit.batch import Batch
-from rlkit.engines.micro_batches import sequence_extents
+from rlkit.engines.micro_batches import prompt_groups, sequence_extents
 
 
 @dataclass(frozen=True)
@@ -101,10 +101,9 @@ def _pack_shared(micro: Batch, kept_prompt: list[int], response_extent: list[int
     """pack's layout with each distinct prompt once (module docstring); `kept_prompt` at least 1 a row."""
     P, T = micro.prompt_width, micro.response_width
     L = P + T
-    prompt_ids = micro["input_ids"][:, :P].cpu()
-    groups: dict[tuple[int, ...], list[int]] = {}
-    for row, extent in enumerate(kept_prompt):
-        groups.setdefault(tuple(prompt_ids[row, P - extent :].tolist()), []).append(row)
+    groups: dict[int, list[int]] = {}
+    for row, group in enumerate(prompt_groups(micro["input_ids"], P, kept_prompt)):
+        groups.setdefault(group, []).append(row)
     taken, key_index, query_bounds, key_bounds = [], [], [0], [0]
     score_positions, rows, columns = [], [], []
     packed = 0  # tokens in the packed row so far

@@ -201,8 +201,10 @@ def choose_prompt_sharing(engine: EngineConfig, packing: Choice, machine: Machin
         return Choice(False, CPU)
     if not packing.value:
         return Choice(False, "engine.pack_sequences is off: prompts are shared within a packed row")
-    # Measured on an H200 (docs/benchmarks.md, tenth session): 29% fewer tokens, less memory, no faster step.
-    return Choice(False, "measured no faster than whole rows on a GPU; true saves memory where prompts are long")
+    # Measured on an H200 (docs/benchmarks.md, tenth and fourteenth sessions): less memory, but faster only where
+    # sharing saves a micro-batch; at the same count the shared micro-batches ran slower.
+    return Choice(False, "measured faster than whole rows on a GPU only where it saves a micro-batch; true saves "
+                         "memory where prompts are long")
 
 
 def choose_compile(engine: EngineConfig, machine: MachineFacts, model: ModelFacts) -> Choice:

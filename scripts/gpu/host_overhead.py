@@ -13,6 +13,9 @@ Prints one JSON line per measurement:
   batch; both engines in one process, taking turns --repeats rounds (AB, BA, ...); medians and the median ratio.
 - `optimizer_step`, `update_by_optimizer` (with --optimizer): the engine's optimizer step alone, and the whole
   update, with AdamW fused (as rlkit builds it) against foreach, on one engine (one unit), taking turns.
+- `update_batching`, `logprob_batching` (with --batching): the update and the log-prob pass with prompts shared
+  (`engine.share_prompts`) against whole rows under --budget tokens a micro-batch, whole rows in one micro-batch,
+  and shared prompts in two, on 32 prompts x 8 samples; four engines (one unit) taking turns.
 - `weights` (with --update): streaming the weights a sync reads (`full_weights`), copying each local tensor as one
   rank now does against gathering each with `DTensor.full_tensor()`, taking turns the same way.
 """
@@ -76,9 +79,10 @@ def attention(repeats: int) -> None:
         print(json.dumps(row), flush=True)
 
 
-def fsdp2_setup(*, compiled: bool, model_path: str | None):
-    """(build(units), gradients(engine), step(engine), logprob_pass(engine), real_weights): FSDP2 engines and the
-    calls timed on them, on the workload's batch."""
+def fsdp2_setup(*, compiled: bool, model_path: str | None, group: int = 1):
+    """(build(units, **engine options), gradients(engine), step(engine), logprob_pass(engine), real_weights): FSDP2
+    engines and the calls timed on them, on the workload's batch (`group` rows a prompt). The calls take
+    `micro_batch_size` (default 128), which a token budget (`max_tokens_per_micro_batch`) overrides."""
     import argparse as _argparse
 
     from engine_passes import synthetic_batch
@@ -98,27 +102,27 @@ def fsdp2_setup(*, compiled: bool, model_path: str | None):
             hidden_size=576, intermediate_size=1536, num_hidden_layers=30, num_attention_heads=9, num_key_value_heads=3,
             vocab_size=49152, max_position_embeddings=2048, tie_word_embeddings=True, rms_norm_eps=1e-5,
         )).save_pretrained(model_path)
-    batch = synthetic_batch(_argparse.Namespace(seqs=256, prompt_len=128, response_len=256, ragged=True, group=1),
+    batch = synthetic_batch(_argparse.Namespace(seqs=256, prompt_len=128, response_len=256, ragged=True, group=group),
                             vocab_size=AutoConfig.from_pretrained(model_path).vocab_size)
     counts = GlobalCounts(*GlobalCounts.of_local(batch))
     loss_fn = actor_loss_fn(AlgorithmConfig(use_kl_loss=True), "token-mean", 256, counts)
 
-    def build(units: str):
+    def build(units: str, **options):
         section = validate(EngineConfig, {"name": "fsdp2", "pack_sequences": True, "torch_compile": compiled,
-                                          "max_tokens_per_micro_batch": None, "fsdp2": {"units": units}},
+                                          "max_tokens_per_micro_batch": None, "fsdp2": {"units": units}, **options},
                            source=units)
         return TRAIN_ENGINES.get("fsdp2")(section, section.options, EngineSpec(
             role="actor", model_path=model_path, optim=OptimConfig(lr=1e-7)), DistInfo(device="cuda:0"))
 
-    def gradients(engine) -> None:
-        engine.forward_backward(batch, loss_fn, micro_batch_size=128, entropy_grad=False)
+    def gradients(engine, micro_batch_size: int = 128) -> None:
+        engine.forward_backward(batch, loss_fn, micro_batch_size=micro_batch_size, entropy_grad=False)
 
-    def step(engine) -> None:
-        gradients(engine)
+    def step(engine, micro_batch_size: int = 128) -> None:
+        gradients(engine, micro_batch_size)
         engine.optimizer_step()
 
-    def logprob_pass(engine) -> None:
-        engine.compute_logprobs(batch, micro_batch_size=128)
+    def logprob_pass(engine, micro_batch_size: int = 128) -> None:
+        engine.compute_logprobs(batch, micro_batch_size=micro_batch_size)
 
     return build, gradients, step, logprob_pass, real_weights
 
@@ -188,6 +192,33 @@ def optimizer(rounds: int, *, compiled: bool, model_path: str | None) -> None:
                       **summary(times, "foreach", "fused")}), flush=True)
 
 
+def batching(rounds: int, *, compiled: bool, model_path: str | None, budget: int) -> None:
+    """The update and the log-prob pass with prompts shared or whole (`engine.share_prompts`), under a budget of
+    `budget` tokens (two micro-batches of whole rows on this batch, as the workload's bench runs; one of shared
+    prompts, which count once) or in one micro-batch, and shared in two (half the budget), on 256 rows in groups of 8
+    on a prompt (32 prompts x 8 samples); four engines (one unit each) taking turns in one process. Dynamo's
+    recompile limit is raised so that four engines' shapes cannot push a layer back to eager."""
+    torch._dynamo.config.recompile_limit = 64
+    build, _, step, logprob_pass, real_weights = fsdp2_setup(compiled=compiled, model_path=model_path, group=8)
+    variants = {  # name: (engine options, micro_batch_size, which a budget overrides)
+        "whole": ({"max_tokens_per_micro_batch": budget}, 256),
+        "shared": ({"max_tokens_per_micro_batch": budget, "share_prompts": True}, 256),
+        "whole_one": ({}, 256),
+        "shared_two": ({"max_tokens_per_micro_batch": budget // 2, "share_prompts": True}, 256),
+    }
+    engines = {name: (build("model", **options), size) for name, (options, size) in variants.items()}
+    for engine, size in engines.values():  # the first calls compile
+        step(engine, size)
+        logprob_pass(engine, size)
+    for measure, call in (("update", step), ("logprob", logprob_pass)):
+        times = interleaved({name: (lambda engine=engine, size=size: call(engine, size))
+                             for name, (engine, size) in engines.items()}, rounds)
+        for other in ("shared", "whole_one", "shared_two"):
+            print(json.dumps({"measure": f"{measure}_batching", "compiled": compiled, "real_weights": real_weights,
+                              "budget": budget, **summary({key: times[key] for key in ("whole", other)}, "whole",
+                                                          other)}), flush=True)
+
+
 def interleaved(calls: dict, rounds: int) -> dict[str, list[float]]:
     """Seconds of each call to completion, `rounds` times, in the order of `calls`, then reversed, and so on."""
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -212,6 +243,9 @@ def main() -> None:
     parser.add_argument("--compile", action="store_true", help="the update with engine.torch_compile=true")
     parser.add_argument("--no-attention", action="store_true")
     parser.add_argument("--optimizer", action="store_true", help="AdamW fused against foreach (one unit)")
+    parser.add_argument("--batching", action="store_true",
+                        help="prompts shared or whole, micro-batches of --budget tokens or one (one unit)")
+    parser.add_argument("--budget", type=int, default=54_272, help="the token budget of --batching (the bench's)")
     parser.add_argument("--model", help="a Hugging Face folder for --update (default: random SmolLM2-135M shape)")
     args = parser.parse_args()
     if not args.no_attention:
@@ -220,6 +254,8 @@ def main() -> None:
         update(args.repeats, compiled=args.compile, model_path=args.model)
     if args.optimizer:
         optimizer(args.repeats, compiled=args.compile, model_path=args.model)
+    if args.batching:
+        batching(args.repeats, compiled=args.compile, model_path=args.model, budget=args.budget)
 
 
 if __name__ == "__main__":

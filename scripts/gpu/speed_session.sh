@@ -193,8 +193,19 @@
 # again, 13's test after its DeepSpeed fix, an exact-resume check, deepspeed x vllm and the vLLM bench a third time
 # (docs/benchmarks.md, thirteenth session). Next: the same set-up (11, 12, 16, 22), then 37's bench for target 2,
 # 13 and 14 for SGLang's target 3, and 34 if time is left.
+# 38   (none)                                   3   after 12: prompts shared or whole and one micro-batch or two, on
+#                                                   $MODEL, compiled, one unit, 32 prompts x 8 samples, four engines
+#                                                   taking turns (scripts/gpu/host_overhead.py --batching). Look for:
+#                                                   shared_over_whole of the update below 1 (the tenth session found
+#                                                   sharing no faster, before the loop's reads and the unit went).
+# 39   (none)                                   4   after 16, 22: scripts/gpu/vllm_generate_gap.py, where the trainer's
+#                                                   generate phase loses time against vLLM alone (text, seeds, rlkit's
+#                                                   call, a trainer step before the call). Look for: rlkit and
+#                                                   after_step against no_text.
+# The fourteenth session ran 11, 12 (SKIP_PASSES=1), 38, 16, 22, 39 and three benches on one machine, then 11, 12, 38,
+# 16, 22, benches and tests/gpu/test_packing_gpu.py on a second (docs/benchmarks.md, fourteenth session).
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-37)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-39)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -579,7 +590,19 @@ case $STEP in
   [ -f /tmp/site_vllm/.installed ] || exit 0
   bench fused $WORKLOAD --engine fsdp2 --rollout vllm
   ;;
+38)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  timeout 400 python3 scripts/gpu/host_overhead.py --batching --compile --no-attention --model "$MODEL" \
+    --repeats 12 2>&1 | grep '^{' | log
+  ;;
+39)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  timeout 400 python3 scripts/gpu/vllm_generate_gap.py --model "$MODEL" --data "$DATA" --rounds 5 2>&1 | \
+    grep '^{' | log
+  ;;
 *)
-  echo "unknown step $STEP (1-37)"; exit 2
+  echo "unknown step $STEP (1-39)"; exit 2
   ;;
 esac

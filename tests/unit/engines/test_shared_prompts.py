@@ -10,11 +10,26 @@ The CUDA kernel path is tests/gpu/test_packing_gpu.py.
 
 import pytest
 import torch
-from micro_batching_cases import PACKED_SWITCHES, PROMPT_GROUPS, assert_same, make_grouped_batch, measure_world1
+from micro_batching_cases import (
+    MICRO_BATCH,
+    PACKED_SWITCHES,
+    PROMPT_GROUPS,
+    assert_same,
+    make_grouped_batch,
+    measure_world1,
+)
 from test_packing import eager_attention, hand_batch, padded_inputs, random_qkv
 
 from rlkit.config.schema import EngineConfig
-from rlkit.engines.micro_batches import MicroBatching
+from rlkit.engines.micro_batches import (
+    MicroBatching,
+    greedy_runs,
+    groups_longest_first,
+    packed_size,
+    plan,
+    prompt_groups,
+    sequence_extents,
+)
 from rlkit.engines import varlen_attention
 from rlkit.engines.packing import pack
 from rlkit.engines.sequences import PolicyScorer, ValueScorer
@@ -124,7 +139,8 @@ def test_shared_prompts_match_whole_rows(engine, switches, tiny_model_dir):
     whole = measure_world1(engine, tiny_model_dir, grouped=True, **switches)
     shared = measure_world1(engine, tiny_model_dir, grouped=True, share_prompts=True, **switches)
     assert_same(shared, whole)
-    assert shared["actor_sizes"] == whole["actor_sizes"]  # the budget counts every row's prompt either way
+    if "max_tokens_per_micro_batch" in switches:  # a shared prompt counts once: never more micro-batches
+        assert len(shared["actor_sizes"]) <= len(whole["actor_sizes"])
 
 
 def test_the_grouped_batch_shares_as_its_groups_say(tiny_model_dir):
@@ -134,6 +150,33 @@ def test_the_grouped_batch_shares_as_its_groups_say(tiny_model_dir):
     packed = pack(batch, share_prompts=True)
     # a prompt sequence per group, then one response sequence per row
     assert len(packed.cu_seq_lens) - 1 == len(PROMPT_GROUPS) + len(batch)
+
+
+# -- the token budget -------------------------------------------------------------------------------------
+def test_the_budget_counts_a_shared_prompt_once_per_micro_batch():
+    prompt, response, groups = [6, 6, 6, 2], [16, 14, 9, 12], [0, 0, 0, 1]
+    assert packed_size(prompt, response, [0, 1, 2, 3], groups) == 6 + (16 + 14 + 9) + 2 + 12
+    assert packed_size(prompt, response, [0, 1, 2, 3]) == 3 * 6 + (16 + 14 + 9) + 2 + 12  # whole rows
+    # budget 40: rows 0 and 1 hold 6 + 16 + 14 = 36; row 2 would make 45, so it starts the next run with its
+    # group's prompt again (6 + 9), and row 3 adds its own (2 + 12): 29
+    assert greedy_runs([0, 1, 2, 3], prompt, response, 40, packed=True, groups=groups) == [[0, 1], [2, 3]]
+    assert greedy_runs([0, 1, 2, 3], prompt, response, 40, packed=True) == [[0], [1, 2], [3]]  # 22, 35, 14
+
+
+def test_a_shared_budget_keeps_groups_together_and_counts_the_packed_row():
+    batch = make_grouped_batch(vocab_size=100)
+    prompt, response = (e.tolist() for e in sequence_extents(batch["attention_mask"], batch["response_mask"]))
+    groups = prompt_groups(batch["input_ids"], batch.prompt_width, [max(1, extent) for extent in prompt])
+    assert [[row for row, group in enumerate(groups) if group == number] for number in range(4)] == PROMPT_GROUPS
+    # groups by packed size, longest first: 6 + 39, 2 + 13, 4 + 3, 1 + 3; rows by response length within each
+    assert groups_longest_first(prompt, response, groups) == [0, 1, 2, 3, 4, 5, 6, 7]
+    for budget, shared_runs, whole_runs in ((30, 3, 4), (45, 2, 2)):
+        runs = plan(batch, MICRO_BATCH, MicroBatching(pack_sequences=True, share_prompts=True, max_tokens=budget))
+        whole = plan(batch, MICRO_BATCH, MicroBatching(pack_sequences=True, max_tokens=budget))
+        assert (len(runs), len(whole)) == (shared_runs, whole_runs)
+        for run in runs:  # the budget's count is the shared packed row's length, within the budget
+            length = pack(batch.select(run), share_prompts=True).input_ids_1N.shape[1]
+            assert length == packed_size(prompt, response, run, groups) and (length <= budget or len(run) == 1)
 
 
 # -- the option --------------------------------------------------------------------------------------------

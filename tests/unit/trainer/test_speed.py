@@ -56,7 +56,7 @@ RULES = [
     (PACKING, ["engine.pack_sequences=false"], GPU, SMOL, False, "set"),
     (SHARING, [], CPU, SMOL, False, "CPU, the fixed default"),
     (SHARING, ["engine.pack_sequences=true"], CPU, SMOL, False, "CPU, the fixed default"),
-    (SHARING, [], GPU, SMOL, False, "measured no faster than whole rows"),
+    (SHARING, [], GPU, SMOL, False, "only where it saves a micro-batch"),
     (SHARING, ["engine.precision=fp32"], GPU, SMOL, False, "engine.pack_sequences is off"),
     (SHARING, ["engine.share_prompts=false"], GPU, SMOL, False, "set"),
     (SHARING, ["engine.share_prompts=true", "engine.pack_sequences=true"], CPU, SMOL, True, "set"),
