@@ -73,9 +73,10 @@ class EngineConfig(BackendSection):
         Field(description="With pack_sequences: the rows of a micro-batch that share a prompt (a group's samples) "
               "keep it once in the packed row, and each response attends to that one copy, so the model runs "
               "each prompt once instead of once per sample: fewer tokens and less activation memory, same numbers "
-              "up to float rounding; the token budget counts a shared prompt once. 'auto': off (on an H200 faster "
-              "only where sharing saves a micro-batch, slower at the same count: docs/benchmarks.md). true needs "
-              "pack_sequences and, on a GPU, a flash kernel that passes a check at the start."),
+              "up to float rounding; the token budget counts a shared prompt once a micro-batch. 'auto': off (on "
+              "an H200 faster only where sharing saves a micro-batch, slower at the same count: "
+              "docs/benchmarks.md). true needs pack_sequences and, on a GPU, a flash kernel that passes a check at "
+              "the start."),
     ] = AUTO
     max_tokens_per_micro_batch: Annotated[
         AutoTokens,

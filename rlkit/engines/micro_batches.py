@@ -18,8 +18,10 @@ Token budget (`max_tokens`). A micro-batch's size is rows x padded width (P' + T
 L without), the tensor the model runs on: the budget bounds activation memory, not real tokens. Packed, it is
 the number of tokens the packed row holds, the sum over its rows of max(1, prompt extent) + response extent
 (packing.pack's rule). With shared prompts (`share_prompts`) a prompt counts once in each micro-batch that holds
-rows of it, as packing keeps it once: the rows are ordered by prompt group (the groups, and the rows within a group,
-longest first) so that a group's rows fall in one micro-batch where the budget allows. Otherwise sequences
+rows of it, as packing keeps it once, plus a share of it for each row that attends to it (SHARED_KEY_WEIGHT: every
+such row gathers the prompt's keys and values again, and the attention keeps those for backward); the rows are
+ordered by prompt group (the groups, and the rows within a group, longest first) so that a group's rows fall in one
+micro-batch where the budget allows. Otherwise sequences
 are sorted longest first so that neighbours have similar widths. Each rank counts the fewest contiguous runs
 of that order within the budget; forward passes of sharded models are collectives, so all ranks take the
 largest count and cut their order into that many runs, with the smallest largest size (a search over the cap).
@@ -30,6 +32,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import math
 from dataclasses import dataclass
 
 import torch
@@ -86,14 +89,28 @@ def padded_size(prompt_extent: list[int], response_extent: list[int], rows: list
     return len(rows) * (kept_prompt + kept_response)
 
 
+# What a shared prompt's keys and values, gathered again for each row that attends to it, weigh against a token of
+# the budget's estimate: 2 b h_kv bytes a layer against at least (4 + 2b) 2h + 4b h_q + 4b i (rlkit.engines.memory),
+# at most 0.125 in bf16 and 0.143 in fp32 for h_kv <= h_q = h <= i, less with grouped-query heads (0.03 for
+# SmolLM2-135M, 0.09 for Llama-2-7B in fp32: tests/unit/engines/test_memory.py).
+SHARED_KEY_WEIGHT = 0.15
+
+
 def packed_size(prompt_extent: list[int], response_extent: list[int], rows: list[int],
                 groups: list[int] | None = None) -> int:
-    """The tokens of `rows` packed into one row: each row's prompt extent (at least 1) plus its response extent;
-    with `groups` (a prompt group per row, shared prompts) each group's prompt once."""
+    """The tokens of `rows` packed into one row: each row's prompt extent (at least 1) plus its response extent.
+    With `groups` (a prompt group per row, shared prompts): each group's prompt once, plus SHARED_KEY_WEIGHT of
+    the prompt for each row with a response (its keys gathered again, module docstring)."""
     if groups is None:
         return sum(max(1, prompt_extent[i]) + response_extent[i] for i in rows)
     first_rows = {groups[i]: i for i in reversed(rows)}.values()
-    return sum(response_extent[i] for i in rows) + sum(max(1, prompt_extent[i]) for i in first_rows)
+    packed = sum(response_extent[i] for i in rows) + sum(max(1, prompt_extent[i]) for i in first_rows)
+    return packed + regathered_size(sum(max(1, prompt_extent[i]) for i in rows if response_extent[i] > 0))
+
+
+def regathered_size(prompt_keys: int) -> int:
+    """What `prompt_keys` prompt keys gathered again for the responses count under the budget (SHARED_KEY_WEIGHT)."""
+    return math.ceil(SHARED_KEY_WEIGHT * prompt_keys)
 
 
 def run_size(prompt_extent: list[int], response_extent: list[int], rows: list[int], packed: bool,
@@ -163,21 +180,28 @@ def greedy_runs(
     kept_prompt = kept_response = 1
     tokens = 0
     seen: set[int] = set()  # the prompt groups in the run (shared prompts)
+    regathered = 0  # the prompt keys its responses gather again (shared prompts)
     for i in order:
         grown_prompt, grown_response = max(kept_prompt, prompt_extent[i]), max(kept_response, response_extent[i])
         prompt_tokens = 0 if groups is not None and groups[i] in seen else max(1, prompt_extent[i])
+        row_regathered = max(1, prompt_extent[i]) if groups is not None and response_extent[i] > 0 else 0
         grown_tokens = tokens + prompt_tokens + response_extent[i]
-        size = grown_tokens if packed else (len(run) + 1) * (grown_prompt + grown_response)
+        grown_regathered = regathered + row_regathered
+        if packed:
+            size = grown_tokens + regathered_size(grown_regathered)
+        else:
+            size = (len(run) + 1) * (grown_prompt + grown_response)
         if run and size > cap:
             runs.append(run)
             run = []
             seen.clear()
             grown_prompt, grown_response = max(1, prompt_extent[i]), max(1, response_extent[i])
             grown_tokens = max(1, prompt_extent[i]) + response_extent[i]
+            grown_regathered = row_regathered
         run.append(i)
         if groups is not None:
             seen.add(groups[i])
-        kept_prompt, kept_response, tokens = grown_prompt, grown_response, grown_tokens
+        kept_prompt, kept_response, tokens, regathered = grown_prompt, grown_response, grown_tokens, grown_regathered
     if run:
         runs.append(run)
     return runs

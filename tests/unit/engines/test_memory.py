@@ -16,6 +16,7 @@ from rlkit.engines.memory import (
     outside_bytes_per_token,
     pending_state_bytes,
 )
+from rlkit.engines.micro_batches import SHARED_KEY_WEIGHT
 from rlkit.engines.packing import pack
 from rlkit.engines.sequences import PolicyScorer
 from rlkit.engines.varlen_attention import use_varlen_attention
@@ -168,3 +169,23 @@ def test_what_keeps_packing_from_a_model(config, blocker):
     assert (facts.packing_blocker is None) if blocker is None else (blocker in facts.packing_blocker)
     no_interface = ModelFacts.of_config(config, 1, 1, supports_attention_interface=False)
     assert "AttentionInterface" in no_interface.packing_blocker
+
+
+@pytest.mark.parametrize("hidden, intermediate, heads, kv_heads, head_dim, layers", [
+    (576, 1536, 9, 3, 64, 30),  # SmolLM2-135M
+    (896, 4864, 14, 2, 64, 24),  # Qwen2.5-0.5B
+    (4096, 11008, 32, 32, 128, 32),  # Llama-2-7B: no grouped-query heads, the keys' largest share
+], ids=["smollm2-135m", "qwen2.5-0.5b", "llama2-7b"])
+@pytest.mark.parametrize("dtype_bytes", [2, 4])
+def test_shared_key_weight_bounds_a_gathered_prompt_key(hidden, intermediate, heads, kv_heads, head_dim, layers,
+                                                        dtype_bytes):
+    """With shared prompts each response gathers its prompt's keys and values again, which the attention keeps for
+    backward (every layer; with checkpointing the two layers held at once): the budget counts such a key as
+    SHARED_KEY_WEIGHT of a token (rlkit.engines.micro_batches), which must not be less than what it keeps."""
+    model = ModelFacts(num_parameters=0, trainable_parameters=0, hidden_size=hidden, num_layers=layers,
+                       intermediate_size=intermediate, num_heads=heads, num_kv_heads=kv_heads, head_dim=head_dim,
+                       vocab_size=32000)
+    key_bytes = 2 * dtype_bytes * kv_heads * head_dim  # a key and a value, one layer
+    for checkpointing, layers_kept in ((False, layers), (True, 2)):
+        token = activation_bytes_per_token(model, dtype_bytes, checkpointing=checkpointing, packed=True, longest=0)
+        assert layers_kept * key_bytes / token <= SHARED_KEY_WEIGHT

@@ -22,12 +22,14 @@ from test_packing import eager_attention, hand_batch, padded_inputs, random_qkv
 
 from rlkit.config.schema import EngineConfig
 from rlkit.engines.micro_batches import (
+    SHARED_KEY_WEIGHT,
     MicroBatching,
     greedy_runs,
     groups_longest_first,
     packed_size,
     plan,
     prompt_groups,
+    regathered_size,
     sequence_extents,
 )
 from rlkit.engines import varlen_attention
@@ -154,11 +156,13 @@ def test_the_grouped_batch_shares_as_its_groups_say(tiny_model_dir):
 
 # -- the token budget -------------------------------------------------------------------------------------
 def test_the_budget_counts_a_shared_prompt_once_per_micro_batch():
+    assert SHARED_KEY_WEIGHT == 0.15  # the counts below: each response's prompt keys gathered again weigh 0.15
     prompt, response, groups = [6, 6, 6, 2], [16, 14, 9, 12], [0, 0, 0, 1]
-    assert packed_size(prompt, response, [0, 1, 2, 3], groups) == 6 + (16 + 14 + 9) + 2 + 12
+    # packed: 6 + (16 + 14 + 9) + 2 + 12 = 59; the responses gather 6 + 6 + 6 + 2 = 20 prompt keys again: + 3
+    assert packed_size(prompt, response, [0, 1, 2, 3], groups) == 59 + 3
     assert packed_size(prompt, response, [0, 1, 2, 3]) == 3 * 6 + (16 + 14 + 9) + 2 + 12  # whole rows
-    # budget 40: rows 0 and 1 hold 6 + 16 + 14 = 36; row 2 would make 45, so it starts the next run with its
-    # group's prompt again (6 + 9), and row 3 adds its own (2 + 12): 29
+    # budget 40: rows 0 and 1 count 6 + 16 + 14 + ceil(0.15 x 12) = 38; row 2 would make 47, so it starts the next
+    # run with its group's prompt again (6 + 9 + 1), and row 3 adds its own (2 + 12, 2 keys more): 31
     assert greedy_runs([0, 1, 2, 3], prompt, response, 40, packed=True, groups=groups) == [[0, 1], [2, 3]]
     assert greedy_runs([0, 1, 2, 3], prompt, response, 40, packed=True) == [[0], [1, 2], [3]]  # 22, 35, 14
 
@@ -170,13 +174,15 @@ def test_a_shared_budget_keeps_groups_together_and_counts_the_packed_row():
     assert [[row for row, group in enumerate(groups) if group == number] for number in range(4)] == PROMPT_GROUPS
     # groups by packed size, longest first: 6 + 39, 2 + 13, 4 + 3, 1 + 3; rows by response length within each
     assert groups_longest_first(prompt, response, groups) == [0, 1, 2, 3, 4, 5, 6, 7]
-    for budget, shared_runs, whole_runs in ((30, 3, 4), (45, 2, 2)):
+    for budget, shared_runs, whole_runs in ((32, 3, 4), (45, 2, 2), (80, 1, 2)):
         runs = plan(batch, MICRO_BATCH, MicroBatching(pack_sequences=True, share_prompts=True, max_tokens=budget))
         whole = plan(batch, MICRO_BATCH, MicroBatching(pack_sequences=True, max_tokens=budget))
         assert (len(runs), len(whole)) == (shared_runs, whole_runs)
-        for run in runs:  # the budget's count is the shared packed row's length, within the budget
-            length = pack(batch.select(run), share_prompts=True).input_ids_1N.shape[1]
-            assert length == packed_size(prompt, response, run, groups) and (length <= budget or len(run) == 1)
+        for run in runs:  # the budget's count: the shared packed row's length and the prompt keys gathered again
+            packed = pack(batch.select(run), share_prompts=True)
+            regathered = int(packed.key_seq_lens[-1]) - packed.input_ids_1N.shape[1]
+            count = packed.input_ids_1N.shape[1] + regathered_size(regathered)
+            assert count == packed_size(prompt, response, run, groups) and (count <= budget or len(run) == 1)
 
 
 # -- the option --------------------------------------------------------------------------------------------
