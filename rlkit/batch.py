@@ -89,7 +89,7 @@ class Batch:
         return self.slice(rank * per_rank, (rank + 1) * per_rank)
 
     def to(self, device: torch.device | str) -> Batch:
-        return Batch({name: value.to(device) for name, value in self.tensors.items()}, dict(self.meta))
+        return Batch({name: to_device(value, device) for name, value in self.tensors.items()}, dict(self.meta))
 
     @staticmethod
     def concat(batches: Sequence[Batch]) -> Batch:
@@ -101,3 +101,14 @@ class Batch:
             {name: torch.cat([batch.tensors[name] for batch in batches]) for name in first.tensors},
             {name: [item for batch in batches for item in batch.meta[name]] for name in first.meta},
         )
+
+
+def to_device(tensor: Tensor, device: torch.device | str) -> Tensor:
+    """`tensor` on `device`. A CPU tensor bound for a GPU goes through pinned memory and does not make the host
+    wait: a plain `.to("cuda")` synchronizes the stream after the copy, so inside a micro-batch loop the host would
+    wait for every kernel queued so far before it could queue the next. Torch's host allocator keeps the pinned
+    copy until the transfer is done. Made contiguous first, since torch would copy a strided tensor to pageable
+    memory before the transfer."""
+    if torch.device(device).type != "cuda" or tensor.device.type != "cpu":
+        return tensor.to(device)
+    return tensor.contiguous().pin_memory().to(device, non_blocking=True)

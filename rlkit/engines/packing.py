@@ -24,13 +24,13 @@ each prompt once per micro-batch instead of once per row.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from rlkit.batch import Batch
+from rlkit.batch import Batch, to_device
 from rlkit.engines.micro_batches import prompt_groups, sequence_extents
 
 
@@ -50,24 +50,30 @@ class PackedMicroBatch:
     key_index: Tensor | None = None
     labels_1M: Tensor | None = None
 
+    def to(self, device: torch.device) -> PackedMicroBatch:
+        """Every tensor on `device` (rlkit.batch.to_device: the host does not wait for the copies)."""
+        return replace(self, **{item.name: to_device(getattr(self, item.name), device) for item in fields(self)
+                                if isinstance(getattr(self, item.name), Tensor)})
+
     def scorer_inputs(self, device: torch.device) -> dict[str, Tensor | int | None]:
         """The keyword arguments of a scorer's packed forward (rlkit.engines.sequences), on `device`."""
         inputs = {
-            "input_ids": self.input_ids_1N.to(device),
+            "input_ids": to_device(self.input_ids_1N, device),
             "attention_mask": None,
-            "position_ids": self.position_ids_1N.to(device),
-            "cu_seq_lens": self.cu_seq_lens.to(device),
+            "position_ids": to_device(self.position_ids_1N, device),
+            "cu_seq_lens": to_device(self.cu_seq_lens, device),
             "max_length": self.max_length,
-            "score_positions": self.score_positions_M.to(device),
+            "score_positions": to_device(self.score_positions_M, device),
         }
         if self.key_index is not None:
-            inputs.update(key_seq_lens=self.key_seq_lens.to(device), max_key_length=self.max_key_length,
-                          key_index=self.key_index.to(device), score_labels=self.labels_1M.to(device))
+            inputs.update(key_seq_lens=to_device(self.key_seq_lens, device), max_key_length=self.max_key_length,
+                          key_index=to_device(self.key_index, device),
+                          score_labels=to_device(self.labels_1M, device))
         return inputs
 
     def to_batch(self, scores_1M: Tensor) -> Tensor:
         """(1, M) per-token outputs -> (B, T) with zeros where nothing was scored (differentiable)."""
-        index = (self.rows_M.to(scores_1M.device), self.columns_M.to(scores_1M.device))
+        index = (to_device(self.rows_M, scores_1M.device), to_device(self.columns_M, scores_1M.device))
         return scores_1M.new_zeros(self.batch_shape).index_put(index, scores_1M[0])
 
 

@@ -19,7 +19,7 @@ from typing import Callable
 import torch
 from torch import Tensor, nn
 
-from rlkit.batch import Batch
+from rlkit.batch import Batch, to_device
 from rlkit.engines.base import LossFn, ModelOutput
 from rlkit.engines.micro_batches import MicroBatching, in_batch_order, pad_response, plan, trim
 from rlkit.engines.packing import pack
@@ -44,13 +44,14 @@ def model_inputs(
     """The scorer's inputs on `device`, and what maps its per-token outputs back to (B, T): (B, L) inputs,
     trimmed to (B, P' + T') with `remove_padding`, or one packed (1, N) row with `pack_sequences`."""
     if batching.pack_sequences:
-        packed = pack(micro, share_prompts=batching.share_prompts)
+        # moved whole, so that to_batch's indices are on the device before the forward is queued
+        packed = pack(micro, share_prompts=batching.share_prompts).to(device)
         return packed.scorer_inputs(device), packed.to_batch
     if batching.remove_padding:
         inputs, response_width = trim(micro)
     else:
         inputs, response_width = {key: micro[key] for key in MODEL_INPUTS}, micro.response_width
-    inputs = {key: value.to(device) for key, value in inputs.items()}
+    inputs = {key: to_device(value, device) for key, value in inputs.items()}
     return {**inputs, "response_width": response_width}, functools.partial(
         pad_response, response_width=micro.response_width
     )
@@ -86,12 +87,8 @@ def logprobs_of(
         logprobs_BT, entropy_BT = score(module, micro, device, with_entropy=with_entropy, batching=batching)
         logprobs.append(logprobs_BT)
         entropies.append(entropy_BT)
-    # to CPU after the last micro-batch is queued: a copy per micro-batch would wait for the GPU each time
-    logprobs = [piece.cpu() for piece in logprobs]
-    entropies = [piece.cpu() for piece in entropies] if with_entropy else entropies
-    return ModelOutput(
-        logprobs=in_batch_order(logprobs, runs), entropy=in_batch_order(entropies, runs) if with_entropy else None
-    )
+    return ModelOutput(logprobs=on_cpu_in_batch_order(logprobs, runs),
+                       entropy=on_cpu_in_batch_order(entropies, runs) if with_entropy else None)
 
 
 def values_of(
@@ -100,8 +97,14 @@ def values_of(
 ) -> Tensor:
     """Values of the whole batch, fp32 (B, T) on CPU."""
     runs = plan(batch, micro_batch_size, batching)
-    pieces = [values(module, batch.select(rows), device, batching=batching) for rows in runs]
-    return in_batch_order([piece.cpu() for piece in pieces], runs)  # to CPU once all are queued
+    return on_cpu_in_batch_order([values(module, batch.select(rows), device, batching=batching) for rows in runs],
+                                 runs)
+
+
+def on_cpu_in_batch_order(pieces: list[Tensor], runs: list[list[int]]) -> Tensor:
+    """The micro-batches' outputs, joined where they are and copied to the CPU in one transfer once every
+    micro-batch is queued (a copy per micro-batch would wait for the GPU each time), in the batch's row order."""
+    return in_batch_order([torch.cat(pieces).cpu()], [[row for run in runs for row in run]])
 
 
 def accumulate_gradients(
@@ -121,9 +124,9 @@ def accumulate_gradients(
     trimmed, packed or not: it returns a share of the global loss, so the grouping does not change the sum.
     `entropy_grad=False` hands it a detached entropy (TrainEngine.forward_backward).
 
-    Nothing in the loop reads the GPU: the model's inputs are cut from the micro-batch's CPU rows, and tensor
-    metrics are summed where they are and read once at the end, so the host queues micro-batch after
-    micro-batch while the GPU runs."""
+    Nothing in the loop waits for the GPU: the model's inputs are cut from the micro-batch's CPU rows and copied
+    without a stream sync (rlkit.batch.to_device), and tensor metrics are summed where they are and read once at
+    the end, so the host queues micro-batch after micro-batch while the GPU runs."""
     metrics: dict[str, Tensor | float] = {}
     for rows in plan(batch, micro_batch_size, batching):
         rows_on_cpu = batch.select(rows)
@@ -138,7 +141,7 @@ def accumulate_gradients(
         loss, micro_metrics = loss_fn(output, micro)
         backward(loss)
         for key, value in micro_metrics.items():
-            value = value.detach().to(device) if isinstance(value, Tensor) else value
+            value = to_device(value.detach(), device) if isinstance(value, Tensor) else value
             metrics[key] = metrics.get(key, 0.0) + value
     return read_metrics(metrics)
 

@@ -234,3 +234,44 @@ def test_fsdp2_shared_prompts_step_matches_whole_rows(tmp_path, kernel_calls, co
     assert dict(counters["graph_break"]) == {}
     assert_same_step(measured[True], measured[False], batch["response_mask"].bool())
     torch._dynamo.reset()
+
+
+@pytest.mark.parametrize("share_prompts", [False, True])
+def test_the_passes_wait_for_the_gpu_no_more_with_more_micro_batches(tmp_path, share_prompts):
+    """Inside a pass's micro-batch loop the host never waits for the GPU (rlkit.batch.to_device: a plain copy of a
+    CPU tensor to a GPU synchronizes the stream), so the synchronizing calls torch reports are as many with four
+    micro-batches as with one: the update's metrics read once at the end, the log-probs copied back once."""
+    import warnings
+
+    from rlkit.engines.fsdp2 import FSDP2Engine
+    from rlkit.engines.fsdp2.options import FSDP2Options
+
+    random_qwen2(head_dim=64).save_pretrained(tmp_path / "model")
+    batch = grouped_batch()
+    num_tokens = float(batch["response_mask"].sum())
+
+    def loss_fn(output: ModelOutput, micro: Batch):
+        loss = (-micro["advantages"] * output.logprobs * micro["response_mask"]).sum() / num_tokens
+        return loss, {"loss": loss.detach()}
+
+    spec = EngineSpec(role="actor", model_path=str(tmp_path / "model"), optim=OptimConfig(lr=1e-5),
+                      total_optimizer_steps=1)
+    engine = FSDP2Engine(EngineConfig(pack_sequences=True, share_prompts=share_prompts), FSDP2Options(), spec,
+                         DistInfo(device="cuda:0"))
+    passes = {"update": lambda size: engine.forward_backward(batch, loss_fn, micro_batch_size=size),
+              "logprobs": lambda size: engine.compute_logprobs(batch, micro_batch_size=size, with_entropy=True)}
+    syncs = {}
+    for name, run in passes.items():
+        for micro_batch_size in (8, 2, 8, 2):  # the first calls warm up; the later ones count
+            torch.cuda.synchronize()
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                torch.cuda.set_sync_debug_mode("warn")
+                try:
+                    run(micro_batch_size)
+                finally:
+                    torch.cuda.set_sync_debug_mode("default")
+            syncs[name, micro_batch_size] = sum("synchroniz" in str(warning.message) for warning in caught)
+    for name in passes:
+        assert syncs[name, 2] == syncs[name, 8], syncs
+

@@ -1,4 +1,5 @@
-"""The passes never read the device inside their micro-batch loop (rlkit/engines/passes.py).
+"""The passes never read the device inside their micro-batch loop (rlkit/engines/passes.py), and move CPU tensors
+to a GPU without a stream sync (rlkit.batch.to_device).
 
 A read (a metric's float, a packed layout's lengths computed on the GPU) makes the host wait for the GPU at every
 micro-batch, so it cannot queue the next micro-batch while the GPU runs the last one. On CPU the test tags what a
@@ -13,7 +14,7 @@ from micro_batching_cases import MICRO_BATCH, make_grouped_batch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils._pytree import tree_leaves
 
-from rlkit.batch import Batch
+from rlkit.batch import Batch, to_device
 from rlkit.config.schema import AlgorithmConfig
 from rlkit.engines import passes
 from rlkit.engines.micro_batches import MicroBatching
@@ -146,3 +147,19 @@ def test_a_read_in_the_loop_is_counted_at_every_micro_batch(tiny_model_dir, devi
     with device_reads(scorer) as mode:
         passes.pack(batch.to("cpu"))
     assert "aten.nonzero.default" in mode.reads
+
+
+def test_a_cpu_tensor_goes_to_a_gpu_pinned_and_without_a_stream_sync(monkeypatch):
+    """torch's plain copy of a CPU tensor to a GPU synchronizes the stream after it: to_device copies from pinned
+    memory with non_blocking instead, and leaves every other move as it was (on CPU, here with torch's calls
+    recorded instead of run)."""
+    calls = []
+    monkeypatch.setattr(torch.Tensor, "pin_memory", lambda self: calls.append("pin_memory") or self)
+    monkeypatch.setattr(torch.Tensor, "to", lambda self, *args, **kwargs: calls.append((args, kwargs)) or self)
+    tensor = torch.zeros(3)
+    to_device(tensor, "cuda:0")
+    assert calls == ["pin_memory", (("cuda:0",), {"non_blocking": True})]
+    calls.clear()
+    to_device(tensor, torch.device("cpu"))
+    assert calls == [((torch.device("cpu"),), {})]
+
