@@ -16,6 +16,8 @@ Prints one JSON line per measurement:
 - `update_batching`, `logprob_batching` (with --batching): the update and the log-prob pass with prompts shared
   (`engine.share_prompts`) against whole rows under --budget tokens a micro-batch, whole rows in one micro-batch,
   and shared prompts in two, on 32 prompts x 8 samples; four engines (one unit) taking turns.
+- `update_transfers`, `logprob_transfers` (with --transfers): the update and the log-prob pass with the copies to
+  the GPU as rlkit makes them (pinned, no stream sync) against torch's plain `.to(device)`, one engine, taking turns.
 - `weights` (with --update): streaming the weights a sync reads (`full_weights`), copying each local tensor as one
   rank now does against gathering each with `DTensor.full_tensor()`, taking turns the same way.
 """
@@ -219,6 +221,41 @@ def batching(rounds: int, *, compiled: bool, model_path: str | None, budget: int
                                                           other)}), flush=True)
 
 
+def transfers(rounds: int, *, compiled: bool, model_path: str | None, budget: int) -> None:
+    """The update and the log-prob pass with the passes' copies to the GPU as rlkit makes them (pinned, no stream
+    sync: rlkit.batch.to_device) against torch's plain `.to(device)` (a stream sync after each copy), on one engine
+    (one unit, micro-batches of `budget` tokens: two on this batch), the two taking turns in one process."""
+    import rlkit.batch
+    import rlkit.engines.packing
+    import rlkit.engines.passes
+
+    build, _, step, logprob_pass, real_weights = fsdp2_setup(compiled=compiled, model_path=model_path, group=8)
+    engine = build("model", max_tokens_per_micro_batch=budget)
+    modules = (rlkit.batch, rlkit.engines.packing, rlkit.engines.passes)
+    pinned = rlkit.batch.to_device
+
+    def blocking(tensor, device):
+        return tensor.to(device)
+
+    def with_copies(copy, call):
+        def run() -> None:
+            for module in modules:
+                module.to_device = copy
+            try:
+                call(engine, 256)
+            finally:
+                for module in modules:
+                    module.to_device = pinned
+        return run
+
+    for call in (step, logprob_pass):  # the first calls compile
+        call(engine, 256)
+    for measure, call in (("update", step), ("logprob", logprob_pass)):
+        times = interleaved({"blocking": with_copies(blocking, call), "pinned": with_copies(pinned, call)}, rounds)
+        print(json.dumps({"measure": f"{measure}_transfers", "compiled": compiled, "real_weights": real_weights,
+                          "budget": budget, **summary(times, "blocking", "pinned")}), flush=True)
+
+
 def interleaved(calls: dict, rounds: int) -> dict[str, list[float]]:
     """Seconds of each call to completion, `rounds` times, in the order of `calls`, then reversed, and so on."""
     times: dict[str, list[float]] = {name: [] for name in calls}
@@ -245,7 +282,10 @@ def main() -> None:
     parser.add_argument("--optimizer", action="store_true", help="AdamW fused against foreach (one unit)")
     parser.add_argument("--batching", action="store_true",
                         help="prompts shared or whole, micro-batches of --budget tokens or one (one unit)")
-    parser.add_argument("--budget", type=int, default=54_272, help="the token budget of --batching (the bench's)")
+    parser.add_argument("--transfers", action="store_true",
+                        help="copies to the GPU pinned without a sync (as rlkit makes them) against plain .to()")
+    parser.add_argument("--budget", type=int, default=54_272,
+                        help="the token budget of --batching and --transfers (the bench's)")
     parser.add_argument("--model", help="a Hugging Face folder for --update (default: random SmolLM2-135M shape)")
     args = parser.parse_args()
     if not args.no_attention:
@@ -256,6 +296,8 @@ def main() -> None:
         optimizer(args.repeats, compiled=args.compile, model_path=args.model)
     if args.batching:
         batching(args.repeats, compiled=args.compile, model_path=args.model, budget=args.budget)
+    if args.transfers:
+        transfers(args.repeats, compiled=args.compile, model_path=args.model, budget=args.budget)
 
 
 if __name__ == "__main__":

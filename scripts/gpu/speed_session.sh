@@ -204,8 +204,14 @@
 #                                                   after_step against no_text.
 # The fourteenth session ran 11, 12 (SKIP_PASSES=1), 38, 16, 22, 39 and three benches on one machine, then 11, 12, 38,
 # 16, 22, benches and tests/gpu/test_packing_gpu.py on a second (docs/benchmarks.md, fourteenth session).
+# 40   (none)                                   4   after 12: the copies to the GPU without a stream sync (built after
+#                                                   the fourteenth session's runs): host_overhead.py --transfers (one
+#                                                   engine, pinned against plain .to(), 12 turns), then
+#                                                   tests/gpu/test_packing_gpu.py (its sync count). Look for:
+#                                                   pinned_over_blocking below 1; the test passing. Then 16, 22 and
+#                                                   the workload's bench (target 2).
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-39)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-40)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -602,7 +608,14 @@ case $STEP in
   timeout 400 python3 scripts/gpu/vllm_generate_gap.py --model "$MODEL" --data "$DATA" --rounds 5 2>&1 | \
     grep '^{' | log
   ;;
+40)
+  export PYTHONPATH="$PYTHONPATH:/tmp/site_pyd"
+  need "$MODEL/config.json"
+  timeout 300 python3 scripts/gpu/host_overhead.py --transfers --compile --no-attention --model "$MODEL" \
+    --repeats 12 2>&1 | grep '^{' | log
+  timeout 250 python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -5 | log
+  ;;
 *)
-  echo "unknown step $STEP (1-39)"; exit 2
+  echo "unknown step $STEP (1-40)"; exit 2
   ;;
 esac
