@@ -33,6 +33,11 @@ def _one_error(expected: str) -> WrapValidator:
 
 # A switch: true, false, or 'auto'.
 AutoSwitch = Annotated[Union[Literal["auto"], bool], _one_error("true, false or 'auto'")]
+# Shared prompts (engine.share_prompts): true, false, 'auto', or shared only in a batch where that takes fewer
+# micro-batches than whole rows.
+SHARE_IF_FEWER = "if_fewer_micro_batches"
+AutoSharing = Annotated[Union[Literal["auto", "if_fewer_micro_batches"], bool],
+                        _one_error("true, false, 'if_fewer_micro_batches' or 'auto'")]
 # A token budget: a positive number, null (no budget), or 'auto'.
 AutoTokens = Annotated[Union[Literal["auto"], Annotated[int, Field(ge=1)], None],
                        _one_error("a number of tokens (1 or more), null or 'auto'")]

@@ -11,7 +11,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 from pydantic import Field, model_validator
 
-from rlkit.config.auto import AUTO, AutoSwitch, AutoTokens
+from rlkit.config.auto import AUTO, SHARE_IF_FEWER, AutoSharing, AutoSwitch, AutoTokens
 from rlkit.config.backends import BackendSection
 from rlkit.config.base import Section
 
@@ -69,14 +69,16 @@ class EngineConfig(BackendSection):
               "torch >= 2.10) and the model's attention can take it, unless remove_padding is on; off on CPU."),
     ] = AUTO
     share_prompts: Annotated[
-        AutoSwitch,
+        AutoSharing,
         Field(description="With pack_sequences: the rows of a micro-batch that share a prompt (a group's samples) "
               "keep it once in the packed row, and each response attends to that one copy, so the model runs "
               "each prompt once instead of once per sample: fewer tokens and less activation memory, same numbers "
-              "up to float rounding; the token budget counts a shared prompt once a micro-batch. 'auto': off (on "
-              "an H200 faster only where sharing saves a micro-batch, slower at the same count: "
-              "docs/benchmarks.md). true needs pack_sequences and, on a GPU, a flash kernel that passes a check at "
-              "the start."),
+              "up to float rounding; the token budget counts a shared prompt once a micro-batch. "
+              "'if_fewer_micro_batches': share in a batch only where that takes fewer micro-batches than whole "
+              "rows (needs a token budget; on an H200 sharing was faster where it saved a micro-batch, slower at "
+              "the same count: docs/benchmarks.md). 'auto': 'if_fewer_micro_batches' on a GPU with packing, "
+              "false on CPU. true and 'if_fewer_micro_batches' need pack_sequences and, on a GPU, a flash kernel "
+              "that passes a check at the start."),
     ] = AUTO
     max_tokens_per_micro_batch: Annotated[
         AutoTokens,
@@ -96,10 +98,15 @@ class EngineConfig(BackendSection):
                 "engine.pack_sequences and engine.remove_padding are both true: packing already removes all "
                 "padding; set engine.remove_padding=false"
             )
-        if self.share_prompts is True and self.pack_sequences is False:
-            raise ValueError("engine.share_prompts=true needs engine.pack_sequences (true or auto): prompts are "
-                             "shared within a packed row")
+        if self.share_prompts in (True, SHARE_IF_FEWER) and self.pack_sequences is False:
+            raise ValueError(f"engine.share_prompts={_shown(self.share_prompts)} needs engine.pack_sequences (true or "
+                             "auto): prompts are shared within a packed row")
         return self
+
+
+def _shown(value: Any) -> str:
+    """An option's value as a user writes it on the command line."""
+    return str(value).lower() if isinstance(value, bool) else str(value)
 
 
 class OptimConfig(Section):

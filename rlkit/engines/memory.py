@@ -12,6 +12,11 @@ code and checked against torch's saved-tensor hooks: tests/unit/engines/test_mem
   values are h_kv wide unless the attention repeats them for grouped-query heads, as it does with a padding
   mask), plus the kernel's fp32 log-sum-exp per head; with a padding mask also a (longest)-wide mask row;
 - the SwiGLU MLP: the gate and up projections, the activation and the product fed to down_proj: 4 b i.
+Compiled layers (engine.torch_compile) keep less: inductor's partitioner recomputes cheap elementwise work in
+backward instead of keeping it, so each norm keeps its input and its output in the compute dtype (2 b h, and the
+fp32 reciprocal RMS) and the MLP its gate, up and product (3 b i); the attention keeps the same. On SmolLM2-135M
+that is 18,476 bytes a layer against eager's 26,156, and 0.55 MiB a token in all, which is what the compiled
+passes took on an H200 (docs/speed_defaults.md; inductor's choice checked on CPU in test_memory.py).
 Outside the layers: the final norm, the scored positions' hidden states (rlkit.engines.logprobs keeps them, not
 their logits, for each chunk), rotary cos/sin and a few fp32 numbers per token for the loss.
 
@@ -116,13 +121,14 @@ def lora_parameters(model: nn.Module, lora: LoraConfig) -> int:
 
 
 # -- activations ------------------------------------------------------------------------------------------
-def layer_bytes_per_token(model: ModelFacts, dtype_bytes: int, *, packed: bool, longest: int) -> int:
-    """What autograd keeps per token for one decoder layer (module docstring); `longest` is the padded width,
-    whose attention-mask row an unpacked forward keeps."""
+def layer_bytes_per_token(model: ModelFacts, dtype_bytes: int, *, packed: bool, longest: int,
+                          compiled: bool = False) -> int:
+    """What autograd keeps per token for one decoder layer (module docstring), eager or compiled by
+    torch.compile; `longest` is the padded width, whose attention-mask row an unpacked forward keeps."""
     b, h, h_q = dtype_bytes, model.hidden_size, model.num_heads * model.head_dim
-    norms = 2 * (4 + 2 * b) * h
+    norms = 2 * 2 * b * h if compiled else 2 * (4 + 2 * b) * h
     attention = 4 * b * h_q + 4 * model.num_heads + (0 if packed else b * longest)
-    mlp = 4 * b * model.intermediate_size
+    mlp = (3 if compiled else 4) * b * model.intermediate_size
     return norms + attention + mlp + 8  # + the norms' fp32 reciprocal RMS
 
 
@@ -133,9 +139,10 @@ def outside_bytes_per_token(model: ModelFacts, dtype_bytes: int) -> int:
 
 
 def activation_bytes_per_token(model: ModelFacts, dtype_bytes: int, *, checkpointing: bool, packed: bool,
-                               longest: int) -> int:
-    """Peak bytes a token of a training micro-batch takes during its forward and backward (module docstring)."""
-    layer = layer_bytes_per_token(model, dtype_bytes, packed=packed, longest=longest)
+                               longest: int, compiled: bool = False) -> int:
+    """Peak bytes a token of a training micro-batch takes during its forward and backward (module docstring);
+    `compiled`: the decoder layers run through torch.compile (engine.torch_compile)."""
+    layer = layer_bytes_per_token(model, dtype_bytes, packed=packed, longest=longest, compiled=compiled)
     outside = outside_bytes_per_token(model, dtype_bytes)
     if checkpointing:
         return model.num_layers * dtype_bytes * model.hidden_size + 2 * layer + outside

@@ -33,13 +33,14 @@ from __future__ import annotations
 import functools
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
 
 from rlkit.batch import Batch
+from rlkit.config.auto import SHARE_IF_FEWER
 from rlkit.config.engines import EngineConfig
 from rlkit.distributed import all_reduce_max
 
@@ -50,17 +51,19 @@ log = logging.getLogger(__name__)
 class MicroBatching:
     """An engine's micro-batch options (EngineConfig.remove_padding, .max_tokens_per_micro_batch,
     .pack_sequences, .share_prompts). With shared prompts the budget counts each prompt once a micro-batch, as
-    the packed row holds it."""
+    the packed row holds it; share_prompts may also be SHARE_IF_FEWER, which `settle_sharing` turns into true or
+    false for each batch."""
 
     remove_padding: bool = False
     max_tokens: int | None = None
     pack_sequences: bool = False
-    share_prompts: bool = False
+    share_prompts: bool | str = False
 
     @staticmethod
     def of(config: EngineConfig) -> MicroBatching:
+        sharing = config.share_prompts if config.share_prompts in (True, SHARE_IF_FEWER) else False
         return MicroBatching(config.remove_padding, config.max_tokens_per_micro_batch, config.pack_sequences,
-                             config.share_prompts is True and config.pack_sequences is True)
+                             sharing if config.pack_sequences is True else False)
 
 
 # -- widths ---------------------------------------------------------------------------------------------
@@ -91,9 +94,9 @@ def padded_size(prompt_extent: list[int], response_extent: list[int], rows: list
 
 # What a shared prompt's keys and values, gathered again for each row that attends to it, weigh against a token of
 # the budget's estimate: 2 b h_kv bytes a layer against at least (4 + 2b) 2h + 4b h_q + 4b i (rlkit.engines.memory),
-# at most 0.125 in bf16 and 0.143 in fp32 for h_kv <= h_q = h <= i, less with grouped-query heads (0.03 for
-# SmolLM2-135M, 0.09 for Llama-2-7B in fp32: tests/unit/engines/test_memory.py).
-SHARED_KEY_WEIGHT = 0.15
+# or 4b h + 4b h_q + 3b i for compiled layers: at most 0.18 for h_kv <= h_q = h <= i, less with grouped-query heads
+# (0.04 for SmolLM2-135M compiled, 0.12 for Llama-2-7B: tests/unit/engines/test_memory.py).
+SHARED_KEY_WEIGHT = 0.2
 
 
 def packed_size(prompt_extent: list[int], response_extent: list[int], rows: list[int],
@@ -231,9 +234,36 @@ def balanced_runs(
     return runs
 
 
+def settle_sharing(batch: Batch, batching: MicroBatching) -> MicroBatching:
+    """`batching` with share_prompts true or false for `batch`: SHARE_IF_FEWER shares where that takes fewer
+    micro-batches than whole rows on the rank that needs the most (a collective, like plan), and needs a token
+    budget to take fewer. Other values come back as they are."""
+    if batching.share_prompts != SHARE_IF_FEWER:
+        return batching
+    if batching.max_tokens is None or not batching.pack_sequences:
+        return replace(batching, share_prompts=False)
+    prompt, response = (extent.tolist() for extent in sequence_extents(batch["attention_mask"], batch["response_mask"]))
+    groups = prompt_groups(batch["input_ids"], batch.prompt_width, [max(1, extent) for extent in prompt])
+    shared = greedy_runs(groups_longest_first(prompt, response, groups), prompt, response, batching.max_tokens,
+                         packed=True, groups=groups)
+    whole = greedy_runs(longest_first(prompt, response), prompt, response, batching.max_tokens, packed=True)
+    num_shared, num_whole = int(all_reduce_max(len(shared))), int(all_reduce_max(len(whole)))
+    if num_shared < num_whole:
+        _note_sharing(num_shared, num_whole)
+    return replace(batching, share_prompts=num_shared < num_whole)
+
+
+@functools.cache
+def _note_sharing(num_shared: int, num_whole: int) -> None:
+    log.info("engine.share_prompts=%s: a batch runs with shared prompts, %d micro-batches instead of %d "
+             "(said once for each pair of counts)", SHARE_IF_FEWER, num_shared, num_whole)
+
+
 def plan(batch: Batch, micro_batch_size: int, batching: MicroBatching) -> list[list[int]]:
-    """The rows of each micro-batch of `batch`. With a token budget, a collective: every rank gets the same
-    number of micro-batches (the local batches must be at least that many rows; equal shards are)."""
+    """The rows of each micro-batch of `batch` (share_prompts settled: settle_sharing). With a token budget, a
+    collective: every rank gets the same number of micro-batches (the local batches must be at least that many
+    rows; equal shards are)."""
+    assert batching.share_prompts in (True, False), "settle_sharing decides SHARE_IF_FEWER for the batch first"
     if batching.max_tokens is None:
         return fixed_runs(len(batch), micro_batch_size)
     packed = batching.pack_sequences

@@ -21,7 +21,7 @@ from torch import Tensor, nn
 
 from rlkit.batch import Batch, to_device
 from rlkit.engines.base import LossFn, ModelOutput
-from rlkit.engines.micro_batches import MicroBatching, in_batch_order, pad_response, plan, trim
+from rlkit.engines.micro_batches import MicroBatching, in_batch_order, pad_response, plan, settle_sharing, trim
 from rlkit.engines.packing import pack
 from rlkit.errors import ConfigError
 from rlkit.models.lora import is_peft_model
@@ -80,6 +80,7 @@ def logprobs_of(
     batching: MicroBatching = MicroBatching(),
 ) -> ModelOutput:
     """Log-probs (and entropy) of the whole batch, fp32 (B, T) on CPU."""
+    batching = settle_sharing(batch, batching)
     runs = plan(batch, micro_batch_size, batching)
     logprobs, entropies = [], []
     for rows in runs:
@@ -96,6 +97,7 @@ def values_of(
     batching: MicroBatching = MicroBatching(),
 ) -> Tensor:
     """Values of the whole batch, fp32 (B, T) on CPU."""
+    batching = settle_sharing(batch, batching)
     runs = plan(batch, micro_batch_size, batching)
     return on_cpu_in_batch_order([values(module, batch.select(rows), device, batching=batching) for rows in runs],
                                  runs)
@@ -128,6 +130,7 @@ def accumulate_gradients(
     without a stream sync (rlkit.batch.to_device), and tensor metrics are summed where they are and read once at
     the end, so the host queues micro-batch after micro-batch while the GPU runs."""
     metrics: dict[str, Tensor | float] = {}
+    batching = settle_sharing(batch, batching)
     for rows in plan(batch, micro_batch_size, batching):
         rows_on_cpu = batch.select(rows)
         micro = rows_on_cpu.to(device)

@@ -23,7 +23,7 @@ from rlkit.config.auto import Choice
 from rlkit.distributed import DistInfo, all_reduce_min
 from rlkit.engines.building import compute_dtype
 from rlkit.engines.memory import ModelFacts, activation_bytes_per_token, logits_bytes, pending_state_bytes
-from rlkit.trainer.speed import BUDGET, CHECKPOINTING, PACKING, ROLLOUT_SLEEP, SpeedPlan
+from rlkit.trainer.speed import BUDGET, CHECKPOINTING, COMPILE, PACKING, ROLLOUT_SLEEP, SpeedPlan
 
 GiB, MiB = 2**30, 2**20
 RESERVE_SHARE, MIN_RESERVE_BYTES = 0.10, 2 * GiB  # kept back: NCCL buffers, DeepSpeed's buckets, the allocator's slack
@@ -141,14 +141,14 @@ def resolve_memory(plan: SpeedPlan, cfg: Any, *, model: ModelFacts, trained: lis
     assert rollout_awake or ROLLOUT_SLEEP not in plan.pending, "whether the rollout sleeps is decided awake first"
     engine = cfg.engine
     dtype_bytes = compute_dtype(engine, "cuda").itemsize
-    packed = plan.value(PACKING)
+    packed, compiled = plan.value(PACKING), bool(plan.value(COMPILE))
     room = MemoryRoom(memory.free_bytes, max(int(RESERVE_SHARE * memory.total_bytes), MIN_RESERVE_BYTES),
                       pending_state_bytes(trained, world_size), logits_bytes(engine.logprob_chunk_size,
                                                                              model.vocab_size), rollout_awake)
 
     def per_token(checkpointing: bool) -> float:
         return HEADROOM * activation_bytes_per_token(model, dtype_bytes, checkpointing=checkpointing, packed=packed,
-                                                     longest=longest)
+                                                     longest=longest, compiled=compiled)
 
     choices = dict(plan.choices)
     notes: list[str] = []

@@ -24,7 +24,7 @@ from typing import Any
 
 import torch
 
-from rlkit.config.auto import AUTO, Choice, Facts
+from rlkit.config.auto import AUTO, SHARE_IF_FEWER, Choice, Facts
 from rlkit.config.base import Section
 from rlkit.config.engines import EngineConfig
 from rlkit.distributed import DistInfo
@@ -120,7 +120,7 @@ def plan_speed(cfg: Any, dist: DistInfo, *, model_path: str, critic_path: str | 
     model = ModelFacts.of(model_path, trust_remote_code=cfg.model.trust_remote_code, lora=cfg.model.lora)
     critic = None if critic_path is None else ModelFacts.of(
         critic_path, trust_remote_code=cfg.model.trust_remote_code, lora=cfg.model.lora)
-    machine = MachineFacts.here(dist, check_shared_prompts=cfg.engine.share_prompts is True)
+    machine = MachineFacts.here(dist, check_shared_prompts=cfg.engine.share_prompts is not False)
     return resolve_static(cfg, machine, model, critic=critic)
 
 
@@ -187,13 +187,15 @@ def choose_packing(engine: EngineConfig, machine: MachineFacts, model: ModelFact
 
 
 def choose_prompt_sharing(engine: EngineConfig, packing: Choice, machine: MachineFacts) -> Choice:
-    if engine.share_prompts is True and not packing.value:
-        raise ConfigError(f"engine.share_prompts=true needs packing, which is off here ({packing.reason or 'set'}); "
-                          "set engine.share_prompts to auto or false")
+    shares = engine.share_prompts in (True, SHARE_IF_FEWER)
+    shown = json.dumps(engine.share_prompts)
+    if shares and not packing.value:
+        raise ConfigError(f"engine.share_prompts={shown} needs packing, which is off here "
+                          f"({packing.reason or 'set'}); set engine.share_prompts to auto or false")
     misaligned = machine.on_cuda and machine.flash_varlen and not machine.flash_keys_at_end
-    if engine.share_prompts is True and packing.value and misaligned:
-        raise ConfigError(f"engine.share_prompts=true: torch {torch.__version__}'s flash varlen kernel does not let "
-                          "a query sequence shorter than its keys see them all (checked at the start); set "
+    if shares and packing.value and misaligned:
+        raise ConfigError(f"engine.share_prompts={shown}: torch {torch.__version__}'s flash varlen kernel does not "
+                          "let a query sequence shorter than its keys see them all (checked at the start); set "
                           "engine.share_prompts to auto or false")
     if engine.share_prompts != AUTO:
         return Choice.given(engine.share_prompts)
@@ -201,10 +203,13 @@ def choose_prompt_sharing(engine: EngineConfig, packing: Choice, machine: Machin
         return Choice(False, CPU)
     if not packing.value:
         return Choice(False, "engine.pack_sequences is off: prompts are shared within a packed row")
-    # Measured on an H200 (docs/benchmarks.md, tenth and fourteenth sessions): less memory, but faster only where
-    # sharing saves a micro-batch; at the same count the shared micro-batches ran slower.
-    return Choice(False, "measured faster than whole rows on a GPU only where it saves a micro-batch; true saves "
-                         "memory where prompts are long")
+    if misaligned:
+        return Choice(False, f"torch {torch.__version__}'s flash varlen kernel does not let a query sequence "
+                             "shorter than its keys see them all (checked at the start)")
+    # Measured on an H200 (docs/benchmarks.md, tenth and fourteenth sessions): sharing was faster where it saved a
+    # micro-batch, and slower at the same count.
+    return Choice(SHARE_IF_FEWER, "each batch shares its prompts where that takes fewer micro-batches than whole "
+                                  "rows: measured faster there on a GPU, slower at the same count")
 
 
 def choose_compile(engine: EngineConfig, machine: MachineFacts, model: ModelFacts) -> Choice:

@@ -209,9 +209,17 @@
 #                                                   engine, pinned against plain .to(), 12 turns), then
 #                                                   tests/gpu/test_packing_gpu.py (its sync count). Look for:
 #                                                   pinned_over_blocking below 1; the test passing. Then 16, 22 and
-#                                                   the workload's bench (target 2).
+#                                                   the workload's bench (target 2). From the fifteenth session
+#                                                   also tests/gpu/test_memory_gpu.py: a packed step's peak against
+#                                                   the activation estimate, eager and compiled.
+# 41   (none)                                   6   after 16, 22 (SKIP_SEEDS=1 skips 22's seed script): the workload's
+#                                                   bench with defaults (fifteenth session: the compiled estimate's
+#                                                   budget, prompts shared where that saves a micro-batch) and vLLM
+#                                                   alone, then with engine.share_prompts=false (no baseline). Look
+#                                                   for: step / vLLM alone against 1.3x; the "runs with shared
+#                                                   prompts" line; memory/peak_gb against the budget.
 set -uo pipefail
-STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-40)}
+STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-41)}
 source scripts/gpu/common.sh
 MODEL=${MODEL:-/tmp/speed/SmolLM2-135M-Instruct}
 DATA=${DATA:-/tmp/speed/gsm8k/train.parquet}  # MODEL and DATA may come from smollm2.sh's /tmp/smol
@@ -237,7 +245,8 @@ bench() {  # bench NAME ARGS...: rlkit bench into /tmp/speed/NAME, table and jso
   python3 -m rlkit bench "$@" --out "/tmp/speed/$name" 2>&1 | grep --line-buffered -v "Loading\|it/s]" | log
   cp "/tmp/speed/$name/bench.json" "$OUT/$name.json" 2>/dev/null
   for run in "/tmp/speed/$name"/runs/*; do
-    { grep "speed: " "$run/bench.log"; tail -n 30 "$run/bench.log"; } > "$OUT/${name}_$(basename "$run").txt"
+    { grep "speed: \|runs with shared prompts" "$run/bench.log"; tail -n 30 "$run/bench.log"; } \
+      > "$OUT/${name}_$(basename "$run").txt"
     cp "$run/metrics.jsonl" "$OUT/${name}_$(basename "$run")_metrics.jsonl" 2>/dev/null
   done
 }
@@ -434,7 +443,7 @@ case $STEP in
   bash scripts/gpu/device_install.sh vllm .gpu/vllm_p1 | tail -1
   need /tmp/site_vllm/.installed
   need "$MODEL/config.json"
-  [ ! -f scripts/gpu/vllm_seed_cost.py ] || \
+  [ ! -f scripts/gpu/vllm_seed_cost.py ] || [ -n "${SKIP_SEEDS:-}" ] || \
     python3 scripts/gpu/vllm_seed_cost.py --model "$MODEL" --data "$DATA" 2>&1 | grep '^{' | log
   ;;
 23)
@@ -614,8 +623,17 @@ case $STEP in
   timeout 300 python3 scripts/gpu/host_overhead.py --transfers --compile --no-attention --model "$MODEL" \
     --repeats 12 2>&1 | grep '^{' | log
   timeout 250 python3 -m pytest tests/gpu/test_packing_gpu.py -m gpu -q -p no:cacheprovider 2>&1 | tail -5 | log
+  [ -f tests/gpu/test_memory_gpu.py ] || exit 0
+  timeout 250 python3 -m pytest tests/gpu/test_memory_gpu.py -m gpu -q -s -p no:cacheprovider 2>&1 | \
+    grep "peak\|passed\|failed\|Error" | log
+  ;;
+41)
+  need /tmp/site_vllm/.installed
+  need "$MODEL/config.json"
+  bench defaults $WORKLOAD --engine fsdp2 --rollout vllm
+  bench whole $WORKLOAD --engine fsdp2 --rollout vllm --no-baseline engine.share_prompts=false
   ;;
 *)
-  echo "unknown step $STEP (1-40)"; exit 2
+  echo "unknown step $STEP (1-41)"; exit 2
   ;;
 esac

@@ -35,7 +35,8 @@ def test_auto_on_a_gpu(engine, tmp_path):
     values = {key: item["value"] for key, item in settings.items()}
     assert all(item["source"] == "auto" for item in settings.values()), settings
     assert values["engine.pack_sequences"] is flash_varlen_available()
-    assert values["engine.share_prompts"] is False  # faster only where it saves a micro-batch (docs/benchmarks.md)
+    # shared in a batch only where that saves a micro-batch (docs/speed_defaults.md); packing off: never
+    assert values["engine.share_prompts"] == ("if_fewer_micro_batches" if flash_varlen_available() else False)
     assert values["engine.torch_compile"] is False  # 0.1M parameters
     # prompts of at most data.max_prompt_length=512 tokens and 16 new ones: one sequence is 528 tokens
     assert values["engine.max_tokens_per_micro_batch"] >= 528 and values["engine.gradient_checkpointing"] is False

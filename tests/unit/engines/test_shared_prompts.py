@@ -8,6 +8,8 @@ prompts against the same engines packing every row whole, on a batch of prompt g
 The CUDA kernel path is tests/gpu/test_packing_gpu.py.
 """
 
+from dataclasses import replace
+
 import pytest
 import torch
 from micro_batching_cases import (
@@ -20,6 +22,7 @@ from micro_batching_cases import (
 )
 from test_packing import eager_attention, hand_batch, padded_inputs, random_qkv
 
+from rlkit.config.auto import SHARE_IF_FEWER
 from rlkit.config.schema import EngineConfig
 from rlkit.engines.micro_batches import (
     SHARED_KEY_WEIGHT,
@@ -31,6 +34,7 @@ from rlkit.engines.micro_batches import (
     prompt_groups,
     regathered_size,
     sequence_extents,
+    settle_sharing,
 )
 from rlkit.engines import varlen_attention
 from rlkit.engines.packing import pack
@@ -145,6 +149,36 @@ def test_shared_prompts_match_whole_rows(engine, switches, tiny_model_dir):
         assert len(shared["actor_sizes"]) <= len(whole["actor_sizes"])
 
 
+@pytest.mark.parametrize("budget, shares", [(80, True), (45, False)], ids=["saves-one", "same-count"])
+def test_sharing_if_fewer_micro_batches_shares_only_where_it_saves_one(budget, shares, tiny_model_dir):
+    """`if_fewer_micro_batches` (what `auto` resolves to on a GPU): with budget 80 the grouped batch takes one
+    shared micro-batch against two whole ones, so it shares (same numbers as whole rows); with 45 it takes two
+    either way, so it runs exactly the whole rows' micro-batches."""
+    switches = {"pack_sequences": True, "max_tokens_per_micro_batch": budget}
+    whole = measure_world1("fsdp2", tiny_model_dir, grouped=True, **switches)
+    chosen = measure_world1("fsdp2", tiny_model_dir, grouped=True, share_prompts=SHARE_IF_FEWER, **switches)
+    assert_same(chosen, whole)
+    if shares:  # the micro-batches' rows, as the one rank saw them
+        assert (chosen["actor_sizes"], whole["actor_sizes"]) == ([[8]], [[2, 6]])
+        assert (chosen["critic_sizes"], whole["critic_sizes"]) == ([[8]], [[2, 6]])
+    else:
+        assert chosen["actor_sizes"] == whole["actor_sizes"] and chosen["critic_sizes"] == whole["critic_sizes"]
+
+
+def test_settle_sharing_decides_each_batch():
+    batch = make_grouped_batch(vocab_size=100)
+    fewer = MicroBatching(pack_sequences=True, share_prompts=SHARE_IF_FEWER)
+    # shared against whole micro-batches (the budget test above): 32: 3 against 4, 45: 2 and 2, 80: 1 against 2
+    for budget, shares in ((32, True), (45, False), (80, True)):
+        assert settle_sharing(batch, replace(fewer, max_tokens=budget)).share_prompts is shares
+    assert settle_sharing(batch, fewer).share_prompts is False  # no budget: the same count either way
+    assert settle_sharing(batch, replace(fewer, pack_sequences=False, max_tokens=80)).share_prompts is False
+    for given in (True, False):  # a settled value stays
+        assert settle_sharing(batch, replace(fewer, share_prompts=given, max_tokens=32)).share_prompts is given
+    with pytest.raises(AssertionError, match="settle_sharing"):
+        plan(batch, MICRO_BATCH, replace(fewer, max_tokens=32))
+
+
 def test_the_grouped_batch_shares_as_its_groups_say(tiny_model_dir):
     from transformers import AutoConfig
 
@@ -156,13 +190,13 @@ def test_the_grouped_batch_shares_as_its_groups_say(tiny_model_dir):
 
 # -- the token budget -------------------------------------------------------------------------------------
 def test_the_budget_counts_a_shared_prompt_once_per_micro_batch():
-    assert SHARED_KEY_WEIGHT == 0.15  # the counts below: each response's prompt keys gathered again weigh 0.15
+    assert SHARED_KEY_WEIGHT == 0.2  # the counts below: each response's prompt keys gathered again weigh 0.2
     prompt, response, groups = [6, 6, 6, 2], [16, 14, 9, 12], [0, 0, 0, 1]
-    # packed: 6 + (16 + 14 + 9) + 2 + 12 = 59; the responses gather 6 + 6 + 6 + 2 = 20 prompt keys again: + 3
-    assert packed_size(prompt, response, [0, 1, 2, 3], groups) == 59 + 3
+    # packed: 6 + (16 + 14 + 9) + 2 + 12 = 59; the responses gather 6 + 6 + 6 + 2 = 20 prompt keys again: + 4
+    assert packed_size(prompt, response, [0, 1, 2, 3], groups) == 59 + 4
     assert packed_size(prompt, response, [0, 1, 2, 3]) == 3 * 6 + (16 + 14 + 9) + 2 + 12  # whole rows
-    # budget 40: rows 0 and 1 count 6 + 16 + 14 + ceil(0.15 x 12) = 38; row 2 would make 47, so it starts the next
-    # run with its group's prompt again (6 + 9 + 1), and row 3 adds its own (2 + 12, 2 keys more): 31
+    # budget 40: rows 0 and 1 count 6 + 16 + 14 + ceil(0.2 x 12) = 39; row 2 would make 49, so it starts the next
+    # run with its group's prompt again (6 + 9 + 2), and row 3 adds its own (2 + 12, 8 keys in all: + 2): 31
     assert greedy_runs([0, 1, 2, 3], prompt, response, 40, packed=True, groups=groups) == [[0, 1], [2, 3]]
     assert greedy_runs([0, 1, 2, 3], prompt, response, 40, packed=True) == [[0], [1, 2], [3]]  # 22, 35, 14
 
@@ -187,26 +221,33 @@ def test_a_shared_budget_keeps_groups_together_and_counts_the_packed_row():
 
 # -- the option --------------------------------------------------------------------------------------------
 def test_sharing_without_packing_is_refused():
-    with pytest.raises(ValueError, match="engine.share_prompts=true needs engine.pack_sequences"):
-        EngineConfig(share_prompts=True, pack_sequences=False)
-    assert not MicroBatching.of(EngineConfig(share_prompts=True, pack_sequences="auto")).share_prompts  # unresolved
+    for sharing in (True, SHARE_IF_FEWER):
+        with pytest.raises(ValueError, match=f"engine.share_prompts={str(sharing).lower()} needs engine.pack_seq"):
+            EngineConfig(share_prompts=sharing, pack_sequences=False)
+        assert not MicroBatching.of(EngineConfig(share_prompts=sharing, pack_sequences="auto")).share_prompts
+    assert MicroBatching.of(EngineConfig(share_prompts=SHARE_IF_FEWER, pack_sequences=True)).share_prompts == \
+        SHARE_IF_FEWER
+    with pytest.raises(ValueError, match="'if_fewer_micro_batches' or 'auto'"):
+        EngineConfig(share_prompts="sometimes")
 
 
-def test_auto_leaves_prompts_whole_and_true_needs_packing_and_a_kernel_that_serves_it():
+def test_auto_shares_where_it_saves_a_micro_batch_and_sharing_needs_packing_and_a_kernel_that_serves_it():
     from rlkit.config.auto import Choice
     from rlkit.trainer.speed import MachineFacts, choose_prompt_sharing
 
     gpu = MachineFacts(on_cuda=True, flash_varlen=True, flash_keys_at_end=True)
     misaligned = MachineFacts(on_cuda=True, flash_varlen=True, flash_keys_at_end=False)
-    assert choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), gpu).value is False
+    assert choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), gpu).value == SHARE_IF_FEWER
+    assert choose_prompt_sharing(EngineConfig(), Choice(True, "CUDA"), misaligned).value is False
     assert choose_prompt_sharing(EngineConfig(share_prompts=True), Choice(True, "CUDA"), gpu).value is True
     assert choose_prompt_sharing(EngineConfig(), Choice(False, "fp32 compute"), gpu).value is False
     assert choose_prompt_sharing(EngineConfig(), Choice(True, "set"), MachineFacts(on_cuda=False)).value is False
     assert choose_prompt_sharing(EngineConfig(share_prompts=False), Choice(True, "CUDA"), gpu).value is False
-    with pytest.raises(ConfigError, match="engine.share_prompts=true needs packing"):
-        choose_prompt_sharing(EngineConfig(share_prompts=True), Choice(False, "fp32 compute"), gpu)
-    with pytest.raises(ConfigError, match="checked at the start"):
-        choose_prompt_sharing(EngineConfig(share_prompts=True), Choice(True, "CUDA"), misaligned)
+    for sharing, shown in ((True, "true"), (SHARE_IF_FEWER, '"if_fewer_micro_batches"')):
+        with pytest.raises(ConfigError, match=f"engine.share_prompts={shown} needs packing"):
+            choose_prompt_sharing(EngineConfig(share_prompts=sharing), Choice(False, "fp32 compute"), gpu)
+        with pytest.raises(ConfigError, match="checked at the start"):
+            choose_prompt_sharing(EngineConfig(share_prompts=sharing), Choice(True, "CUDA"), misaligned)
 
 
 @pytest.fixture

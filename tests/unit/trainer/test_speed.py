@@ -56,7 +56,8 @@ RULES = [
     (PACKING, ["engine.pack_sequences=false"], GPU, SMOL, False, "set"),
     (SHARING, [], CPU, SMOL, False, "CPU, the fixed default"),
     (SHARING, ["engine.pack_sequences=true"], CPU, SMOL, False, "CPU, the fixed default"),
-    (SHARING, [], GPU, SMOL, False, "only where it saves a micro-batch"),
+    (SHARING, [], GPU, SMOL, "if_fewer_micro_batches", "where that takes fewer micro-batches than whole rows"),
+    (SHARING, ["engine.share_prompts=if_fewer_micro_batches"], GPU, SMOL, "if_fewer_micro_batches", "set"),
     (SHARING, ["engine.precision=fp32"], GPU, SMOL, False, "engine.pack_sequences is off"),
     (SHARING, ["engine.share_prompts=false"], GPU, SMOL, False, "set"),
     (SHARING, ["engine.share_prompts=true", "engine.pack_sequences=true"], CPU, SMOL, True, "set"),
@@ -145,7 +146,8 @@ def test_on_a_gpu_the_budget_and_checkpointing_wait_for_the_memory():
     # Until then the engines are built with the fixed defaults; the other options already resolved.
     section = gpu.engine_section(build_config(RunConfig, None, []).engine)
     assert (section.max_tokens_per_micro_batch, section.gradient_checkpointing) == (None, False)
-    assert (section.pack_sequences, section.share_prompts, section.torch_compile) == (True, False, True)
+    assert (section.pack_sequences, section.share_prompts, section.torch_compile) == \
+        (True, "if_fewer_micro_batches", True)
 
 
 def test_the_config_keeps_auto_and_engines_get_resolved_copies():
@@ -159,19 +161,21 @@ def test_the_config_keeps_auto_and_engines_get_resolved_copies():
 
 
 # -- the budget by hand -------------------------------------------------------------------------------------
-# SmolLM2 in bf16, packed, on one 16 GiB GPU (so that the reserve is its 2 GiB floor: 10% would be 1.6 GiB);
-# sequences of at most 1024 + 256 = 1280 tokens; a mini-batch of 256 sequences on this rank.
+# SmolLM2 in bf16, packed, eager (engine.torch_compile=false: compiled layers keep less, by hand in
+# test_compiled_layers_take_less_a_token), on one 16 GiB GPU (so that the reserve is its 2 GiB floor: 10% would be
+# 1.6 GiB); sequences of at most 1024 + 256 = 1280 tokens; a mini-batch of 256 sequences on this rank.
 # Per token without checkpointing 816,916 bytes, with it 92,952 (tests/unit/engines/test_memory.py), x 1.2 headroom:
 # 980,299.2 and 111,542.4. Still to come: gradients and moments 12 x 134,515,008 + gathered bf16 weights
 # 2 x 134,515,008 = 1,883,210,112 bytes; one 2048-token chunk of 49152 logits: 26 x 2048 x 49152 = 2,617,245,696.
 SMALL_GPU = 16 * GiB
+EAGER = "engine.torch_compile=false"
 
 
 def budget(free: int, *overrides: str, batch_sequences: int = 256, awake: bool = False, total: int = SMALL_GPU
            ) -> SpeedPlan:
     """resolve_memory at `free` bytes; `awake`: measured with the rollout awake, whether it sleeps pending (else
     the rollout is set to sleep, and the memory is what is free once it slept)."""
-    cfg = build_config(RunConfig, None, list(overrides) + ([] if awake else ["rollout.sleep=true"]))
+    cfg = build_config(RunConfig, None, [EAGER, *overrides] + ([] if awake else ["rollout.sleep=true"]))
     static = resolve_static(cfg, MachineFacts(True, 1, total, True), SMOL)
     return resolve_memory(static, cfg, model=SMOL, trained=[SMOL], memory=MemoryFacts(free, total),
                           world_size=1, longest=1280, batch_sequences=batch_sequences, rollout_awake=awake)
@@ -189,6 +193,24 @@ def test_the_budget_from_free_memory_by_hand():
         "12.0 GiB free once the rollout engine slept, less 2.0 kept back, 1.8 for gradients and optimizer state "
         "to come and 2.4 for a chunk's logits: 5.8 GiB at 0.93 MiB a token")
     assert resolved.pending == ()
+
+
+def test_compiled_layers_take_less_a_token():
+    # Issue 17's workload on an H200 (140 GiB here), compiled as auto does: 68 GiB free beside the awake rollout
+    # engine, 73,014,444,032 - 14 GiB kept back - 1,883,210,112 - 2,617,245,696 = 53,481,602,688 usable. A token
+    # takes 578,836 bytes with compiled layers (test_memory.py), x 1.2 = 694,603.2: 76,996.3 tokens, 76,800 in
+    # multiples of 256, where eager layers' 980,299.2 a token give 54,556.
+    cfg = build_config(RunConfig, None, [])
+    static = resolve_static(cfg, GPU, SMOL)
+    assert static.value(COMPILE) is True
+    resolved = resolve_memory(static, cfg, model=SMOL, trained=[SMOL], memory=MemoryFacts(68 * GiB, H200),
+                              world_size=1, longest=1280, batch_sequences=256, rollout_awake=True)
+    assert resolved.value(BUDGET) == 76800 and resolved.value(ROLLOUT_SLEEP) is False
+    assert resolved.choices[BUDGET].reason.endswith("49.8 GiB at 0.66 MiB a token")
+    eager = build_config(RunConfig, None, [EAGER])
+    assert resolve_memory(resolve_static(eager, GPU, SMOL), eager, model=SMOL, trained=[SMOL],
+                          memory=MemoryFacts(68 * GiB, H200), world_size=1, longest=1280, batch_sequences=256,
+                          rollout_awake=True).value(BUDGET) == 54528
 
 
 def test_checkpointing_only_when_one_sequence_would_not_fit():
@@ -292,7 +314,7 @@ def test_settle_memory_sleeps_the_rollout_only_when_it_decides_to(monkeypatch, b
         return MemoryFacts(free[0], SMALL_GPU)
 
     monkeypatch.setattr("rlkit.trainer.memory_plan.measure_free_memory", measure)
-    cfg = build_config(RunConfig, None, [])
+    cfg = build_config(RunConfig, None, [EAGER])
     static = resolve_static(cfg, MachineFacts(True, 1, SMALL_GPU, True), SMOL)
     rollout, engine = FakeRollout(free, slept_free=14 * GiB), FakeEngine()
     settled = settle_memory(static, cfg, engines=[engine], rollout=rollout, dist=DistInfo(), longest=1280,
@@ -316,7 +338,7 @@ def test_an_engine_that_tells_its_memory_is_kept_awake_before_it_starts(monkeypa
         return MemoryFacts(136 * GiB, H200)
 
     monkeypatch.setattr("rlkit.trainer.memory_plan.measure_free_memory", measure)
-    cfg = build_config(RunConfig, None, [])
+    cfg = build_config(RunConfig, None, [EAGER])
     static = resolve_static(cfg, GPU, SMOL)
     shape = dict(dist=DistInfo(), longest=1280, batch_sequences=256)
     expected = expect_rollout_sleep(static, cfg, free_after_start=lambda free: free // 2, **shape)
