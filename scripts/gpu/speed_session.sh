@@ -218,6 +218,10 @@
 #                                                   alone, then with engine.share_prompts=false (no baseline). Look
 #                                                   for: step / vLLM alone against 1.3x; the "runs with shared
 #                                                   prompts" line; memory/peak_gb against the budget.
+# The fifteenth session ran 11, 12 (SKIP_PASSES=1), 40, 16, 22 (SKIP_SEEDS=1), 41, 13 and 14 on one machine, then
+# test_speed_defaults_gpu.py and the defaults bench once more (docs/benchmarks.md, fifteenth session); a second
+# machine's 11, 12, 16, 22 and bench ran out of device time. Next: 11, 12, 16, 22 and 41's first bench on other
+# machines (the target-2 ratio moves with the machine), 13 and 14 for SGLang.
 set -uo pipefail
 STEP=${1:?usage: scripts/gpu/speed_session.sh STEP (1-41)}
 source scripts/gpu/common.sh

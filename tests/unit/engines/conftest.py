@@ -58,7 +58,8 @@ def fixed(tiny_model_dir):
 
 @pytest.fixture(scope="session")
 def world2(tiny_model_dir, tmp_path_factory) -> dict:
-    """FSDP2 at world size 2 with micro_batching_cases.SWITCHES and .PACKED_SWITCHES: one torchrun launch."""
+    """FSDP2 at world size 2 with micro_batching_cases.SWITCHES, .PACKED_SWITCHES and PACKED_SWITCHES sharing prompts
+    where that saves a micro-batch: one torchrun launch."""
     import rlkit
 
     out_dir = tmp_path_factory.mktemp("micro-batching-world2")

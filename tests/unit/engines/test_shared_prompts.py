@@ -165,6 +165,18 @@ def test_sharing_if_fewer_micro_batches_shares_only_where_it_saves_one(budget, s
         assert chosen["actor_sizes"] == whole["actor_sizes"] and chosen["critic_sizes"] == whole["critic_sizes"]
 
 
+def test_world2_shares_by_the_rank_that_needs_the_most(world2, tiny_model_dir):
+    """The grouped batch under a budget of 40 at world size 2: rank 0 (rows 0-3) needs 3 micro-batches whole and 2
+    shared, rank 1 (rows 4-7) one either way, so both ranks share and run 2 (scripts/micro_batching_cases.py);
+    the numbers are those of whole rows at world size 1."""
+    shared = world2["shared_if_fewer"]
+    assert [len(sizes) for sizes in shared["actor_sizes"]] == [2, 2]
+    assert [len(sizes) for sizes in shared["critic_sizes"]] == [2, 2]
+    assert shared["local_runs"] == [3, 1]  # whole rows, each rank alone
+    whole = measure_world1("fsdp2", tiny_model_dir, grouped=True, **PACKED_SWITCHES)
+    assert_same({**shared, "response_mask": whole["response_mask"]}, whole)
+
+
 def test_settle_sharing_decides_each_batch():
     batch = make_grouped_batch(vocab_size=100)
     fewer = MicroBatching(pack_sequences=True, share_prompts=SHARE_IF_FEWER)

@@ -2,8 +2,9 @@
 sides measure.
 
 Imported by test_micro_batching.py and test_packing.py (world size 1, in process) and run as a script under
-`torchrun --nproc_per_node=2 micro_batching_cases.py MODEL_DIR OUT_DIR` (FSDP2 at world size 2, with SWITCHES
-and with PACKED_SWITCHES): rank 0 writes the gathered measurements of both to OUT_DIR/results.pt.
+`torchrun --nproc_per_node=2 micro_batching_cases.py MODEL_DIR OUT_DIR` (FSDP2 at world size 2, with SWITCHES,
+with PACKED_SWITCHES, and with PACKED_SWITCHES sharing prompts where that saves a micro-batch on the grouped batch):
+rank 0 writes the gathered measurements of the three to OUT_DIR/results.pt.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import torch
 from engine_cases import max_difference, policy_loss, value_loss, weights
 
 from rlkit.batch import Batch
+from rlkit.config.auto import SHARE_IF_FEWER
 from rlkit.config.schema import EngineConfig, LoraConfig, OptimConfig
 from rlkit.distributed import all_gather_objects, all_reduce_sum
 from rlkit.distributed import DistInfo
@@ -172,11 +174,13 @@ def main(model_dir: str, out_dir: str) -> None:
     from rlkit.distributed import destroy, init_distributed
 
     dist = init_distributed("cpu")
-    batch = make_uneven_batch(AutoConfig.from_pretrained(model_dir).vocab_size)
+    vocab_size = AutoConfig.from_pretrained(model_dir).vocab_size
+    batch, grouped = make_uneven_batch(vocab_size), make_grouped_batch(vocab_size)
     results = {}
-    for name, switches in (("remove_padding", SWITCHES), ("packed", PACKED_SWITCHES)):
+    for name, switches, rows in (("remove_padding", SWITCHES, batch), ("packed", PACKED_SWITCHES, batch),
+                                 ("shared_if_fewer", {**PACKED_SWITCHES, "share_prompts": SHARE_IF_FEWER}, grouped)):
         actor, critic = (build("fsdp2", model_dir, role, dist, **switches) for role in ("actor", "critic"))
-        results[name] = measure(actor, critic, batch, dist, switches)
+        results[name] = measure(actor, critic, rows, dist, switches)
     if dist.is_main:
         torch.save(results, Path(out_dir) / "results.pt")
     destroy()
