@@ -248,15 +248,14 @@ def settle_sharing(batch: Batch, batching: MicroBatching) -> MicroBatching:
                          packed=True, groups=groups)
     whole = greedy_runs(longest_first(prompt, response), prompt, response, batching.max_tokens, packed=True)
     num_shared, num_whole = int(all_reduce_max(len(shared))), int(all_reduce_max(len(whole)))
-    if num_shared < num_whole:
-        _note_sharing(num_shared, num_whole)
+    if num_shared < num_whole and not _noted_sharing:
+        _noted_sharing.append(True)
+        log.info("engine.share_prompts=%s: a batch runs with shared prompts, %d micro-batches instead of %d "
+                 "(said for the first such batch)", SHARE_IF_FEWER, num_shared, num_whole)
     return replace(batching, share_prompts=num_shared < num_whole)
 
 
-@functools.cache
-def _note_sharing(num_shared: int, num_whole: int) -> None:
-    log.info("engine.share_prompts=%s: a batch runs with shared prompts, %d micro-batches instead of %d "
-             "(said once for each pair of counts)", SHARE_IF_FEWER, num_shared, num_whole)
+_noted_sharing: list[bool] = []  # whether settle_sharing said that a batch shares (once a process)
 
 
 def plan(batch: Batch, micro_batch_size: int, batching: MicroBatching) -> list[list[int]]:
