@@ -188,7 +188,7 @@ def choose_packing(engine: EngineConfig, machine: MachineFacts, model: ModelFact
 
 def choose_prompt_sharing(engine: EngineConfig, packing: Choice, machine: MachineFacts) -> Choice:
     shares = engine.share_prompts in (True, SHARE_IF_FEWER)
-    shown = json.dumps(engine.share_prompts)
+    shown = "true" if engine.share_prompts is True else engine.share_prompts  # as written on the command line
     if shares and not packing.value:
         raise ConfigError(f"engine.share_prompts={shown} needs packing, which is off here "
                           f"({packing.reason or 'set'}); set engine.share_prompts to auto or false")

@@ -255,7 +255,7 @@ def test_auto_shares_where_it_saves_a_micro_batch_and_sharing_needs_packing_and_
     assert choose_prompt_sharing(EngineConfig(), Choice(False, "fp32 compute"), gpu).value is False
     assert choose_prompt_sharing(EngineConfig(), Choice(True, "set"), MachineFacts(on_cuda=False)).value is False
     assert choose_prompt_sharing(EngineConfig(share_prompts=False), Choice(True, "CUDA"), gpu).value is False
-    for sharing, shown in ((True, "true"), (SHARE_IF_FEWER, '"if_fewer_micro_batches"')):
+    for sharing, shown in ((True, "true"), (SHARE_IF_FEWER, "if_fewer_micro_batches")):
         with pytest.raises(ConfigError, match=f"engine.share_prompts={shown} needs packing"):
             choose_prompt_sharing(EngineConfig(share_prompts=sharing), Choice(False, "fp32 compute"), gpu)
         with pytest.raises(ConfigError, match="checked at the start"):
